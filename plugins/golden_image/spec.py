@@ -1,0 +1,430 @@
+"""The image-family spec: strict, versioned pydantic models of ``include/images/<family>.yaml``.
+
+A family file describes the *image* (where it comes from, how it is built, tested, shipped and
+retired), never Airflow operators. Every error names the file, the line, the field path and
+what was expected; one broken file never hides the others (see :func:`load_families`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from golden_image.yamlload import LoadedYaml, YamlError, dotted_path, load_yaml
+
+SCHEMA_VERSION = 1
+FAMILY_NAME = r"^[a-z][a-z0-9-]{1,62}$"
+CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|private_?key|api_?key|credential)", re.I)
+
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _include_path(value: str, info: ValidationInfo, *, must_exist: bool = True) -> str:
+    """A path relative to ``include/`` that stays inside it and (normally) exists."""
+    posix = PurePosixPath(value)
+    if posix.is_absolute() or ".." in posix.parts or not value:
+        raise ValueError(f"'{value}' must be a relative path inside include/ (no leading '/', no '..')")
+    include_dir: Path | None = (info.context or {}).get("include_dir")
+    if include_dir is not None and must_exist:
+        target = (include_dir / value).resolve()
+        if not target.is_relative_to(include_dir.resolve()):
+            raise ValueError(f"'{value}' resolves outside include/ (through a symlink?)")
+        if not target.exists():
+            raise ValueError(f"'{value}' does not exist under {include_dir}")
+    return value
+
+
+def _no_secrets(values: dict[str, Any], where: str) -> dict[str, Any]:
+    for key in values:
+        if SECRET_NAME.search(key):
+            raise ValueError(
+                f"'{key}' looks like a secret; secrets never go in family files. Keep it in an Airflow "
+                f"connection or secrets backend and read it in the {where} at run time"
+            )
+    return values
+
+
+class LocalBootstrap(Strict):
+    """A Debian root filesystem built with mmdebstrap; cached in the catalog as a source image."""
+
+    suite: Literal["bookworm", "trixie"] = "bookworm"
+    variant: Literal["minbase", "important"] = "minbase"
+    mirror: str = "http://deb.debian.org/debian"
+    security_mirror: str = "http://deb.debian.org/debian-security"
+    include: list[str] = Field(default_factory=list, description="extra packages in the base")
+
+
+class LocalSource(Strict):
+    bootstrap: LocalBootstrap = Field(default_factory=LocalBootstrap)
+
+
+class AwsSource(Strict):
+    """How to find the base AMI: an SSM public parameter, or owners + name filter."""
+
+    ssm_parameter: str | None = None
+    owners: list[str] = Field(default_factory=list)
+    name_filter: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AwsSource:
+        if bool(self.ssm_parameter) == bool(self.name_filter):
+            raise ValueError("set exactly one of ssm_parameter or name_filter (with owners)")
+        if self.name_filter and not self.owners:
+            raise ValueError("name_filter needs owners (for example ['136693071363'] for Debian)")
+        return self
+
+
+class Source(Strict):
+    """Exactly one of: another family's published image, or the platform's own base."""
+
+    family: str | None = Field(default=None, pattern=FAMILY_NAME)
+    local: LocalSource | None = None
+    aws: AwsSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        chosen = [k for k in ("family", "local", "aws") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one of family, local or aws (got {chosen or 'none'})")
+        return self
+
+
+class PatchPolicy(Strict):
+    max_age_days: Annotated[int, Field(ge=1, le=365)] = 30
+    updates: Literal["security", "all"] = "all"
+    """Which pending updates trigger a rebuild (and which the bake applies)."""
+
+
+class PackerStep(Strict):
+    template: str = "packer/linux-ssh.pkr.hcl"
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str, info: ValidationInfo) -> str:
+        return _include_path(value, info)
+
+    @field_validator("vars")
+    @classmethod
+    def _vars(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _no_secrets(value, "Packer template")
+
+
+class AnsibleStep(Strict):
+    playbook: str
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("playbook")
+    @classmethod
+    def _playbook(cls, value: str, info: ValidationInfo) -> str:
+        return _include_path(value, info)
+
+    @field_validator("extra_vars")
+    @classmethod
+    def _vars(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _no_secrets(value, "playbook")
+
+
+class Hygiene(Strict):
+    enabled: bool = True
+    stopped_services: list[str] = Field(
+        default_factory=list, description="services baked into the image that must not be running"
+    )
+    allowed_private_keys: list[str] = Field(default_factory=list, description="paths exempt from the key scan")
+
+
+class Validation(Strict):
+    testinfra: list[str] = Field(default_factory=list)
+    pester: list[str] = Field(default_factory=list)
+    hygiene: Hygiene = Field(default_factory=Hygiene)
+
+    @field_validator("testinfra", "pester")
+    @classmethod
+    def _suites(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return [_include_path(item, info) for item in value]
+
+
+class Distribution(Strict):
+    regions: list[Annotated[str, Field(pattern=r"^[a-z0-9-]{2,32}$")]] = Field(
+        default_factory=lambda: ["local"], min_length=1
+    )
+    accounts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{2,64}$")]] = Field(default_factory=list)
+
+    @field_validator("regions", "accounts")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("entries must be unique")
+        if "all" in value:
+            raise ValueError("'all' would make the image public; name regions/accounts explicitly")
+        return value
+
+
+class Publish(Strict):
+    pointer: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_./-]{1,200}$")
+    """Name of the family's "latest" pointer; defaults to /golden/<family>/latest."""
+
+
+class Retention(Strict):
+    keep: Annotated[int, Field(ge=1, le=1000)] = 3
+    min_age_days: NonNegative = 7
+
+
+class FamilySpec(Strict):
+    schema_version: Literal[1]
+    name: str = Field(pattern=FAMILY_NAME)
+    description: str = Field(min_length=1)
+    owners: list[str] = Field(min_length=1)
+    platform: Literal["local", "aws"] = "local"
+    os: Literal["linux", "windows"] = "linux"
+    source: Source
+    schedule: str | None = "@weekly"
+    patch_policy: PatchPolicy = Field(default_factory=PatchPolicy)
+    packer: PackerStep = Field(default_factory=PackerStep)
+    ansible: AnsibleStep | None = None
+    validation: Validation = Field(default_factory=Validation)
+    distribution: Distribution = Field(default_factory=Distribution)
+    publish: Publish = Field(default_factory=Publish)
+    retention: Retention = Field(default_factory=Retention)
+    tags: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/=+@-]{1,128}$")], str] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None or value in CRON_PRESETS:
+            return value
+        from croniter import croniter  # small, and only needed for non-preset schedules
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(
+                f"'{value}' is not a 5-field cron expression or one of {sorted(CRON_PRESETS)} (or null)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FamilySpec:
+        if self.source.local is not None and self.platform != "local":
+            raise ValueError("source.local only works with platform: local")
+        if self.source.aws is not None and self.platform != "aws":
+            raise ValueError("source.aws only works with platform: aws")
+        if self.source.family == self.name:
+            raise ValueError("source.family cannot be the family itself")
+        if self.os == "windows":
+            if self.platform == "local":
+                raise ValueError("os: windows needs platform: aws (the local platform bakes Linux only)")
+            if self.validation.testinfra:
+                raise ValueError("validation.testinfra is for Linux; Windows images use validation.pester")
+        elif self.validation.pester:
+            raise ValueError("validation.pester is for Windows; Linux images use validation.testinfra")
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return f"golden_image__{self.name.replace('-', '_')}"
+
+    @property
+    def pointer(self) -> str:
+        return self.publish.pointer or f"/golden/{self.name}/latest"
+
+    @property
+    def primary_region(self) -> str:
+        return self.distribution.regions[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class SpecError:
+    """One problem in one family file, for people: file, line, field, what was expected."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field or '(file)'}: {self.message}"
+
+
+class FamilyFileError(ValueError):
+    def __init__(self, errors: list[SpecError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def load_family(path: Path, include_dir: Path) -> FamilySpec:
+    """Read and validate one family file; raise :class:`FamilyFileError` listing every problem."""
+    shown = _shown(path, include_dir)
+    try:
+        loaded = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlError as exc:
+        raise FamilyFileError([SpecError(shown, exc.line, "", exc.message)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FamilyFileError([SpecError(shown, 0, "", f"cannot read file: {exc}")]) from None
+    if not isinstance(loaded.data, dict):
+        raise FamilyFileError([SpecError(shown, 1, "", "expected a mapping (key: value) at the top level")])
+    version = loaded.data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise FamilyFileError(
+            [
+                SpecError(
+                    shown,
+                    loaded.line_of(("schema_version",)),
+                    "schema_version",
+                    f"expected {SCHEMA_VERSION} (this release reads schema_version {SCHEMA_VERSION}); "
+                    f"got {version!r}",
+                )
+            ]
+        )
+    try:
+        spec = FamilySpec.model_validate(loaded.data, context={"include_dir": include_dir})
+    except ValidationError as exc:
+        raise FamilyFileError(_explain(exc, loaded, shown)) from None
+    if spec.name != path.stem:
+        raise FamilyFileError(
+            [
+                SpecError(
+                    shown,
+                    loaded.line_of(("name",)),
+                    "name",
+                    f"must equal the file name '{path.stem}' (got '{spec.name}')",
+                )
+            ]
+        )
+    return spec
+
+
+@dataclass
+class FamilySet:
+    """Every family under ``include/images``: the good ones and, separately, the broken ones."""
+
+    families: dict[str, FamilySpec]
+    errors: dict[str, list[SpecError]]  # family (file stem) -> problems
+
+
+def family_files(images_dir: Path) -> list[Path]:
+    return sorted(p for p in images_dir.glob("*.y*ml") if p.suffix in {".yaml", ".yml"})
+
+
+def load_families(images_dir: Path, include_dir: Path | None = None) -> FamilySet:
+    """Load every family file; a broken one is reported in ``errors`` and never hides the others."""
+    include_dir = include_dir or images_dir.parent
+    families: dict[str, FamilySpec] = {}
+    errors: dict[str, list[SpecError]] = {}
+    for path in family_files(images_dir):
+        try:
+            families[path.stem] = load_family(path, include_dir)
+        except FamilyFileError as exc:
+            errors[path.stem] = exc.errors
+    _check_layering(families, errors, images_dir, include_dir)
+    return FamilySet(families, errors)
+
+
+def _check_layering(
+    families: dict[str, FamilySpec], errors: dict[str, list[SpecError]], images_dir: Path, include_dir: Path
+) -> None:
+    """``source.family`` must name a loadable family of the same platform, without cycles."""
+    for name in list(families):
+        seen = [name]
+        spec = families[name]
+        while spec.source.family is not None:
+            parent_name = spec.source.family
+            parent = families.get(parent_name)
+            problem = None
+            if parent_name in seen:
+                problem = f"layering cycle: {' -> '.join([*seen, parent_name])}"
+            elif parent is None:
+                known = sorted(families) + sorted(errors)
+                hint = difflib.get_close_matches(parent_name, known, n=1)
+                problem = f"no family named '{parent_name}'" + (
+                    f" (did you mean '{hint[0]}'?)" if hint else f"; known families: {', '.join(known)}"
+                )
+                if parent_name in errors:
+                    problem = f"source family '{parent_name}' has errors of its own"
+            elif parent.platform != families[name].platform:
+                problem = f"source family '{parent_name}' is on platform {parent.platform}"
+            if problem:
+                shown = _shown(images_dir / f"{name}.yaml", include_dir)
+                errors[name] = [SpecError(shown, 0, "source.family", problem)]
+                del families[name]
+                break
+            seen.append(parent_name)
+            spec = parent
+
+
+def _shown(path: Path, include_dir: Path) -> str:
+    try:
+        return str(path.relative_to(include_dir.parent))
+    except ValueError:
+        return str(path)
+
+
+def _explain(exc: ValidationError, loaded: LoadedYaml, shown: str) -> list[SpecError]:
+    out: list[SpecError] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        field = dotted_path(loc)
+        line = loaded.line_of(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _fields_at(loc[:-1])
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            message = "unknown field" + (f"; did you mean '{hint[0]}'?" if hint else "")
+            if allowed:
+                message += f" (allowed: {', '.join(allowed)})"
+        elif kind == "missing":
+            message = "required field is missing"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if kind in {"int_type", "string_type", "list_type", "dict_type", "bool_type", "int_parsing"}:
+                message += f" (got {err['input']!r})"
+        out.append(SpecError(shown, line, field, message))
+    return out
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model reached by following ``loc`` from :class:`FamilySpec`."""
+    model: Any = FamilySpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
