@@ -1,0 +1,5 @@
+"""One Airflow DAG per image family in include/images/ (thin loader; see golden_image.loader)."""
+
+from golden_image.loader import load_dags
+
+globals().update(load_dags())

@@ -1,0 +1,257 @@
+"""`golden`: the command line for people and CI (the GitOps pull-request check).
+
+    golden validate [--deep] [--json]   every family: schema, packer validate, ansible syntax, testinfra collect
+    golden list [--json]                families and their state
+    golden show FAMILY [--json]         what the family's DAG will do, resolved
+    golden images FAMILY [--json]       the catalog for a family
+    golden bake FAMILY [--force] [--reason R] [--json]   run the family's DAG locally through Airflow
+    golden janitor [--ttl-hours H]      remove instances left behind by killed runs
+
+Exit status is non-zero on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from golden_image import paths
+from golden_image.spec import FamilySet, FamilySpec, load_families
+
+
+def _families() -> FamilySet:
+    return load_families(paths.images_dir(), paths.include_dir())
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str) if as_json else text)
+
+
+def _deep_checks(spec: FamilySpec) -> list[str]:
+    """packer validate, ansible --syntax-check and Testinfra collection for one family."""
+    from golden_image.hooks.ansible import AnsibleHook
+    from golden_image.hooks.packer import PackerHook
+    from golden_image.hooks.testinfra import TestinfraHook
+    from golden_image.steps import packer_variables
+
+    problems = []
+    include = paths.include_dir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="golden-validate-") as tmp:
+            key = Path(tmp) / "id_ed25519"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+            from golden_image.platforms.base import SshTarget
+
+            dummy = SshTarget("i-validate", "127.0.0.1", 22, "root", str(key), "builder")
+            PackerHook().validate(include / spec.packer.template, packer_variables(spec, dummy))
+    except Exception as exc:
+        problems.append(f"packer: {exc}")
+    if spec.ansible is not None:
+        try:
+            AnsibleHook().syntax_check(include / spec.ansible.playbook)
+        except Exception as exc:
+            problems.append(f"ansible: {exc}")
+    if spec.validation.testinfra:
+        try:
+            TestinfraHook().collect([include / s for s in spec.validation.testinfra])
+        except Exception as exc:
+            problems.append(f"testinfra: {exc}")
+    return problems
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    found = _families()
+    report: dict[str, Any] = {"ok": sorted(found.families), "errors": {}}
+    for family, errors in found.errors.items():
+        report["errors"][family] = [str(e) for e in errors]
+    if args.deep:
+        for name, spec in sorted(found.families.items()):
+            problems = _deep_checks(spec)
+            if problems:
+                report["errors"][name] = [f"images/{name}.yaml: {p}" for p in problems]
+                report["ok"].remove(name)
+    lines = [f"ok     {name}" for name in report["ok"]]
+    for family, errors in sorted(report["errors"].items()):
+        lines += [f"ERROR  {family}"] + [f"         {e}" for e in errors]
+    total = len(report["ok"]) + len(report["errors"])
+    lines.append(f"{len(report['ok'])} of {total} families valid")
+    _print(report, args.json, "\n".join(lines))
+    return 1 if report["errors"] or total == 0 else 0
+
+
+def _platform(spec: FamilySpec) -> Any:
+    from golden_image.steps import get_platform
+
+    return get_platform(spec)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    found = _families()
+    rows = []
+    for name, spec in sorted(found.families.items()):
+        published = None
+        if spec.platform == "local" and (paths.golden_home() / "catalog.sqlite").exists():
+            image = _platform(spec).published_image(spec)
+            published = image.image_id if image else None
+        rows.append({"family": name, "platform": spec.platform, "os": spec.os, "schedule": spec.schedule,
+                     "source": spec.source.family or spec.platform, "published": published, "dag_id": spec.dag_id})
+    for name, errors in sorted(found.errors.items()):
+        rows.append({"family": name, "error": str(errors[0])})
+    text = "\n".join(
+        f"{r['family']:<24} " + (f"BROKEN: {r['error']}" if "error" in r else
+                                 f"{r['platform']:<6} {r['os']:<8} {r['schedule'] or '-':<12} "
+                                 f"published={r['published'] or '-'}")
+        for r in rows
+    )
+    _print(rows, args.json, text or "no families in " + str(paths.images_dir()))
+    return 1 if found.errors else 0
+
+
+def _get(name: str) -> FamilySpec:
+    found = _families()
+    if name in found.errors:
+        raise SystemExit("\n".join(str(e) for e in found.errors[name]))
+    if name not in found.families:
+        raise SystemExit(f"no family '{name}'; known: {', '.join(sorted(found.families)) or 'none'}")
+    return found.families[name]
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from golden_image.factory import render_doc
+
+    spec = _get(args.family)
+    _print(spec.model_dump(mode="json") | {"dag_id": spec.dag_id, "pointer": spec.pointer},
+           args.json, render_doc(spec))
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    spec = _get(args.family)
+    platform = _platform(spec)
+    published = platform.published_images()
+    rows = [image.to_json() | {"published": image.image_id in published} for image in platform.images(spec.name)]
+    text = "\n".join(
+        f"{r['image_id']}  {r['version']}  {r['status']:<10} {'*' if r['published'] else ' '} "
+        f"{','.join(r['regions'])}" for r in rows
+    ) or f"no images of {spec.name} yet"
+    _print(rows, args.json, text)
+    return 0
+
+
+def airflow_environment() -> dict[str, str]:
+    """Defaults for running Airflow from this checkout (overridable by the caller's env)."""
+    home = Path(os.environ.get("AIRFLOW_HOME") or paths.project_dir() / "var" / "airflow")
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(paths.project_dir() / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.project_dir() / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+    }
+
+
+def prepare_airflow() -> None:
+    for key, value in airflow_environment().items():
+        os.environ.setdefault(key, value)
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    marker = home / ".golden-db-migrated"
+    if not marker.exists():
+        subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
+                       stdout=subprocess.DEVNULL)
+        marker.touch()
+
+
+def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
+    """Run one family DAG in-process with ``dag.test()``; returns the run's state and task states."""
+    prepare_airflow()
+    from golden_image.loader import load_dags
+
+    dag = load_dags()[spec.dag_id]
+    run = dag.test(run_conf=conf)
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    return {"dag_id": spec.dag_id, "run_id": run.run_id, "state": str(run.state), "tasks": states}
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    spec = _get(args.family)
+    result = run_family_dag(spec, {"force": args.force, "reason": args.reason or "golden bake"})
+    platform = _platform(spec)
+    captured = platform.find_captured(spec.name, result["run_id"])
+    result["image"] = captured.to_json() if captured else None
+    published = platform.published_image(spec)
+    result["published"] = published.image_id if published else None
+    if captured is not None:
+        result["stored_at"] = {r: str(p) for r, p in platform.catalog.locations(captured.image_id).items()}
+        result["manifest"] = captured.manifest
+    skipped = result["tasks"].get("launch_builder") == "skipped"
+    if args.json:
+        _print(result, True, "")
+    else:
+        print(f"\n{spec.dag_id} run {result['run_id']}: {result['state']}")
+        for task, state in result["tasks"].items():
+            print(f"  {task:<26} {state}")
+        if skipped:
+            print(f"\nunchanged: {spec.name} is up to date, published image {result['published']}; nothing baked")
+        elif captured is not None:
+            manifest = captured.manifest
+            print(f"\nimage      {captured.image_id}  version {captured.version}  status {captured.status}")
+            print(f"sha256     {captured.sha256}")
+            print(f"source     {manifest.get('source', {}).get('description')}")
+            print(f"packages   {len(manifest.get('packages', []))}")
+            print(f"validation {manifest.get('validation', {}).get('tests')} tests, "
+                  f"passed={manifest.get('validation', {}).get('passed')}")
+            for region, path in result["stored_at"].items():
+                print(f"stored     {region}: {path}")
+            print(f"manifest   {Path(next(iter(result['stored_at'].values()))).parent / 'manifest.json'}")
+    return 0 if result["state"] == "success" else 1
+
+
+def cmd_janitor(args: argparse.Namespace) -> int:
+    from golden_image.platforms.local import LocalPlatform
+
+    removed = LocalPlatform(paths.golden_home()).janitor(older_than_s=args.ttl_hours * 3600)
+    _print(removed, args.json, f"removed {len(removed)} instance(s): {' '.join(removed) or '-'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="golden", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    add("validate", cmd_validate, "check every family file").add_argument(
+        "--deep", action="store_true", help="also packer validate, ansible --syntax-check, testinfra collect")
+    add("list", cmd_list, "list families")
+    add("show", cmd_show, "what a family's DAG will do").add_argument("family")
+    add("images", cmd_images, "a family's images in the catalog").add_argument("family")
+    bake = add("bake", cmd_bake, "run a family's DAG locally through Airflow")
+    bake.add_argument("family")
+    bake.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
+    bake.add_argument("--reason", default="", help="recorded in the manifest")
+    add("janitor", cmd_janitor, "remove stale instances").add_argument("--ttl-hours", type=float, default=6.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

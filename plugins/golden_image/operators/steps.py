@@ -1,0 +1,264 @@
+"""Thin operators, one per pipeline step: XCom in, a call into ``golden_image.steps``, XCom out.
+
+Nothing heavy is imported at module level: the DAG processor imports this module for every
+family file, so hooks and platforms are imported inside ``execute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.bases.skipmixin import SkipMixin
+from airflow.sdk.exceptions import AirflowFailException
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from golden_image.platforms.base import Platform, SshTarget
+    from golden_image.spec import FamilySpec
+
+
+class GoldenImageOperator(BaseOperator):
+    """Base: carries the family's validated spec (as plain data) and resolves platform and XComs."""
+
+    ui_color = "#e8f1fa"
+
+    def __init__(self, *, family: str, spec: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.family = family
+        self.spec_data = spec
+
+    @property
+    def spec(self) -> FamilySpec:
+        from golden_image import paths
+        from golden_image.spec import FamilySpec
+
+        return FamilySpec.model_validate(self.spec_data, context={"include_dir": paths.include_dir()})
+
+    def platform(self, spec: FamilySpec) -> Platform:
+        from golden_image.steps import get_platform
+
+        return get_platform(spec)
+
+    @staticmethod
+    def pulled(context: Context, task_id: str) -> Any:
+        return context["ti"].xcom_pull(task_ids=task_id)
+
+    def target(self, context: Context, task_id: str) -> SshTarget:
+        from golden_image.platforms.base import SshTarget
+
+        data = self.pulled(context, task_id)
+        if not data:
+            raise AirflowFailException(f"no instance from {task_id}; re-run the DAG from {task_id}")
+        return SshTarget.from_dict(data)
+
+    def emit(self, line: str) -> None:
+        self.log.info("%s", line)
+
+
+class PatchCheckOperator(GoldenImageOperator, SkipMixin):
+    """Decide rebuild / skip; when nothing changed, skip everything downstream (not teardowns)."""
+
+    ui_color = "#fff3cd"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        params = context["params"]
+        spec = self.spec
+        decision = steps.check_patches(
+            spec, self.platform(spec), run_id=context["run_id"], force=bool(params.get("force")),
+            reason=str(params.get("reason") or ""),
+        )
+        if not decision["rebuild"]:
+            downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
+            self.log.info("nothing changed; skipping %d downstream tasks", len(downstream))
+            self.skip(ti=context["ti"], tasks=downstream)
+        return decision
+
+
+class InstanceLaunchOperator(GoldenImageOperator):
+    """Launch a builder (from the source image) or a test instance (from the new image)."""
+
+    def __init__(self, *, role: str, image_from: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.role = role
+        self.image_from = image_from
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        spec = self.spec
+        upstream = self.pulled(context, self.image_from) or {}
+        image_id = upstream.get("source", {}).get("image_id") if self.role == "builder" else upstream.get("image_id")
+        if not image_id:
+            raise AirflowFailException(f"{self.image_from} returned no image to launch from")
+        return steps.launch(self.platform(spec), spec, image_id, role=self.role, run_id=context["run_id"])
+
+
+class InstanceTerminateOperator(GoldenImageOperator):
+    """Teardown: always terminates the instance its setup task launched (idempotent)."""
+
+    ui_color = "#f8d7da"
+
+    def __init__(self, *, launched_by: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.launched_by = launched_by
+
+    def execute(self, context: Context) -> bool:
+        data = self.pulled(context, self.launched_by)
+        if not data:
+            self.log.info("%s launched nothing; nothing to terminate", self.launched_by)
+            return False
+        spec = self.spec
+        return self.platform(spec).terminate_instance(data["instance_id"])
+
+
+class PackerBakeOperator(GoldenImageOperator):
+    template_fields: Sequence[str] = ()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._hook: Any = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+        from golden_image.hooks.packer import PackerError, PackerHook
+
+        self._hook = PackerHook()
+        try:
+            return steps.bake_packer(self.spec, self.target(context, "launch_builder"), self._hook, self.emit)
+        except PackerError as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self._hook.terminate()
+
+
+class AnsibleProvisionOperator(GoldenImageOperator):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._hook: Any = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+        from golden_image.hooks.ansible import AnsibleError, AnsibleHook
+
+        self._hook = AnsibleHook()
+        try:
+            return steps.provision_ansible(self.spec, self.target(context, "launch_builder"), self._hook, self.emit)
+        except AnsibleError as exc:
+            for task in exc.summary.tasks:
+                self.log.info("  %-10s %s", task["status"], task["task"])
+            raise AirflowFailException(str(exc)) from None
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self._hook.cancel()
+
+
+class ImageCaptureOperator(GoldenImageOperator):
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        spec = self.spec
+        run_after = context["dag_run"].run_after
+        return steps.capture_image(
+            spec, self.platform(spec), self.target(context, "launch_builder"), run_id=context["run_id"],
+            version=steps.version_for(run_after.timestamp()),
+            decision=self.pulled(context, "check_patches") or {}, packer=self.pulled(context, "bake_packer"),
+            ansible=self.pulled(context, "provision_ansible"),
+        )
+
+
+class ImageValidateOperator(GoldenImageOperator):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._hook: Any = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+        from golden_image.hooks.testinfra import TestinfraHook
+
+        spec = self.spec
+        image = self.pulled(context, "capture_image") or {}
+        self._hook = TestinfraHook()
+        try:
+            return steps.validate_image(
+                spec, self.platform(spec), self.target(context, "launch_test_instance"), image["image_id"],
+                self._hook, self.emit,
+            )
+        except steps.StepError as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self._hook.terminate()
+
+
+class ImageShareOperator(GoldenImageOperator):
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        spec = self.spec
+        return steps.share_image(spec, self.platform(spec), self.pulled(context, "capture_image")["image_id"])
+
+
+class ImagePublishOperator(GoldenImageOperator):
+    """Moves the family's pointer and emits the family's Asset event for downstream rollouts."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        spec = self.spec
+        image = self.pulled(context, "capture_image")
+        result = steps.publish_image(spec, self.platform(spec), image["image_id"], context["run_id"])
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = {
+                "image_id": image["image_id"], "version": image["version"], "pointer": spec.pointer,
+                "regions": spec.distribution.regions,
+            }
+        return result
+
+
+class ImageCleanupOperator(GoldenImageOperator):
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        spec = self.spec
+        return steps.cleanup_images(spec, self.platform(spec), dry_run=bool(context["params"].get("cleanup_dry_run")))
+
+
+class FamilyFileErrorOperator(BaseOperator):
+    """Stands in for a broken family: fails with the file's errors so they show in the UI."""
+
+    ui_color = "#f5c6cb"
+
+    def __init__(self, *, errors: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.errors = errors
+
+    def execute(self, context: Context) -> None:
+        for line in self.errors:
+            self.log.error("%s", line)
+        raise AirflowFailException("family file is invalid:\n" + "\n".join(self.errors))
+
+
+class JanitorOperator(BaseOperator):
+    """Remove instances (and their mounts and files) left behind by killed runs."""
+
+    def __init__(self, *, ttl_hours: float = 6.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ttl_hours = ttl_hours
+
+    def execute(self, context: Context) -> list[str]:
+        from golden_image import paths
+        from golden_image.platforms.local import LocalPlatform
+
+        ttl = float(context["params"].get("ttl_hours", self.ttl_hours))
+        removed = LocalPlatform(paths.golden_home()).janitor(older_than_s=ttl * 3600)
+        self.log.info("janitor removed %d instance(s): %s", len(removed), removed)
+        return removed

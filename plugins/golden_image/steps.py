@@ -1,0 +1,230 @@
+"""The pipeline's steps, platform-agnostic: what each Airflow task does, callable without Airflow.
+
+Operators (``operators/``) are thin wrappers that pass XCom values in and out of these
+functions; the CLI's benchmark script calls them directly. Every value returned is JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from golden_image import paths
+from golden_image.decisions import (
+    CurrentImage,
+    ImageFacts,
+    RebuildDecision,
+    decide_rebuild,
+    parse_apt_simulation,
+    plan_cleanup,
+)
+from golden_image.hooks.ssh import run_ssh
+from golden_image.platforms.base import Platform, SshTarget
+from golden_image.spec import FamilySpec
+
+log = logging.getLogger(__name__)
+Emit = Callable[[str], None]
+
+GENERALIZE_SCRIPT = Path(__file__).resolve().parent / "scripts" / "generalize-linux.sh"
+APT_CHECK = (
+    "export DEBIAN_FRONTEND=noninteractive; apt-get update -q -o Acquire::Retries=3 >/dev/null && "
+    "apt-get -s -o Debug::NoLocking=1 dist-upgrade"
+)
+
+
+class StepError(RuntimeError):
+    """A step failed in a way the user can act on; the message says how."""
+
+
+def get_platform(spec: FamilySpec) -> Platform:
+    if spec.platform == "local":
+        from golden_image.platforms.local import LocalPlatform
+
+        return LocalPlatform(paths.golden_home())
+    raise StepError(f"platform '{spec.platform}' is not available in this release; use platform: local")
+
+
+def version_for(run_after: float) -> str:
+    return time.strftime("%Y%m%d.%H%M%S", time.gmtime(run_after))
+
+
+# -- check_patches ------------------------------------------------------------------------------
+def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id: str) -> str:
+    """Simulate ``dist-upgrade`` in a throwaway instance of the image; returns apt's output."""
+    target = platform.launch_instance(
+        image_id, role="patch-check", family=spec.name, run_id=run_id, region=spec.primary_region
+    )
+    try:
+        return run_ssh(target, APT_CHECK, timeout=600).stdout
+    finally:
+        platform.terminate_instance(target.instance_id)
+
+
+def check_patches(
+    spec: FamilySpec, platform: Platform, *, run_id: str, force: bool = False, reason: str = "",
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Decide rebuild / skip, with the reasons recorded."""
+    source = platform.resolve_source(spec)
+    published = platform.published_image(spec)
+    current = None
+    pending = []
+    if published is not None:
+        current = CurrentImage(published.image_id, published.created_at, published.source_image_id)
+        pending = parse_apt_simulation(pending_updates(platform, published.image_id, spec, run_id))
+    decision: RebuildDecision = decide_rebuild(
+        current=current, source_image_id=source.image_id, pending=pending,
+        updates_policy=spec.patch_policy.updates, max_age_days=spec.patch_policy.max_age_days,
+        now=time.time() if now is None else now, force=force, force_reason=reason,
+    )
+    for line in decision.reasons:
+        log.info("check_patches: %s", line)
+    return {
+        **decision.to_dict(),
+        "source": {"image_id": source.image_id, "digest": source.digest, "description": source.description},
+        "published_image_id": published.image_id if published else None,
+    }
+
+
+# -- builder, bake, provision -------------------------------------------------------------------
+def launch(platform: Platform, spec: FamilySpec, image_id: str, *, role: str, run_id: str) -> dict[str, Any]:
+    return platform.launch_instance(
+        image_id, role=role, family=spec.name, run_id=run_id, region=spec.primary_region
+    ).to_dict()
+
+
+def packer_variables(spec: FamilySpec, target: SshTarget) -> dict[str, Any]:
+    return {
+        **spec.packer.vars,
+        "ssh_host": target.host, "ssh_port": target.port, "ssh_username": target.user,
+        "ssh_private_key_file": target.key_file, "update_policy": spec.patch_policy.updates,
+        "family": spec.name,
+    }
+
+
+def bake_packer(spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | None = None) -> dict[str, Any]:
+    template = paths.include_dir() / spec.packer.template
+    result = hook.build(template, packer_variables(spec, target), on_line=emit)
+    log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)
+    return {"artifacts": result.artifacts, "seconds": round(result.seconds, 2), "template": spec.packer.template}
+
+
+def provision_ansible(spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | None = None) -> dict[str, Any]:
+    if spec.ansible is None:
+        return {"status": "skipped", "reason": "family has no ansible step"}
+    playbook = paths.include_dir() / spec.ansible.playbook
+    extra = {**spec.ansible.extra_vars, "golden_family": spec.name}
+    summary = hook.run_playbook(target, playbook, extra, on_line=emit)
+    return dict(summary.to_dict())
+
+
+# -- capture -------------------------------------------------------------------------------------
+def git_revision() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(paths.project_dir()), *args], capture_output=True, text=True,
+                              check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--", "include"))
+    return {"commit": commit, "dirty": dirty}
+
+
+def installed_packages(target: SshTarget) -> list[dict[str, str]]:
+    output = run_ssh(target, "dpkg-query -W -f '${Package}\\t${Version}\\n'").stdout
+    return [dict(zip(("name", "version"), line.split("\t", 1), strict=True))
+            for line in output.splitlines() if "\t" in line]
+
+
+def spec_digest(spec: FamilySpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def capture_image(
+    spec: FamilySpec, platform: Platform, target: SshTarget, *, run_id: str, version: str,
+    decision: dict[str, Any], packer: dict[str, Any] | None, ansible: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Generalise the builder over SSH, then let the platform turn it into a catalogued image."""
+    existing = platform.find_captured(spec.name, run_id)
+    if existing is not None:
+        log.info("run %s already captured %s; not capturing twice", run_id, existing.image_id)
+        return existing.to_json()
+    packages = installed_packages(target)
+    run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text())
+    manifest = {
+        "family": spec.name, "version": version, "run_id": run_id, "platform": spec.platform, "os": spec.os,
+        "description": spec.description, "owners": spec.owners, "tags": spec.tags,
+        "source": decision.get("source", {}), "build_reasons": decision.get("reasons", []),
+        "git": git_revision(), "spec_sha256": spec_digest(spec), "created_at": time.time(),
+        "packages": packages, "packer": packer or {}, "ansible": _ansible_brief(ansible),
+    }
+    image = platform.capture_image(target, spec=spec, run_id=run_id, version=version, manifest=manifest)
+    log.info("captured %s (%s, %d packages)", image.image_id, image.sha256[:12], len(packages))
+    return image.to_json()
+
+
+def _ansible_brief(summary: dict[str, Any] | None) -> dict[str, Any]:
+    if not summary:
+        return {}
+    return {k: summary.get(k) for k in ("status", "rc", "stats", "tasks")}
+
+
+# -- validate ------------------------------------------------------------------------------------
+def validate_image(
+    spec: FamilySpec, platform: Platform, target: SshTarget, image_id: str, hook: Any, emit: Emit | None = None,
+) -> dict[str, Any]:
+    """Testinfra suites + hygiene on a fresh instance; the result is stored with the image."""
+    if spec.os != "linux":
+        raise StepError("Pester validation runs on the aws platform only")
+    suites = [paths.include_dir() / suite for suite in spec.validation.testinfra]
+    hygiene = None
+    if spec.validation.hygiene.enabled:
+        hygiene = {**spec.validation.hygiene.model_dump(), "host_keys_absent": spec.platform == "local"}
+    report = hook.run(target, suites, hygiene=hygiene, on_line=emit)
+    summary = {**report.to_dict(), "suites": spec.validation.testinfra, "hygiene": hygiene is not None,
+               "instance_id": target.instance_id, "validated_at": time.time()}
+    platform.record_validation(image_id, passed=report.passed, report=summary, junit_xml=report.junit_xml)
+    if not report.passed:
+        failed = "; ".join(f"{t['test']}: {t['message'][:200]}" for t in report.failed_tests[:5])
+        raise StepError(
+            f"image {image_id} failed validation ({report.failures} failed, {report.errors} errors of "
+            f"{report.tests}); it is marked rejected and will not be published. {failed}"
+        )
+    return summary
+
+
+# -- share, publish, cleanup ---------------------------------------------------------------------
+def share_image(spec: FamilySpec, platform: Platform, image_id: str) -> dict[str, Any]:
+    regions = {region: platform.copy_image(image_id, region) for region in spec.distribution.regions}
+    granted = {account: platform.grant_launch(image_id, account) for account in spec.distribution.accounts}
+    return {"image_id": image_id, "regions": regions, "accounts": sorted(granted)}
+
+
+def publish_image(spec: FamilySpec, platform: Platform, image_id: str, run_id: str) -> dict[str, Any]:
+    previous = {
+        region: platform.publish(spec, image_id, region, run_id) for region in spec.distribution.regions
+    }
+    log.info("published %s as %s in %s", image_id, spec.pointer, ", ".join(previous))
+    return {"pointer": spec.pointer, "image_id": image_id, "previous": previous}
+
+
+def cleanup_images(spec: FamilySpec, platform: Platform, *, dry_run: bool = False,
+                   now: float | None = None) -> dict[str, Any]:
+    images = platform.images(spec.name)
+    plan = plan_cleanup(
+        [ImageFacts(i.image_id, i.family, i.created_at, i.status) for i in images],
+        family=spec.name, keep=spec.retention.keep, min_age_days=spec.retention.min_age_days,
+        protected=platform.published_images(), in_use=platform.images_in_use(),
+        now=time.time() if now is None else now,
+    )
+    for image_id, why in plan.delete:
+        log.info("%s %s: %s", "would delete" if dry_run else "deleting", image_id, why)
+        if not dry_run:
+            platform.delete_image(image_id)
+    return {**plan.to_dict(), "dry_run": dry_run}

@@ -1,0 +1,1 @@
+"""Built-in validation suites shipped with the pipeline (run by TestinfraHook)."""
