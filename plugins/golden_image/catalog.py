@@ -154,8 +154,17 @@ class Catalog:
                 db.execute(
                     "INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
-                        row.image_id, row.kind, row.family, row.version, row.run_id, row.status,
-                        row.created_at, row.sha256, row.size, row.source_image_id, row.source_digest,
+                        row.image_id,
+                        row.kind,
+                        row.family,
+                        row.version,
+                        row.run_id,
+                        row.status,
+                        row.created_at,
+                        row.sha256,
+                        row.size,
+                        row.source_image_id,
+                        row.source_digest,
                         json.dumps(row.manifest, sort_keys=True),
                     ),
                 )
@@ -200,14 +209,21 @@ class Catalog:
             out.append(ImageRow(**data, regions=[x["region"] for x in regions]))
         return out
 
-    def update_image(self, image_id: str, *, status: str | None = None, manifest: dict[str, Any] | None = None,
-                     sha256: str | None = None) -> None:
+    def update_image(
+        self,
+        image_id: str,
+        *,
+        status: str | None = None,
+        manifest: dict[str, Any] | None = None,
+        sha256: str | None = None,
+    ) -> None:
         with self._connect() as db:
             if status is not None:
                 db.execute("UPDATE images SET status=? WHERE image_id=?", (status, image_id))
             if manifest is not None:
                 db.execute(
-                    "UPDATE images SET manifest=? WHERE image_id=?", (json.dumps(manifest, sort_keys=True), image_id)
+                    "UPDATE images SET manifest=? WHERE image_id=?",
+                    (json.dumps(manifest, sort_keys=True), image_id),
                 )
 
     def delete_image(self, image_id: str) -> None:
@@ -237,9 +253,7 @@ class Catalog:
     def grant(self, image_id: str, account: str) -> bool:
         """Grant launch permission; True when it was new."""
         with self._connect() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO grants VALUES (?,?,?)", (image_id, account, time.time())
-            )
+            cur = db.execute("INSERT OR IGNORE INTO grants VALUES (?,?,?)", (image_id, account, time.time()))
             return cur.rowcount == 1
 
     def grants(self, image_id: str) -> list[str]:
@@ -251,12 +265,16 @@ class Catalog:
     def set_pointer(self, name: str, region: str, image_id: str, run_id: str) -> str | None:
         """Point ``name`` in ``region`` at ``image_id``; returns the previous value. Idempotent."""
         with self._connect() as db:
-            r = db.execute("SELECT image_id FROM pointers WHERE name=? AND region=?", (name, region)).fetchone()
+            r = db.execute(
+                "SELECT image_id FROM pointers WHERE name=? AND region=?", (name, region)
+            ).fetchone()
             previous = r["image_id"] if r else None
             if previous == image_id:
                 return previous
             now = time.time()
-            db.execute("INSERT OR REPLACE INTO pointers VALUES (?,?,?,?,?)", (name, region, image_id, run_id, now))
+            db.execute(
+                "INSERT OR REPLACE INTO pointers VALUES (?,?,?,?,?)", (name, region, image_id, run_id, now)
+            )
             db.execute(
                 "INSERT INTO pointer_history (name, region, image_id, previous_image_id, run_id, updated_at) "
                 "VALUES (?,?,?,?,?,?)",
@@ -266,7 +284,9 @@ class Catalog:
 
     def pointer(self, name: str, region: str) -> str | None:
         with self._connect() as db:
-            r = db.execute("SELECT image_id FROM pointers WHERE name=? AND region=?", (name, region)).fetchone()
+            r = db.execute(
+                "SELECT image_id FROM pointers WHERE name=? AND region=?", (name, region)
+            ).fetchone()
         return r["image_id"] if r else None
 
     def pointed_images(self) -> set[str]:
@@ -285,8 +305,18 @@ class Catalog:
         with self._connect() as db:
             db.execute(
                 "INSERT INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,NULL)",
-                (row.instance_id, row.image_id, row.role, row.family, row.run_id, row.dir, row.port,
-                 row.pid, row.state, row.created_at),
+                (
+                    row.instance_id,
+                    row.image_id,
+                    row.role,
+                    row.family,
+                    row.run_id,
+                    row.dir,
+                    row.port,
+                    row.pid,
+                    row.state,
+                    row.created_at,
+                ),
             )
 
     def set_instance(self, instance_id: str, *, state: str, pid: int | None = None) -> None:
@@ -306,9 +336,13 @@ class Catalog:
         where = "WHERE state != 'terminated'" if live_only else ""
         with self._connect() as db:
             rows = db.execute(f"SELECT * FROM instances {where} ORDER BY created_at").fetchall()  # noqa: S608
-        return [InstanceRow(**{k: r[k] for k in r.keys() if k != "terminated_at"}) for r in rows]
+        return [_instance_row(r) for r in rows]
 
     def instance(self, instance_id: str) -> InstanceRow | None:
         with self._connect() as db:
             r = db.execute("SELECT * FROM instances WHERE instance_id=?", (instance_id,)).fetchone()
-        return InstanceRow(**{k: r[k] for k in r.keys() if k != "terminated_at"}) if r else None
+        return _instance_row(r) if r else None
+
+
+def _instance_row(row: sqlite3.Row) -> InstanceRow:
+    return InstanceRow(**{k: row[k] for k in row.keys() if k != "terminated_at"})  # noqa: SIM118 (Row)

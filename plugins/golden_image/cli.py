@@ -1,6 +1,6 @@
 """`golden`: the command line for people and CI (the GitOps pull-request check).
 
-    golden validate [--deep] [--json]   every family: schema, packer validate, ansible syntax, testinfra collect
+    golden validate [--deep] [--json]   every family: schema (+ packer validate, ansible syntax, collect)
     golden list [--json]                families and their state
     golden show FAMILY [--json]         what the family's DAG will do, resolved
     golden images FAMILY [--json]       the catalog for a family
@@ -99,14 +99,27 @@ def cmd_list(args: argparse.Namespace) -> int:
         if spec.platform == "local" and (paths.golden_home() / "catalog.sqlite").exists():
             image = _platform(spec).published_image(spec)
             published = image.image_id if image else None
-        rows.append({"family": name, "platform": spec.platform, "os": spec.os, "schedule": spec.schedule,
-                     "source": spec.source.family or spec.platform, "published": published, "dag_id": spec.dag_id})
+        rows.append(
+            {
+                "family": name,
+                "platform": spec.platform,
+                "os": spec.os,
+                "schedule": spec.schedule,
+                "source": spec.source.family or spec.platform,
+                "published": published,
+                "dag_id": spec.dag_id,
+            }
+        )
     for name, errors in sorted(found.errors.items()):
         rows.append({"family": name, "error": str(errors[0])})
     text = "\n".join(
-        f"{r['family']:<24} " + (f"BROKEN: {r['error']}" if "error" in r else
-                                 f"{r['platform']:<6} {r['os']:<8} {r['schedule'] or '-':<12} "
-                                 f"published={r['published'] or '-'}")
+        f"{r['family']:<24} "
+        + (
+            f"BROKEN: {r['error']}"
+            if "error" in r
+            else f"{r['platform']:<6} {r['os']:<8} {r['schedule'] or '-':<12} "
+            f"published={r['published'] or '-'}"
+        )
         for r in rows
     )
     _print(rows, args.json, text or "no families in " + str(paths.images_dir()))
@@ -126,8 +139,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from golden_image.factory import render_doc
 
     spec = _get(args.family)
-    _print(spec.model_dump(mode="json") | {"dag_id": spec.dag_id, "pointer": spec.pointer},
-           args.json, render_doc(spec))
+    _print(
+        spec.model_dump(mode="json") | {"dag_id": spec.dag_id, "pointer": spec.pointer},
+        args.json,
+        render_doc(spec),
+    )
     return 0
 
 
@@ -135,11 +151,17 @@ def cmd_images(args: argparse.Namespace) -> int:
     spec = _get(args.family)
     platform = _platform(spec)
     published = platform.published_images()
-    rows = [image.to_json() | {"published": image.image_id in published} for image in platform.images(spec.name)]
-    text = "\n".join(
-        f"{r['image_id']}  {r['version']}  {r['status']:<10} {'*' if r['published'] else ' '} "
-        f"{','.join(r['regions'])}" for r in rows
-    ) or f"no images of {spec.name} yet"
+    rows = [
+        image.to_json() | {"published": image.image_id in published} for image in platform.images(spec.name)
+    ]
+    text = (
+        "\n".join(
+            f"{r['image_id']}  {r['version']}  {r['status']:<10} {'*' if r['published'] else ' '} "
+            f"{','.join(r['regions'])}"
+            for r in rows
+        )
+        or f"no images of {spec.name} yet"
+    )
     _print(rows, args.json, text)
     return 0
 
@@ -163,8 +185,11 @@ def prepare_airflow() -> None:
     home.mkdir(parents=True, exist_ok=True)
     marker = home / ".golden-db-migrated"
     if not marker.exists():
-        subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         marker.touch()
 
 
@@ -198,15 +223,17 @@ def cmd_bake(args: argparse.Namespace) -> int:
         for task, state in result["tasks"].items():
             print(f"  {task:<26} {state}")
         if skipped:
-            print(f"\nunchanged: {spec.name} is up to date, published image {result['published']}; nothing baked")
+            print(f"\nunchanged: {spec.name} is up to date (published {result['published']}); nothing baked")
         elif captured is not None:
             manifest = captured.manifest
             print(f"\nimage      {captured.image_id}  version {captured.version}  status {captured.status}")
             print(f"sha256     {captured.sha256}")
             print(f"source     {manifest.get('source', {}).get('description')}")
             print(f"packages   {len(manifest.get('packages', []))}")
-            print(f"validation {manifest.get('validation', {}).get('tests')} tests, "
-                  f"passed={manifest.get('validation', {}).get('passed')}")
+            print(
+                f"validation {manifest.get('validation', {}).get('tests')} tests, "
+                f"passed={manifest.get('validation', {}).get('passed')}"
+            )
             for region, path in result["stored_at"].items():
                 print(f"stored     {region}: {path}")
             print(f"manifest   {Path(next(iter(result['stored_at'].values()))).parent / 'manifest.json'}")
@@ -222,8 +249,9 @@ def cmd_janitor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="golden", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="golden", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
@@ -233,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("validate", cmd_validate, "check every family file").add_argument(
-        "--deep", action="store_true", help="also packer validate, ansible --syntax-check, testinfra collect")
+        "--deep", action="store_true", help="also packer validate, ansible --syntax-check, testinfra collect"
+    )
     add("list", cmd_list, "list families")
     add("show", cmd_show, "what a family's DAG will do").add_argument("family")
     add("images", cmd_images, "a family's images in the catalog").add_argument("family")

@@ -27,7 +27,9 @@ def parse_apt_simulation(output: str) -> list[PendingUpdate]:
         if match:
             updates.append(
                 PendingUpdate(
-                    package=match["pkg"], current=match["old"], candidate=match["new"],
+                    package=match["pkg"],
+                    current=match["old"],
+                    candidate=match["new"],
                     security="-security" in match["origin"] or "Debian-Security" in match["origin"],
                 )
             )
@@ -75,7 +77,9 @@ def decide_rebuild(
         reasons.append("no published image yet")
         return RebuildDecision(True, reasons, list(pending))
     if current.source_image_id != source_image_id:
-        reasons.append(f"new source image {source_image_id} (published image was built from {current.source_image_id})")
+        reasons.append(
+            f"new source image {source_image_id} (published image was built from {current.source_image_id})"
+        )
     security = sorted(u.package for u in pending if u.security)
     if security:
         shown = ", ".join(security[:10]) + (" ..." if len(security) > 10 else "")
@@ -108,8 +112,10 @@ class CleanupPlan:
     keep: list[tuple[str, str]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"delete": [{"image_id": i, "why": w} for i, w in self.delete],
-                "keep": [{"image_id": i, "why": w} for i, w in self.keep]}
+        return {
+            "delete": [{"image_id": i, "why": w} for i, w in self.delete],
+            "keep": [{"image_id": i, "why": w} for i, w in self.keep],
+        }
 
 
 GOOD = {"validated"}
@@ -140,7 +146,7 @@ def plan_cleanup(
         age_days = (now - image.created_at) / DAY
         if image.image_id in protected:
             kept.append((image.image_id, "published"))
-            good_seen += 1
+            good_seen += image.status in GOOD
         elif image.image_id in in_use:
             kept.append((image.image_id, "an instance runs from it"))
         elif image.status in GOOD and good_seen < keep:

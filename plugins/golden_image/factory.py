@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param
@@ -24,10 +24,18 @@ from golden_image.operators.steps import (
 )
 from golden_image.spec import FamilySpec, SpecError
 
-START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
+START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 STEPS = (
-    "check_patches", "launch_builder", "bake_packer", "provision_ansible", "capture_image",
-    "launch_test_instance", "validate_image", "share_image", "publish_image", "cleanup_images",
+    "check_patches",
+    "launch_builder",
+    "bake_packer",
+    "provision_ansible",
+    "capture_image",
+    "launch_test_instance",
+    "validate_image",
+    "share_image",
+    "publish_image",
+    "cleanup_images",
 )
 
 
@@ -37,8 +45,11 @@ def dag_id_for(family: str) -> str:
 
 def family_asset(spec: FamilySpec) -> Asset:
     """The Asset a family's publish step updates; layered families and rollouts schedule on it."""
-    return Asset(name=f"golden_image_{spec.name}", uri=f"golden-image://{spec.platform}/{spec.name}",
-                 group="golden-image")
+    return Asset(
+        name=f"golden_image_{spec.name}",
+        uri=f"golden-image://{spec.platform}/{spec.name}",
+        group="golden-image",
+    )
 
 
 def build_family_dag(spec: FamilySpec) -> DAG:
@@ -56,30 +67,44 @@ def build_family_dag(spec: FamilySpec) -> DAG:
         default_args={"owner": ", ".join(spec.owners), "retries": 0},
         params={
             "force": Param(False, type="boolean", description="Rebuild even when nothing changed."),
-            "reason": Param("", type="string", maxLength=500,
-                            description="Why this run was started (recorded in the image manifest)."),
-            "cleanup_dry_run": Param(False, type="boolean",
-                                     description="List what cleanup would delete, delete nothing."),
+            "reason": Param(
+                "",
+                type="string",
+                maxLength=500,
+                description="Why this run was started (recorded in the image manifest).",
+            ),
+            "cleanup_dry_run": Param(
+                False, type="boolean", description="List what cleanup would delete, delete nothing."
+            ),
         },
     )
-    retry = {"retries": 2, "retry_delay": timedelta(seconds=20)}
+    retry: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(seconds=20)}
     with dag:
         check = PatchCheckOperator(task_id="check_patches", **common)
-        builder = InstanceLaunchOperator(task_id="launch_builder", role="builder", image_from="check_patches",
-                                         **common)
+        builder = InstanceLaunchOperator(
+            task_id="launch_builder", role="builder", image_from="check_patches", **common
+        )
         bake = PackerBakeOperator(task_id="bake_packer", execution_timeout=timedelta(hours=2), **common)
-        provision = AnsibleProvisionOperator(task_id="provision_ansible", execution_timeout=timedelta(hours=2),
-                                             **common)
+        provision = AnsibleProvisionOperator(
+            task_id="provision_ansible", execution_timeout=timedelta(hours=2), **common
+        )
         capture = ImageCaptureOperator(task_id="capture_image", **common)
-        drop_builder = InstanceTerminateOperator(task_id="terminate_builder", launched_by="launch_builder",
-                                                 **common)
-        tester = InstanceLaunchOperator(task_id="launch_test_instance", role="test", image_from="capture_image",
-                                        **common)
-        validate = ImageValidateOperator(task_id="validate_image", execution_timeout=timedelta(hours=1), **common)
-        drop_tester = InstanceTerminateOperator(task_id="terminate_test_instance",
-                                                launched_by="launch_test_instance", **common)
+        drop_builder = InstanceTerminateOperator(
+            task_id="terminate_builder", launched_by="launch_builder", **common
+        )
+        tester = InstanceLaunchOperator(
+            task_id="launch_test_instance", role="test", image_from="capture_image", **common
+        )
+        validate = ImageValidateOperator(
+            task_id="validate_image", execution_timeout=timedelta(hours=1), **common
+        )
+        drop_tester = InstanceTerminateOperator(
+            task_id="terminate_test_instance", launched_by="launch_test_instance", **common
+        )
         share = ImageShareOperator(task_id="share_image", **retry, **common)
-        publish = ImagePublishOperator(task_id="publish_image", outlets=[family_asset(spec)], **retry, **common)
+        publish = ImagePublishOperator(
+            task_id="publish_image", outlets=[family_asset(spec)], **retry, **common
+        )
         cleanup = ImageCleanupOperator(task_id="cleanup_images", **retry, **common)
 
         check >> builder >> bake >> provision >> capture >> drop_builder.as_teardown(setups=builder)
@@ -95,8 +120,13 @@ def build_error_dag(family: str, errors: list[SpecError]) -> DAG:
         f"- `{line}`" for line in lines
     )
     dag = DAG(
-        dag_id=dag_id_for(family), description=f"BROKEN family file: {lines[0][:150]}", schedule=None,
-        start_date=START_DATE, catchup=False, tags=["golden-image", "broken"], doc_md=doc,
+        dag_id=dag_id_for(family),
+        description=f"BROKEN family file: {lines[0][:150]}",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        tags=["golden-image", "broken"],
+        doc_md=doc,
     )
     with dag:
         FamilyFileErrorOperator(task_id="family_file_error", errors=lines)
@@ -106,7 +136,8 @@ def build_error_dag(family: str, errors: list[SpecError]) -> DAG:
 def render_doc(spec: FamilySpec) -> str:
     """What this DAG will do, resolved from the spec (shown in the UI and by `golden show`)."""
     source = (
-        f"published image of family `{spec.source.family}`" if spec.source.family
+        f"published image of family `{spec.source.family}`"
+        if spec.source.family
         else f"`{json.dumps(spec.source.model_dump(exclude_none=True))}`"
     )
     rows = [
@@ -115,13 +146,24 @@ def render_doc(spec: FamilySpec) -> str:
         ("Platform / OS", f"{spec.platform} / {spec.os}"),
         ("Source", source),
         ("Schedule", f"`{spec.schedule}`" if spec.schedule else "manual / advisory only"),
-        ("Patch policy", f"{spec.patch_policy.updates} updates; rebuild after {spec.patch_policy.max_age_days} days"),
+        (
+            "Patch policy",
+            f"{spec.patch_policy.updates} updates; rebuild after {spec.patch_policy.max_age_days} days",
+        ),
         ("Packer", f"`{spec.packer.template}` vars `{json.dumps(spec.packer.vars, sort_keys=True)}`"),
         ("Ansible", f"`{spec.ansible.playbook}`" if spec.ansible else "none"),
         ("Testinfra", ", ".join(f"`{s}`" for s in spec.validation.testinfra) or "none"),
-        ("Hygiene", "on" + (f"; stopped services: {', '.join(spec.validation.hygiene.stopped_services)}"
-                            if spec.validation.hygiene.stopped_services else "")
-         if spec.validation.hygiene.enabled else "off"),
+        (
+            "Hygiene",
+            "on"
+            + (
+                f"; stopped services: {', '.join(spec.validation.hygiene.stopped_services)}"
+                if spec.validation.hygiene.stopped_services
+                else ""
+            )
+            if spec.validation.hygiene.enabled
+            else "off",
+        ),
         ("Regions", ", ".join(spec.distribution.regions)),
         ("Accounts", ", ".join(spec.distribution.accounts) or "none"),
         ("Pointer", f"`{spec.pointer}`"),

@@ -23,7 +23,9 @@ def load_dags(images_dir: Path | None = None) -> dict[str, DAG]:
             dags[spec.dag_id] = build_family_dag(spec)
         except Exception as exc:  # one family's bug must not hide the others
             log.exception("building the DAG of %s failed", spec.name)
-            found.errors[spec.name] = [SpecError(f"images/{spec.name}.yaml", 0, "", f"DAG factory failed: {exc}")]
+            found.errors[spec.name] = [
+                SpecError(f"images/{spec.name}.yaml", 0, "", f"DAG factory failed: {exc}")
+            ]
     for family, errors in sorted(found.errors.items()):
         for error in errors:
             log.error("golden-image family %s is broken: %s", family, error)

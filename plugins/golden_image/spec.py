@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,19 +38,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-def _include_path(value: str, info: ValidationInfo, *, must_exist: bool = True) -> str:
+def _include_path(value: str, info: ValidationInfo) -> str:
     """A path relative to ``include/`` that stays inside it and (normally) exists."""
     posix = PurePosixPath(value)
     if posix.is_absolute() or ".." in posix.parts or not value:
         raise ValueError(f"'{value}' must be a relative path inside include/ (no leading '/', no '..')")
     include_dir: Path | None = (info.context or {}).get("include_dir")
-    if include_dir is not None and must_exist:
+    if include_dir is not None:
         target = (include_dir / value).resolve()
         if not target.is_relative_to(include_dir.resolve()):
             raise ValueError(f"'{value}' resolves outside include/ (through a symlink?)")
         if not target.exists():
             raise ValueError(f"'{value}' does not exist under {include_dir}")
     return value
+
+
+IncludePath = Annotated[str, AfterValidator(_include_path)]
+"""A file under include/ (checked to exist when loading with an include_dir context)."""
 
 
 def _no_secrets(values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -114,13 +119,8 @@ class PatchPolicy(Strict):
 
 
 class PackerStep(Strict):
-    template: str = "packer/linux-ssh.pkr.hcl"
+    template: IncludePath = "packer/linux-ssh.pkr.hcl"
     vars: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("template")
-    @classmethod
-    def _template(cls, value: str, info: ValidationInfo) -> str:
-        return _include_path(value, info)
 
     @field_validator("vars")
     @classmethod
@@ -129,13 +129,8 @@ class PackerStep(Strict):
 
 
 class AnsibleStep(Strict):
-    playbook: str
+    playbook: IncludePath
     extra_vars: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("playbook")
-    @classmethod
-    def _playbook(cls, value: str, info: ValidationInfo) -> str:
-        return _include_path(value, info)
 
     @field_validator("extra_vars")
     @classmethod
@@ -148,18 +143,15 @@ class Hygiene(Strict):
     stopped_services: list[str] = Field(
         default_factory=list, description="services baked into the image that must not be running"
     )
-    allowed_private_keys: list[str] = Field(default_factory=list, description="paths exempt from the key scan")
+    allowed_private_keys: list[str] = Field(
+        default_factory=list, description="paths exempt from the key scan"
+    )
 
 
 class Validation(Strict):
-    testinfra: list[str] = Field(default_factory=list)
-    pester: list[str] = Field(default_factory=list)
+    testinfra: list[IncludePath] = Field(default_factory=list)
+    pester: list[IncludePath] = Field(default_factory=list)
     hygiene: Hygiene = Field(default_factory=Hygiene)
-
-    @field_validator("testinfra", "pester")
-    @classmethod
-    def _suites(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        return [_include_path(item, info) for item in value]
 
 
 class Distribution(Strict):
@@ -371,6 +363,7 @@ def _check_layering(
                 errors[name] = [SpecError(shown, 0, "source.family", problem)]
                 del families[name]
                 break
+            assert parent is not None
             seen.append(parent_name)
             spec = parent
 

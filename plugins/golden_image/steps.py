@@ -67,7 +67,12 @@ def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id:
 
 
 def check_patches(
-    spec: FamilySpec, platform: Platform, *, run_id: str, force: bool = False, reason: str = "",
+    spec: FamilySpec,
+    platform: Platform,
+    *,
+    run_id: str,
+    force: bool = False,
+    reason: str = "",
     now: float | None = None,
 ) -> dict[str, Any]:
     """Decide rebuild / skip, with the reasons recorded."""
@@ -79,9 +84,14 @@ def check_patches(
         current = CurrentImage(published.image_id, published.created_at, published.source_image_id)
         pending = parse_apt_simulation(pending_updates(platform, published.image_id, spec, run_id))
     decision: RebuildDecision = decide_rebuild(
-        current=current, source_image_id=source.image_id, pending=pending,
-        updates_policy=spec.patch_policy.updates, max_age_days=spec.patch_policy.max_age_days,
-        now=time.time() if now is None else now, force=force, force_reason=reason,
+        current=current,
+        source_image_id=source.image_id,
+        pending=pending,
+        updates_policy=spec.patch_policy.updates,
+        max_age_days=spec.patch_policy.max_age_days,
+        now=time.time() if now is None else now,
+        force=force,
+        force_reason=reason,
     )
     for line in decision.reasons:
         log.info("check_patches: %s", line)
@@ -102,8 +112,11 @@ def launch(platform: Platform, spec: FamilySpec, image_id: str, *, role: str, ru
 def packer_variables(spec: FamilySpec, target: SshTarget) -> dict[str, Any]:
     return {
         **spec.packer.vars,
-        "ssh_host": target.host, "ssh_port": target.port, "ssh_username": target.user,
-        "ssh_private_key_file": target.key_file, "update_policy": spec.patch_policy.updates,
+        "ssh_host": target.host,
+        "ssh_port": target.port,
+        "ssh_username": target.user,
+        "ssh_private_key_file": target.key_file,
+        "update_policy": spec.patch_policy.updates,
         "family": spec.name,
     }
 
@@ -112,10 +125,16 @@ def bake_packer(spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | Non
     template = paths.include_dir() / spec.packer.template
     result = hook.build(template, packer_variables(spec, target), on_line=emit)
     log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)
-    return {"artifacts": result.artifacts, "seconds": round(result.seconds, 2), "template": spec.packer.template}
+    return {
+        "artifacts": result.artifacts,
+        "seconds": round(result.seconds, 2),
+        "template": spec.packer.template,
+    }
 
 
-def provision_ansible(spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | None = None) -> dict[str, Any]:
+def provision_ansible(
+    spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | None = None
+) -> dict[str, Any]:
     if spec.ansible is None:
         return {"status": "skipped", "reason": "family has no ansible step"}
     playbook = paths.include_dir() / spec.ansible.playbook
@@ -127,8 +146,9 @@ def provision_ansible(spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit
 # -- capture -------------------------------------------------------------------------------------
 def git_revision() -> dict[str, Any]:
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(paths.project_dir()), *args], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            ["git", "-C", str(paths.project_dir()), *args], capture_output=True, text=True, check=False
+        )
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
@@ -138,8 +158,11 @@ def git_revision() -> dict[str, Any]:
 
 def installed_packages(target: SshTarget) -> list[dict[str, str]]:
     output = run_ssh(target, "dpkg-query -W -f '${Package}\\t${Version}\\n'").stdout
-    return [dict(zip(("name", "version"), line.split("\t", 1), strict=True))
-            for line in output.splitlines() if "\t" in line]
+    return [
+        dict(zip(("name", "version"), line.split("\t", 1), strict=True))
+        for line in output.splitlines()
+        if "\t" in line
+    ]
 
 
 def spec_digest(spec: FamilySpec) -> str:
@@ -147,8 +170,15 @@ def spec_digest(spec: FamilySpec) -> str:
 
 
 def capture_image(
-    spec: FamilySpec, platform: Platform, target: SshTarget, *, run_id: str, version: str,
-    decision: dict[str, Any], packer: dict[str, Any] | None, ansible: dict[str, Any] | None,
+    spec: FamilySpec,
+    platform: Platform,
+    target: SshTarget,
+    *,
+    run_id: str,
+    version: str,
+    decision: dict[str, Any],
+    packer: dict[str, Any] | None,
+    ansible: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Generalise the builder over SSH, then let the platform turn it into a catalogued image."""
     existing = platform.find_captured(spec.name, run_id)
@@ -158,11 +188,22 @@ def capture_image(
     packages = installed_packages(target)
     run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text())
     manifest = {
-        "family": spec.name, "version": version, "run_id": run_id, "platform": spec.platform, "os": spec.os,
-        "description": spec.description, "owners": spec.owners, "tags": spec.tags,
-        "source": decision.get("source", {}), "build_reasons": decision.get("reasons", []),
-        "git": git_revision(), "spec_sha256": spec_digest(spec), "created_at": time.time(),
-        "packages": packages, "packer": packer or {}, "ansible": _ansible_brief(ansible),
+        "family": spec.name,
+        "version": version,
+        "run_id": run_id,
+        "platform": spec.platform,
+        "os": spec.os,
+        "description": spec.description,
+        "owners": spec.owners,
+        "tags": spec.tags,
+        "source": decision.get("source", {}),
+        "build_reasons": decision.get("reasons", []),
+        "git": git_revision(),
+        "spec_sha256": spec_digest(spec),
+        "created_at": time.time(),
+        "packages": packages,
+        "packer": packer or {},
+        "ansible": _ansible_brief(ansible),
     }
     image = platform.capture_image(target, spec=spec, run_id=run_id, version=version, manifest=manifest)
     log.info("captured %s (%s, %d packages)", image.image_id, image.sha256[:12], len(packages))
@@ -177,7 +218,12 @@ def _ansible_brief(summary: dict[str, Any] | None) -> dict[str, Any]:
 
 # -- validate ------------------------------------------------------------------------------------
 def validate_image(
-    spec: FamilySpec, platform: Platform, target: SshTarget, image_id: str, hook: Any, emit: Emit | None = None,
+    spec: FamilySpec,
+    platform: Platform,
+    target: SshTarget,
+    image_id: str,
+    hook: Any,
+    emit: Emit | None = None,
 ) -> dict[str, Any]:
     """Testinfra suites + hygiene on a fresh instance; the result is stored with the image."""
     if spec.os != "linux":
@@ -187,8 +233,13 @@ def validate_image(
     if spec.validation.hygiene.enabled:
         hygiene = {**spec.validation.hygiene.model_dump(), "host_keys_absent": spec.platform == "local"}
     report = hook.run(target, suites, hygiene=hygiene, on_line=emit)
-    summary = {**report.to_dict(), "suites": spec.validation.testinfra, "hygiene": hygiene is not None,
-               "instance_id": target.instance_id, "validated_at": time.time()}
+    summary = {
+        **report.to_dict(),
+        "suites": spec.validation.testinfra,
+        "hygiene": hygiene is not None,
+        "instance_id": target.instance_id,
+        "validated_at": time.time(),
+    }
     platform.record_validation(image_id, passed=report.passed, report=summary, junit_xml=report.junit_xml)
     if not report.passed:
         failed = "; ".join(f"{t['test']}: {t['message'][:200]}" for t in report.failed_tests[:5])
@@ -214,13 +265,17 @@ def publish_image(spec: FamilySpec, platform: Platform, image_id: str, run_id: s
     return {"pointer": spec.pointer, "image_id": image_id, "previous": previous}
 
 
-def cleanup_images(spec: FamilySpec, platform: Platform, *, dry_run: bool = False,
-                   now: float | None = None) -> dict[str, Any]:
+def cleanup_images(
+    spec: FamilySpec, platform: Platform, *, dry_run: bool = False, now: float | None = None
+) -> dict[str, Any]:
     images = platform.images(spec.name)
     plan = plan_cleanup(
         [ImageFacts(i.image_id, i.family, i.created_at, i.status) for i in images],
-        family=spec.name, keep=spec.retention.keep, min_age_days=spec.retention.min_age_days,
-        protected=platform.published_images(), in_use=platform.images_in_use(),
+        family=spec.name,
+        keep=spec.retention.keep,
+        min_age_days=spec.retention.min_age_days,
+        protected=platform.published_images(),
+        in_use=platform.images_in_use(),
         now=time.time() if now is None else now,
     )
     for image_id, why in plan.delete:

@@ -91,7 +91,7 @@ class _Builder:
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     raise YamlError("merge keys (<<) are not supported", key_node.start_mark.line + 1)
-                key = self._constructor.construct_object(key_node)  # type: ignore[no-untyped-call]
+                key = self._scalar(key_node)
                 if not isinstance(key, str):
                     raise YamlError(
                         f"key {key!r} at {_dotted(path) or 'top level'} must be a string",
@@ -108,7 +108,14 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
-        return self._constructor.construct_object(node)  # type: ignore[no-untyped-call]
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self._constructor.construct_object(node)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise YamlError(f"not valid YAML: {problem}", node.start_mark.line + 1) from None
 
 
 def _dotted(path: Path_) -> str:

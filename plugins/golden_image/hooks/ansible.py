@@ -47,15 +47,20 @@ class AnsibleSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status, "rc": self.rc, "stats": self.stats, "tasks": self.tasks,
-            "failed_task": self.failed_task, "failed_message": self.failed_message,
+            "status": self.status,
+            "rc": self.rc,
+            "stats": self.stats,
+            "tasks": self.tasks,
+            "failed_task": self.failed_task,
+            "failed_message": self.failed_message,
         }
 
     def record(self, event: dict[str, Any]) -> None:
         if event.get("event") == "playbook_on_stats":
             data = event.get("event_data", {})
             self.stats = {
-                key: sum((data.get(key) or {}).values()) for key in ("ok", "changed", "failures", "skipped", "dark")
+                key: sum((data.get(key) or {}).values())
+                for key in ("ok", "changed", "failures", "skipped", "dark")
             }
             return
         outcome = RESULT_EVENTS.get(event.get("event", ""))
@@ -64,8 +69,11 @@ class AnsibleSummary:
         data = event.get("event_data", {})
         result = data.get("res") or {}
         changed = bool(result.get("changed")) if isinstance(result, dict) else False
-        item = {"task": data.get("task", "?"), "host": data.get("host", "?"),
-                "status": "changed" if outcome == "ok" and changed else outcome}
+        item = {
+            "task": data.get("task", "?"),
+            "host": data.get("host", "?"),
+            "status": "changed" if outcome == "ok" and changed else outcome,
+        }
         ignored = bool(data.get("ignore_errors"))
         if outcome in {"failed", "unreachable"} and not ignored:
             message = _result_message(result)
@@ -104,10 +112,15 @@ class AnsibleHook:
 
         done = subprocess.run(
             [self.playbook_binary(), "--syntax-check", "-i", "localhost,", str(playbook)],
-            capture_output=True, text=True, env={**os.environ, **self._env(playbook)}, check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self._env(playbook)},
+            check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"ansible-playbook --syntax-check {playbook.name}: {(done.stderr or done.stdout).strip()}")
+            raise RuntimeError(
+                f"ansible-playbook --syntax-check {playbook.name}: {(done.stderr or done.stdout).strip()}"
+            )
 
     @staticmethod
     def _env(playbook: Path) -> dict[str, str]:
@@ -126,7 +139,11 @@ class AnsibleHook:
         }
 
     def run_playbook(
-        self, target: SshTarget, playbook: Path, extra_vars: dict[str, Any], *,
+        self,
+        target: SshTarget,
+        playbook: Path,
+        extra_vars: dict[str, Any],
+        *,
         on_line: Callable[[str], None] | None = None,
     ) -> AnsibleSummary:
         """Apply ``playbook`` to the instance; raise :class:`AnsibleError` with the failed task."""
@@ -175,14 +192,21 @@ class AnsibleHook:
         summary.rc = runner.rc
         log.info(
             "ansible: %s (rc=%s) ok=%s changed=%s failed=%s unreachable=%s skipped=%s",
-            runner.status, runner.rc, summary.stats.get("ok"), summary.stats.get("changed"),
-            summary.stats.get("failures"), summary.stats.get("dark"), summary.stats.get("skipped"),
+            runner.status,
+            runner.rc,
+            summary.stats.get("ok"),
+            summary.stats.get("changed"),
+            summary.stats.get("failures"),
+            summary.stats.get("dark"),
+            summary.stats.get("skipped"),
         )
         if runner.status != "successful":
             if self._cancelled.is_set():
                 raise AnsibleError("ansible-playbook was cancelled", summary)
-            failed = f"task '{summary.failed_task}' failed: {summary.failed_message}" if summary.failed_task else (
-                f"ansible-playbook ended with status {runner.status} (rc={runner.rc})"
+            failed = (
+                f"task '{summary.failed_task}' failed: {summary.failed_message}"
+                if summary.failed_task
+                else (f"ansible-playbook ended with status {runner.status} (rc={runner.rc})")
             )
             raise AnsibleError(f"{playbook.name}: {failed}", summary)
         return summary

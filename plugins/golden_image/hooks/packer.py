@@ -86,13 +86,21 @@ class PackerHook:
             var_file.write_text(hcl_var_file(variables))
             done = subprocess.run(
                 [self.binary, "validate", f"-var-file={var_file}", template.name],
-                cwd=template.parent, capture_output=True, text=True, env=self._env(), check=False,
+                cwd=template.parent,
+                capture_output=True,
+                text=True,
+                env=self._env(),
+                check=False,
             )
         if done.returncode != 0:
             raise PackerError(f"packer validate {template.name}: {(done.stdout + done.stderr).strip()}")
 
     def build(
-        self, template: Path, variables: dict[str, Any], *, on_line: Callable[[str], None] | None = None,
+        self,
+        template: Path,
+        variables: dict[str, Any],
+        *,
+        on_line: Callable[[str], None] | None = None,
         only: str | None = None,
     ) -> PackerResult:
         """``packer build -machine-readable``; raises :class:`PackerError` with Packer's own error."""
@@ -102,14 +110,25 @@ class PackerHook:
         with tempfile.TemporaryDirectory(prefix="golden-packer-") as tmp:
             var_file = Path(tmp) / "golden.pkrvars.hcl"
             var_file.write_text(hcl_var_file(variables))
-            command = [self.binary, "build", "-machine-readable", "-color=false", "-on-error=cleanup",
-                       f"-var-file={var_file}"]
+            command = [
+                self.binary,
+                "build",
+                "-machine-readable",
+                "-color=false",
+                "-on-error=cleanup",
+                f"-var-file={var_file}",
+            ]
             if only:
                 command.append(f"-only={only}")
             command.append(template.name)
             self._process = subprocess.Popen(
-                command, cwd=template.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                env=self._env(), start_new_session=True,
+                command,
+                cwd=template.parent,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=self._env(),
+                start_new_session=True,
             )
             assert self._process.stdout is not None
             for raw in self._process.stdout:

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from golden_image.platforms.base import SshTarget
 
 SSH_OPTIONS = [
-    "-o", "BatchMode=yes",
-    "-o", "StrictHostKeyChecking=no",  # instances are ephemeral; their host keys are new each launch
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=15",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",  # instances are ephemeral; their host keys are new each launch
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=15",
 ]
 
 
@@ -28,15 +33,28 @@ class SshResult:
 
 
 def ssh_command(target: SshTarget) -> list[str]:
-    return ["ssh", *SSH_OPTIONS, "-i", target.key_file, "-p", str(target.port), f"{target.user}@{target.host}"]
+    return [
+        "ssh",
+        *SSH_OPTIONS,
+        "-i",
+        target.key_file,
+        "-p",
+        str(target.port),
+        f"{target.user}@{target.host}",
+    ]
 
 
-def run_ssh(target: SshTarget, command: str, *, stdin: str | None = None, timeout: float = 600,
-            check: bool = True) -> SshResult:
+def run_ssh(
+    target: SshTarget, command: str, *, stdin: str | None = None, timeout: float = 600, check: bool = True
+) -> SshResult:
     """Run a shell command on the instance; raise :class:`SshError` with its output when it fails."""
     try:
         done = subprocess.run(
-            [*ssh_command(target), command], input=stdin, capture_output=True, text=True, timeout=timeout,
+            [*ssh_command(target), command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:

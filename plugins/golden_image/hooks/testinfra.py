@@ -40,8 +40,12 @@ class TestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "passed": self.passed, "tests": self.tests, "failures": self.failures, "errors": self.errors,
-            "skipped": self.skipped, "failed_tests": self.failed_tests,
+            "passed": self.passed,
+            "tests": self.tests,
+            "failures": self.failures,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "failed_tests": self.failed_tests,
         }
 
 
@@ -58,10 +62,12 @@ def parse_junit(xml_text: str) -> TestReport:
             for kind in ("failure", "error"):
                 problem = case.find(kind)
                 if problem is not None:
-                    report.failed_tests.append({
-                        "test": f"{case.get('classname', '')}::{case.get('name', '')}",
-                        "message": (problem.get("message") or "")[:1000],
-                    })
+                    report.failed_tests.append(
+                        {
+                            "test": f"{case.get('classname', '')}::{case.get('name', '')}",
+                            "message": (problem.get("message") or "")[:1000],
+                        }
+                    )
     report.passed = report.failures == 0 and report.errors == 0 and report.tests > 0
     return report
 
@@ -73,22 +79,45 @@ class TestinfraHook:
         self._process: subprocess.Popen[str] | None = None
 
     def _command(self, suites: list[Path], extra: list[str]) -> list[str]:
-        return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-o",
-                "addopts=", "-c", os.devnull, *extra, *[str(s) for s in suites]]
+        return [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "-o",
+            "addopts=",
+            "-c",
+            os.devnull,
+            *extra,
+            *[str(s) for s in suites],
+        ]
 
     def collect(self, suites: list[Path]) -> None:
         """``pytest --collect-only`` of the suites: catches syntax and import errors in CI."""
         with tempfile.TemporaryDirectory(prefix="golden-testinfra-") as tmp:
             done = subprocess.run(
                 self._command(suites, ["--collect-only", "-q", "--rootdir", tmp]),
-                capture_output=True, text=True, check=False, cwd=tmp,
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=tmp,
             )
         if done.returncode != 0:
-            raise RuntimeError(f"collecting {', '.join(s.name for s in suites)} failed:\n{done.stdout[-3000:]}")
+            raise RuntimeError(
+                f"collecting {', '.join(s.name for s in suites)} failed:\n{done.stdout[-3000:]}"
+            )
 
     def run(
-        self, target: SshTarget, suites: list[Path], *, hygiene: dict[str, Any] | None = None,
-        on_line: Callable[[str], None] | None = None, timeout: float = 1800,
+        self,
+        target: SshTarget,
+        suites: list[Path],
+        *,
+        hygiene: dict[str, Any] | None = None,
+        on_line: Callable[[str], None] | None = None,
+        timeout: float = 1800,
     ) -> TestReport:
         emit = on_line or (lambda text: log.info("%s", text))
         if hygiene is not None:
@@ -102,13 +131,28 @@ class TestinfraHook:
                 f"  IdentityFile {target.key_file}\n"
             )
             junit = Path(tmp) / "junit.xml"
-            command = self._command(suites, [
-                "-v", "--rootdir", tmp, "--tb=short", f"--junit-xml={junit}", "-o", "junit_family=xunit2",
-                f"--hosts=paramiko://{target.user}@{target.host}:{target.port}", f"--ssh-config={config}",
-            ])
+            command = self._command(
+                suites,
+                [
+                    "-v",
+                    "--rootdir",
+                    tmp,
+                    "--tb=short",
+                    f"--junit-xml={junit}",
+                    "-o",
+                    "junit_family=xunit2",
+                    f"--hosts=paramiko://{target.user}@{target.host}:{target.port}",
+                    f"--ssh-config={config}",
+                ],
+            )
             env = {**os.environ, "GOLDEN_HYGIENE": json.dumps(hygiene or {})}
             self._process = subprocess.Popen(
-                command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                command,
+                cwd=tmp,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
             )
             assert self._process.stdout is not None
             for line in self._process.stdout:

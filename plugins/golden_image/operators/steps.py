@@ -69,7 +69,10 @@ class PatchCheckOperator(GoldenImageOperator, SkipMixin):
         params = context["params"]
         spec = self.spec
         decision = steps.check_patches(
-            spec, self.platform(spec), run_id=context["run_id"], force=bool(params.get("force")),
+            spec,
+            self.platform(spec),
+            run_id=context["run_id"],
+            force=bool(params.get("force")),
             reason=str(params.get("reason") or ""),
         )
         if not decision["rebuild"]:
@@ -92,7 +95,9 @@ class InstanceLaunchOperator(GoldenImageOperator):
 
         spec = self.spec
         upstream = self.pulled(context, self.image_from) or {}
-        image_id = upstream.get("source", {}).get("image_id") if self.role == "builder" else upstream.get("image_id")
+        image_id = (
+            upstream.get("source", {}).get("image_id") if self.role == "builder" else upstream.get("image_id")
+        )
         if not image_id:
             raise AirflowFailException(f"{self.image_from} returned no image to launch from")
         return steps.launch(self.platform(spec), spec, image_id, role=self.role, run_id=context["run_id"])
@@ -149,7 +154,9 @@ class AnsibleProvisionOperator(GoldenImageOperator):
 
         self._hook = AnsibleHook()
         try:
-            return steps.provision_ansible(self.spec, self.target(context, "launch_builder"), self._hook, self.emit)
+            return steps.provision_ansible(
+                self.spec, self.target(context, "launch_builder"), self._hook, self.emit
+            )
         except AnsibleError as exc:
             for task in exc.summary.tasks:
                 self.log.info("  %-10s %s", task["status"], task["task"])
@@ -167,9 +174,13 @@ class ImageCaptureOperator(GoldenImageOperator):
         spec = self.spec
         run_after = context["dag_run"].run_after
         return steps.capture_image(
-            spec, self.platform(spec), self.target(context, "launch_builder"), run_id=context["run_id"],
+            spec,
+            self.platform(spec),
+            self.target(context, "launch_builder"),
+            run_id=context["run_id"],
             version=steps.version_for(run_after.timestamp()),
-            decision=self.pulled(context, "check_patches") or {}, packer=self.pulled(context, "bake_packer"),
+            decision=self.pulled(context, "check_patches") or {},
+            packer=self.pulled(context, "bake_packer"),
             ansible=self.pulled(context, "provision_ansible"),
         )
 
@@ -188,8 +199,12 @@ class ImageValidateOperator(GoldenImageOperator):
         self._hook = TestinfraHook()
         try:
             return steps.validate_image(
-                spec, self.platform(spec), self.target(context, "launch_test_instance"), image["image_id"],
-                self._hook, self.emit,
+                spec,
+                self.platform(spec),
+                self.target(context, "launch_test_instance"),
+                image["image_id"],
+                self._hook,
+                self.emit,
             )
         except steps.StepError as exc:
             raise AirflowFailException(str(exc)) from None
@@ -218,8 +233,10 @@ class ImagePublishOperator(GoldenImageOperator):
         result = steps.publish_image(spec, self.platform(spec), image["image_id"], context["run_id"])
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
-                "image_id": image["image_id"], "version": image["version"], "pointer": spec.pointer,
-                "regions": spec.distribution.regions,
+                "image_id": image["image_id"],
+                "version": image["version"],
+                "pointer": spec.pointer,
+                "regions": ",".join(spec.distribution.regions),
             }
         return result
 
@@ -229,7 +246,9 @@ class ImageCleanupOperator(GoldenImageOperator):
         from golden_image import steps
 
         spec = self.spec
-        return steps.cleanup_images(spec, self.platform(spec), dry_run=bool(context["params"].get("cleanup_dry_run")))
+        return steps.cleanup_images(
+            spec, self.platform(spec), dry_run=bool(context["params"].get("cleanup_dry_run"))
+        )
 
 
 class FamilyFileErrorOperator(BaseOperator):

@@ -18,6 +18,7 @@ Everything here needs root (chroot, mount, mknod).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -86,7 +87,9 @@ def image_id_for(family: str, run_id: str) -> str:
 def _require(binary: str, package: str) -> str:
     found = shutil.which(binary)
     if not found:
-        raise PlatformError(f"'{binary}' is not installed; run `apt-get install -y {package}` (or `make setup`)")
+        raise PlatformError(
+            f"'{binary}' is not installed; run `apt-get install -y {package}` (or `make setup`)"
+        )
     return found
 
 
@@ -134,10 +137,7 @@ class LocalPlatform:
         name = bootstrap_name(boot)
         with self._lock("sources"):
             existing = self.catalog.images(name, kind="source")
-            if existing and not refresh:
-                image = existing[0]
-            else:
-                image = self._build_bootstrap(boot, name)
+            image = existing[0] if existing and not refresh else self._build_bootstrap(boot, name)
         return SourceImage(image.image_id, image.sha256, f"{name} built {image.version}")
 
     def _build_bootstrap(self, boot: LocalBootstrap, name: str) -> ImageRow:
@@ -150,8 +150,13 @@ class LocalPlatform:
         partial = target.with_suffix(".partial.tar.zst")
         packages = ",".join(sorted({*SOURCE_PACKAGES, *boot.include}))
         command = [
-            mmdebstrap, f"--variant={boot.variant}", f"--include={packages}", "--components=main",
-            "--aptopt=Acquire::Retries \"3\"", boot.suite, str(partial),
+            mmdebstrap,
+            f"--variant={boot.variant}",
+            f"--include={packages}",
+            "--components=main",
+            '--aptopt=Acquire::Retries "3"',
+            boot.suite,
+            str(partial),
             f"deb {boot.mirror} {boot.suite} main",
             f"deb {boot.mirror} {boot.suite}-updates main",
             f"deb {boot.security_mirror} {boot.suite}-security main",
@@ -163,15 +168,25 @@ class LocalPlatform:
             partial.unlink(missing_ok=True)
             tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
             raise PlatformError(
-                f"mmdebstrap failed (exit {result.returncode}); check that {boot.mirror} is reachable.\n{tail}"
+                f"mmdebstrap failed (exit {result.returncode}); is {boot.mirror} reachable?\n{tail}"
             )
         partial.rename(target)
         digest = sha256_file(target)
         row = ImageRow(
-            image_id=image_id, kind="source", family=name, version=stamp, run_id=f"bootstrap-{stamp}",
-            status="available", created_at=time.time(), sha256=digest, size=target.stat().st_size,
-            manifest={"bootstrap": boot.model_dump(), "packages": packages.split(","),
-                      "build_seconds": round(time.monotonic() - started, 1)},
+            image_id=image_id,
+            kind="source",
+            family=name,
+            version=stamp,
+            run_id=f"bootstrap-{stamp}",
+            status="available",
+            created_at=time.time(),
+            sha256=digest,
+            size=target.stat().st_size,
+            manifest={
+                "bootstrap": boot.model_dump(),
+                "packages": packages.split(","),
+                "build_seconds": round(time.monotonic() - started, 1),
+            },
         )
         log.info("source image %s ready in %.1f s (%s)", image_id, time.monotonic() - started, digest[:12])
         return self.catalog.add_image(row, "source", target)
@@ -193,12 +208,20 @@ class LocalPlatform:
             raise PlatformError(f"image {image_id} is not in the catalog at {self.home}")
         path = locations.get(region or "", None) or next(iter(locations.values()))
         if not path.exists():
-            raise PlatformError(f"image {image_id}: file {path} is missing; the store at {self.home} is damaged")
+            raise PlatformError(
+                f"image {image_id}: file {path} is missing; the store at {self.home} is damaged"
+            )
         return path
 
     # -- instances -------------------------------------------------------------------------------
-    def launch_instance(self, image_id: str, *, role: str, family: str, run_id: str, region: str) -> SshTarget:
-        for binary, package in (("unshare", "util-linux"), ("zstd", "zstd"), ("ssh-keygen", "openssh-client")):
+    def launch_instance(
+        self, image_id: str, *, role: str, family: str, run_id: str, region: str
+    ) -> SshTarget:
+        for binary, package in (
+            ("unshare", "util-linux"),
+            ("zstd", "zstd"),
+            ("ssh-keygen", "openssh-client"),
+        ):
             _require(binary, package)
         if os.geteuid() != 0:
             raise PlatformError("the local platform needs root (chroot, mount, mknod); run as root")
@@ -210,12 +233,24 @@ class LocalPlatform:
         root.mkdir()
         port = _free_port()
         self.catalog.add_instance(
-            InstanceRow(instance_id, image_id, role, family, run_id, str(directory), port, None, "pending", time.time())
+            InstanceRow(
+                instance_id,
+                image_id,
+                role,
+                family,
+                run_id,
+                str(directory),
+                port,
+                None,
+                "pending",
+                time.time(),
+            )
         )
         try:
             subprocess.run(
                 ["tar", "--numeric-owner", "-I", "zstd", "-xpf", str(archive), "-C", str(root)],
-                check=True, capture_output=True,
+                check=True,
+                capture_output=True,
             )
             if role == "builder":
                 policy = root / "usr/sbin/policy-rc.d"
@@ -223,16 +258,43 @@ class LocalPlatform:
                 policy.chmod(0o755)
             key = directory / "ssh" / "id_ed25519"
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"golden-{instance_id}", "-f", str(key)],
-                check=True, capture_output=True,
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"golden-{instance_id}",
+                    "-f",
+                    str(key),
+                ],
+                check=True,
+                capture_output=True,
             )
             script = directory / "launch.sh"
             script.write_text(LAUNCH_SCRIPT)
             with (directory / "sshd.log").open("wb") as logfile:
                 process = subprocess.Popen(
-                    ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--kill-child",
-                     "sh", str(script), str(root), str(port), f"{key}.pub"],
-                    stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True,
+                    [
+                        "unshare",
+                        "--mount",
+                        "--pid",
+                        "--fork",
+                        "--propagation",
+                        "private",
+                        "--kill-child",
+                        "sh",
+                        str(script),
+                        str(root),
+                        str(port),
+                        f"{key}.pub",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             self.catalog.set_instance(instance_id, state="running", pid=process.pid)
             self._wait_ssh(port, process, directory)
@@ -244,7 +306,9 @@ class LocalPlatform:
                     f"{(exc.stderr or b'').decode(errors='replace').strip()[-500:]}"
                 ) from None
             raise
-        log.info("instance %s (%s of %s) up on 127.0.0.1:%s from %s", instance_id, role, family, port, image_id)
+        log.info(
+            "instance %s (%s of %s) up on 127.0.0.1:%s from %s", instance_id, role, family, port, image_id
+        )
         return SshTarget(instance_id, "127.0.0.1", port, "root", str(key), role)
 
     @staticmethod
@@ -261,7 +325,9 @@ class LocalPlatform:
             except OSError:
                 pass
             time.sleep(0.05)
-        raise PlatformError(f"instance sshd did not answer on 127.0.0.1:{port} in {SSH_READY_TIMEOUT_S:.0f} s")
+        raise PlatformError(
+            f"instance sshd did not answer on 127.0.0.1:{port} in {SSH_READY_TIMEOUT_S:.0f} s"
+        )
 
     def stop_instance(self, instance_id: str) -> None:
         """Kill the instance's namespace (all its processes and mounts); keep its files."""
@@ -274,10 +340,8 @@ class LocalPlatform:
             os.kill(row.pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
             while _pid_alive(row.pid, str(directory)) and time.monotonic() < deadline:
-                try:  # reap it when it is our child
+                with contextlib.suppress(ChildProcessError):  # reap it when it is our child
                     os.waitpid(row.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
                 time.sleep(0.02)
         self._kill_stragglers(directory)
         self._unmount_under(directory)
@@ -307,10 +371,8 @@ class LocalPlatform:
             except OSError:
                 continue
             if root == prefix or root.startswith(prefix + "/"):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(proc.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     @staticmethod
     def _mounts_under(directory: Path) -> list[str]:
@@ -341,9 +403,8 @@ class LocalPlatform:
         removed = []
         now = time.time()
         for row in self.catalog.instances():
-            if now - row.created_at >= older_than_s:
-                if self.terminate_instance(row.instance_id):
-                    removed.append(row.instance_id)
+            if now - row.created_at >= older_than_s and self.terminate_instance(row.instance_id):
+                removed.append(row.instance_id)
         known = {row.instance_id for row in self.catalog.instances()}
         instances_dir = self.home / "instances"
         if instances_dir.exists():
@@ -377,25 +438,52 @@ class LocalPlatform:
         partial = region_dir / "rootfs.partial.tar.zst"
         started = time.monotonic()
         subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "--one-file-system", "-I", "zstd -3 -T0",
-             "-cpf", str(partial), "-C", str(root), "."],
-            check=True, capture_output=True,
+            [
+                "tar",
+                "--numeric-owner",
+                "--xattrs",
+                "--one-file-system",
+                "-I",
+                "zstd -3 -T0",
+                "-cpf",
+                str(partial),
+                "-C",
+                str(root),
+                ".",
+            ],
+            check=True,
+            capture_output=True,
         )
         partial.rename(archive)
         digest = sha256_file(archive)
-        manifest = {**manifest, "image_id": image_id, "rootfs": {"file": archive.name, "sha256": digest,
-                                                                  "bytes": archive.stat().st_size}}
+        manifest = {
+            **manifest,
+            "image_id": image_id,
+            "rootfs": {"file": archive.name, "sha256": digest, "bytes": archive.stat().st_size},
+        }
         (region_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        log.info("exported %s (%d MB) in %.1f s", archive, archive.stat().st_size >> 20, time.monotonic() - started)
+        log.info(
+            "exported %s (%d MB) in %.1f s", archive, archive.stat().st_size >> 20, time.monotonic() - started
+        )
         image = ImageRow(
-            image_id=image_id, kind="family", family=spec.name, version=version, run_id=run_id,
-            status="captured", created_at=time.time(), sha256=digest, size=archive.stat().st_size,
+            image_id=image_id,
+            kind="family",
+            family=spec.name,
+            version=version,
+            run_id=run_id,
+            status="captured",
+            created_at=time.time(),
+            sha256=digest,
+            size=archive.stat().st_size,
             source_image_id=manifest.get("source", {}).get("image_id"),
-            source_digest=manifest.get("source", {}).get("digest"), manifest=manifest,
+            source_digest=manifest.get("source", {}).get("digest"),
+            manifest=manifest,
         )
         return self.catalog.add_image(image, spec.primary_region, archive)
 
-    def record_validation(self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str) -> None:
+    def record_validation(
+        self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
+    ) -> None:
         image = self.catalog.image(image_id)
         if image is None:
             raise PlatformError(f"image {image_id} is not in the catalog")
@@ -427,7 +515,9 @@ class LocalPlatform:
         digest = sha256_file(partial)
         if digest != image.sha256:
             partial.unlink()
-            raise PlatformError(f"copy of {image_id} to {region} is corrupt ({digest[:12]} != {image.sha256[:12]})")
+            raise PlatformError(
+                f"copy of {image_id} to {region} is corrupt ({digest[:12]} != {image.sha256[:12]})"
+            )
         target = target_dir / "rootfs.tar.zst"
         partial.rename(target)
         self.catalog.add_location(image_id, region, target, digest)

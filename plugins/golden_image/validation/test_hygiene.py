@@ -34,14 +34,14 @@ def test_machine_id_empty(host):
 
 
 def test_no_shell_history(host):
-    found = _lines(host, "find / -xdev \\( -name '.*_history' -o -name '.lesshst' \\) -size +0 2>/dev/null || true")
+    found = _lines(
+        host, "find / -xdev \\( -name '.*_history' -o -name '.lesshst' \\) -size +0 2>/dev/null || true"
+    )
     assert found == [], f"shell history left in the image: {found}"
 
 
 def test_no_authorized_keys(host):
-    found = _lines(
-        host, "find /root /home -xdev -name 'authorized_keys*' -size +0 2>/dev/null || true"
-    )
+    found = _lines(host, "find /root /home -xdev -name 'authorized_keys*' -size +0 2>/dev/null || true")
     assert found == [], f"authorized_keys baked into the image: {found}"
 
 
@@ -56,8 +56,12 @@ def test_no_private_keys(host):
 
 def test_no_cloud_credentials(host):
     candidates = [
-        "/root/.aws/credentials", "/root/.docker/config.json", "/root/.netrc", "/root/.git-credentials",
-        "/root/.config/gcloud/credentials.db", "/root/.azure/accessTokens.json",
+        "/root/.aws/credentials",
+        "/root/.docker/config.json",
+        "/root/.netrc",
+        "/root/.git-credentials",
+        "/root/.config/gcloud/credentials.db",
+        "/root/.azure/accessTokens.json",
     ]
     found = [path for path in candidates if host.file(path).exists]
     assert found == [], f"credentials left in the image: {found}"
@@ -75,7 +79,9 @@ def test_no_build_leftovers(host):
     assert found == [], f"build leftovers in the image: {found}"
 
 
-@pytest.mark.parametrize("service", STOPPED or [pytest.param(None, marks=pytest.mark.skip(reason="none listed"))])
+@pytest.mark.parametrize(
+    "service", STOPPED or [pytest.param(None, marks=pytest.mark.skip(reason="none listed"))]
+)
 def test_baked_service_not_running(host, service):
     executables = _lines(host, "for p in /proc/[0-9]*; do readlink $p/exe; done 2>/dev/null; true")
     running = sorted({exe for exe in executables if exe.rsplit("/", 1)[-1].startswith(service)})

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run the whole suite with a private image store and Airflow home that are removed afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d /tmp/golden-tests.XXXXXX)
+cleanup() {
+  # stop anything the tests left running (instances are in their own namespaces), then delete
+  GOLDEN_HOME="$work/home" .venv/bin/golden janitor --ttl-hours 0 >/dev/null 2>&1 || true
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+export GOLDEN_TEST_WORKDIR="$work"
+.venv/bin/pytest -p no:cacheprovider "$@"

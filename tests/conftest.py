@@ -1,0 +1,76 @@
+"""Test settings. The environment is fixed here, before anything imports Airflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("GOLDEN_TEST_WORKDIR") or tempfile.mkdtemp(prefix="golden-tests-"))
+os.environ["GOLDEN_HOME"] = str(WORK / "home")
+os.environ["AIRFLOW_HOME"] = str(WORK / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.pop("GOLDEN_IMAGES_DIR", None)
+os.environ.pop("GOLDEN_PROJECT_DIR", None)
+
+
+def _real_machine_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (chroot, mount, mknod)"
+    missing = [b for b in ("packer", "mmdebstrap", "zstd", "unshare", "ssh") if not shutil.which(b)]
+    return f"missing {missing}; run scripts/setup.sh" if missing else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problem = _real_machine_problem()
+    if problem is None:
+        return
+    if os.environ.get("GOLDEN_ALLOW_SKIP") != "1":
+        raise pytest.UsageError(f"integration tests {problem} (set GOLDEN_ALLOW_SKIP=1 to skip them)")
+    for item in items:
+        if "integration" in item.keywords or "e2e" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=problem))
+
+
+@pytest.fixture(scope="session")
+def golden_home() -> Path:
+    return Path(os.environ["GOLDEN_HOME"])
+
+
+@pytest.fixture(scope="session")
+def platform(golden_home: Path):  # type: ignore[no-untyped-def]
+    from golden_image.platforms.local import LocalPlatform
+
+    return LocalPlatform(golden_home)
+
+
+@pytest.fixture(scope="session")
+def source_image(platform):  # type: ignore[no-untyped-def]
+    """The Debian base built once per session with mmdebstrap (about 30 s)."""
+    from golden_image.spec import LocalBootstrap
+
+    return platform.ensure_bootstrap(LocalBootstrap())
+
+
+@pytest.fixture
+def instance(platform, source_image) -> Iterator:  # type: ignore[no-untyped-def]
+    target = platform.launch_instance(
+        source_image.image_id, role="builder", family="tests", run_id="t", region="local"
+    )
+    yield target
+    platform.terminate_instance(target.instance_id)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, stdout=subprocess.DEVNULL
+    )

@@ -1,0 +1,81 @@
+"""DAG factory and loader: shape, schedule, params, teardowns, and broken files made visible."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from golden_image.factory import STEPS, build_family_dag
+from golden_image.loader import load_dags
+from golden_image.spec import load_families
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def families():  # type: ignore[no-untyped-def]
+    return load_families(PROJECT / "include" / "images", PROJECT / "include").families
+
+
+def test_one_dag_per_family_with_the_pipeline_in_order(families) -> None:  # type: ignore[no-untyped-def]
+    dag = build_family_dag(families["debian12-base"])
+    assert dag.dag_id == "golden_image__debian12_base"
+    chain = ["check_patches"]
+    while True:
+        nxt = [t for t in dag.get_task(chain[-1]).downstream_task_ids if not dag.get_task(t).is_teardown]
+        if not nxt:
+            break
+        assert len(nxt) == 1, (chain[-1], nxt)
+        chain.append(nxt[0])
+    assert tuple(chain) == STEPS
+
+
+def test_teardowns_always_terminate_instances(families) -> None:  # type: ignore[no-untyped-def]
+    dag = build_family_dag(families["debian12-base"])
+    builder_down = dag.get_task("terminate_builder")
+    tester_down = dag.get_task("terminate_test_instance")
+    assert builder_down.is_teardown and tester_down.is_teardown
+    assert dag.get_task("launch_builder").is_setup and dag.get_task("launch_test_instance").is_setup
+    assert {"launch_builder", "capture_image"} == builder_down.upstream_task_ids
+    assert {"launch_test_instance", "validate_image"} == tester_down.upstream_task_ids
+
+
+def test_schedule_params_and_metadata(families) -> None:  # type: ignore[no-untyped-def]
+    spec = families["debian12-base"]
+    dag = build_family_dag(spec)
+    assert dag.schedule == "0 4 * * 1"
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert set(dag.params) >= {"force", "reason", "cleanup_dry_run"}
+    assert dag.params["force"] is False
+    assert "platform:local" in dag.tags
+    assert dag.default_args["owner"] == "platform-team@example.com"
+    assert "`packer/linux-ssh.pkr.hcl`" in dag.doc_md and "keep 3" in dag.doc_md
+    [outlet] = dag.get_task("publish_image").outlets
+    assert outlet.name == "golden_image_debian12-base"
+
+
+def test_project_dags_load_including_janitor() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(PROJECT / "dags"))
+    assert bag.import_errors == {}
+    assert {"golden_image__debian12_base", "golden_image__debian12_web", "golden_image_janitor"} <= set(
+        bag.dag_ids
+    )
+
+
+def test_broken_family_gets_a_visible_error_dag(tmp_path: Path) -> None:
+    include = tmp_path / "include"
+    shutil.copytree(PROJECT / "include", include)
+    broken = include / "images" / "debian12-web.yaml"
+    broken.write_text(broken.read_text().replace("keep: 2", "keep: -1"))
+    dags = load_dags(include / "images")
+    assert "golden_image__debian12_base" in dags  # the good one is still there
+    error_dag = dags["golden_image__debian12_web"]
+    assert "broken" in error_dag.tags
+    assert "retention.keep" in error_dag.doc_md and "greater than or equal to 1" in error_dag.doc_md
+    [task] = error_dag.tasks
+    assert task.task_id == "family_file_error"
+    assert any("images/debian12-web.yaml:" in e for e in task.errors)
