@@ -151,12 +151,14 @@ class AnsibleHook:
 
         emit = on_line or (lambda text: log.info("%s", text))
         summary = AnsibleSummary()
+        tail: list[str] = []
 
         def on_event(event: dict[str, Any]) -> bool:
             text = (event.get("stdout") or "").rstrip()
             if text:
                 for line in text.splitlines():
                     emit(line)
+                tail[:] = [*tail, *text.splitlines()][-20:]
             summary.record(event)
             return False  # the summary keeps what we need; no event files on disk
 
@@ -203,11 +205,10 @@ class AnsibleHook:
         if runner.status != "successful":
             if self._cancelled.is_set():
                 raise AnsibleError("ansible-playbook was cancelled", summary)
-            failed = (
-                f"task '{summary.failed_task}' failed: {summary.failed_message}"
-                if summary.failed_task
-                else (f"ansible-playbook ended with status {runner.status} (rc={runner.rc})")
-            )
+            if summary.failed_task:
+                failed = f"task '{summary.failed_task}' failed: {summary.failed_message}"
+            else:  # failed before any task ran (syntax, unreachable): Ansible's own last words
+                failed = f"ansible-playbook ended with status {runner.status} (rc={runner.rc}):\n" + "\n".join(tail)
             raise AnsibleError(f"{playbook.name}: {failed}", summary)
         return summary
 
