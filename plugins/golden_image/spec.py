@@ -332,7 +332,24 @@ def load_families(images_dir: Path, include_dir: Path | None = None) -> FamilySe
         except FamilyFileError as exc:
             errors[path.stem] = exc.errors
     _check_layering(families, errors, images_dir, include_dir)
+    _check_pointers(families, errors, images_dir, include_dir)
     return FamilySet(families, errors)
+
+
+def _check_pointers(
+    families: dict[str, FamilySpec], errors: dict[str, list[SpecError]], images_dir: Path, include_dir: Path
+) -> None:
+    """Two families publishing to one pointer would overwrite each other's "latest": refuse both."""
+    owners: dict[tuple[str, str], list[str]] = {}
+    for name, spec in families.items():
+        owners.setdefault((spec.platform, spec.pointer), []).append(name)
+    for (_, pointer), names in owners.items():
+        if len(names) > 1:
+            for name in names:
+                others = ", ".join(n for n in names if n != name)
+                shown = _shown(images_dir / f"{name}.yaml", include_dir)
+                errors[name] = [SpecError(shown, 0, "publish.pointer", f"{pointer} is also used by {others}")]
+                del families[name]
 
 
 def _check_layering(

@@ -208,3 +208,12 @@ def test_layering_cycle(include: Path) -> None:
     found = load_families(include / "images", include)
     assert found.families == {}
     assert "layering cycle" in str(found.errors["one"][0])
+
+
+def test_two_families_cannot_share_a_pointer(include: Path) -> None:
+    for name in ("one", "two"):
+        write(include, name, GOOD.format(name=name) + "publish: {pointer: /golden/shared/latest}\n")
+    write(include, "three", GOOD.format(name="three"))
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"three"}
+    assert "publish.pointer: /golden/shared/latest is also used by two" in str(found.errors["one"][0])

@@ -1,0 +1,143 @@
+"""End to end: the family DAGs run through Airflow (dag.test) and bake real images."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from golden_image.cli import run_family_dag
+from golden_image.spec import load_families
+
+pytestmark = pytest.mark.e2e
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def families():  # type: ignore[no-untyped-def]
+    return load_families(PROJECT / "include" / "images", PROJECT / "include").families
+
+
+def tar_listing(path: Path) -> list[str]:
+    out = subprocess.run(["tar", "-I", "zstd", "-tf", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_first_bake_catalogues_a_validated_published_image(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
+    spec = families["debian12-base"]
+    result = run_family_dag(spec, {"reason": "e2e"})
+    assert result["state"] == "success", result
+    assert all(state == "success" for state in result["tasks"].values()), result["tasks"]
+
+    image = platform.find_captured(spec.name, result["run_id"])
+    assert image.status == "validated"
+    assert image.regions == ["local", "local-dr"]
+    assert platform.catalog.grants(image.image_id) == ["team-data", "team-web"]
+    for region in ("local", "local-dr"):
+        assert platform.catalog.pointer("/golden/debian12-base/latest", region) == image.image_id
+    manifest = image.manifest
+    packages = {p["name"]: p["version"] for p in manifest["packages"]}
+    assert "prometheus-node-exporter" in packages and "unattended-upgrades" in packages
+    assert manifest["source"]["image_id"] == platform.resolve_source(spec).image_id
+    assert len(manifest["git"]["commit"]) == 40
+    assert manifest["ansible"]["stats"]["failures"] == 0 and manifest["ansible"]["stats"]["changed"] > 0
+    assert manifest["validation"]["passed"] and manifest["validation"]["tests"] >= 20
+    assert manifest["build_reasons"]
+
+    archive = platform.catalog.location(image.image_id, "local")
+    from golden_image.platforms.local import sha256_file
+
+    assert sha256_file(archive) == image.sha256 == manifest["rootfs"]["sha256"]
+    assert (archive.parent / "validation.xml").read_text().count("<testcase") >= 20
+    listing = tar_listing(archive)
+    leftovers = ("/etc/ssh/ssh_host_", "/usr/sbin/policy-rc.d", "/root/.ssh/authorized_keys", "/root/.ansible/")
+    assert not [n for n in listing if n.startswith(tuple("." + x for x in leftovers))]
+    assert "./etc/ssh/sshd_config.d/50-golden.conf" in listing
+    assert platform.catalog.instances() == []  # builder and test instance torn down
+
+
+def test_second_run_is_unchanged_and_skips(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
+    spec = families["debian12-base"]
+    before = [i.image_id for i in platform.images(spec.name)]
+    result = run_family_dag(spec, {})
+    assert result["state"] == "success"
+    assert result["tasks"]["check_patches"] == "success"
+    assert {t for t, s in result["tasks"].items() if s != "skipped"} == {"check_patches"}
+    assert [i.image_id for i in platform.images(spec.name)] == before
+    assert platform.catalog.instances() == []  # the patch-check instance is gone too
+
+
+def test_layered_family_bakes_from_the_published_base(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
+    base = platform.published_image(families["debian12-base"])
+    result = run_family_dag(families["debian12-web"], {})
+    assert result["state"] == "success", result["tasks"]
+    web = platform.find_captured("debian12-web", result["run_id"])
+    assert web.source_image_id == base.image_id
+    assert web.manifest["validation"]["passed"]
+    assert "nginx-light" in {p["name"] for p in web.manifest["packages"]}
+
+
+@pytest.fixture
+def strict_family(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A family whose hygiene rules reject the image: sshd 'must not run', but it does."""
+    images = tmp_path / "images"
+    images.mkdir()
+    data = yaml.safe_load((PROJECT / "include/images/debian12-base.yaml").read_text())
+    data.update(name="debian12-strict", ansible=None, validation={"hygiene": {"stopped_services": ["sshd"]}})
+    data["distribution"] = {"regions": ["local"]}
+    del data["publish"]  # its own pointer, /golden/debian12-strict/latest
+    (images / "debian12-strict.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
+    return load_families(images, PROJECT / "include").families["debian12-strict"]
+
+
+def test_failed_validation_is_never_published(strict_family, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
+    result = run_family_dag(strict_family, {})
+    assert result["state"] == "failed"
+    tasks = result["tasks"]
+    assert tasks["validate_image"] == "failed"
+    assert tasks["share_image"] == tasks["publish_image"] == "upstream_failed"
+    assert tasks["terminate_test_instance"] == tasks["terminate_builder"] == "success"
+    image = platform.find_captured("debian12-strict", result["run_id"])
+    assert image.status == "rejected"
+    assert not image.manifest["validation"]["passed"]
+    assert any("test_baked_service_not_running" in t["test"] for t in image.manifest["validation"]["failed_tests"])
+    assert platform.published_image(strict_family) is None
+    assert platform.catalog.instances() == []
+
+
+def test_killed_bake_then_janitor_leaves_nothing(strict_family, platform, golden_home, airflow_db) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    golden = str(Path(sys.executable).parent / "golden")
+    proc = subprocess.Popen([golden, "bake", "debian12-strict", "--force"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not [i for i in platform.catalog.instances() if i.role == "builder"]:
+        assert proc.poll() is None, "the bake ended before it launched a builder"
+        time.sleep(0.5)
+    time.sleep(3)  # into bake_packer
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run dies: no teardown gets to run
+    proc.wait()
+    leaked = platform.catalog.instances()
+    assert leaked, "the kill should have left the builder behind"
+
+    removed = platform.janitor(older_than_s=0)
+    assert {i.instance_id for i in leaked} <= set(removed)
+    assert platform.catalog.instances() == []
+    assert list((golden_home / "instances").iterdir()) == []
+    assert str(golden_home) not in Path("/proc/self/mountinfo").read_text()
+    rooted = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if os.readlink(p / "root").startswith(str(golden_home)):
+                    rooted.append(p.name)
+            except OSError:
+                pass
+    assert rooted == []
