@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 def load_dags(images_dir: Path | None = None) -> dict[str, DAG]:
     images = images_dir or paths.images_dir()
     found = load_families(images, paths.include_dir() if images_dir is None else images.parent)
+    wanted = _dag_being_run()
+    if wanted is not None:  # a worker running one task needs one DAG, not all of them
+        found.families = {k: v for k, v in found.families.items() if v.dag_id == wanted}
+        found.errors = {k: v for k, v in found.errors.items() if dag_id_for(k) == wanted}
     dags: dict[str, DAG] = {}
     for spec in found.families.values():
         try:
@@ -31,3 +35,9 @@ def load_dags(images_dir: Path | None = None) -> dict[str, DAG]:
             log.error("golden-image family %s is broken: %s", family, error)
         dags[dag_id_for(family)] = build_error_dag(family, errors)
     return dags
+
+
+def _dag_being_run() -> str | None:
+    from airflow.sdk import get_parsing_context
+
+    return get_parsing_context().dag_id

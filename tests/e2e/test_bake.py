@@ -56,7 +56,12 @@ def test_first_bake_catalogues_a_validated_published_image(families, platform, a
     assert sha256_file(archive) == image.sha256 == manifest["rootfs"]["sha256"]
     assert (archive.parent / "validation.xml").read_text().count("<testcase") >= 20
     listing = tar_listing(archive)
-    leftovers = ("/etc/ssh/ssh_host_", "/usr/sbin/policy-rc.d", "/root/.ssh/authorized_keys", "/root/.ansible/")
+    leftovers = (
+        "/etc/ssh/ssh_host_",
+        "/usr/sbin/policy-rc.d",
+        "/root/.ssh/authorized_keys",
+        "/root/.ansible/",
+    )
     assert not [n for n in listing if n.startswith(tuple("." + x for x in leftovers))]
     assert "./etc/ssh/sshd_config.d/50-golden.conf" in listing
     assert platform.catalog.instances() == []  # builder and test instance torn down
@@ -107,7 +112,9 @@ def test_failed_validation_is_never_published(strict_family, platform, airflow_d
     image = platform.find_captured("debian12-strict", result["run_id"])
     assert image.status == "rejected"
     assert not image.manifest["validation"]["passed"]
-    assert any("test_baked_service_not_running" in t["test"] for t in image.manifest["validation"]["failed_tests"])
+    assert any(
+        "test_baked_service_not_running" in t["test"] for t in image.manifest["validation"]["failed_tests"]
+    )
     assert platform.published_image(strict_family) is None
     assert platform.catalog.instances() == []
 
@@ -115,10 +122,17 @@ def test_failed_validation_is_never_published(strict_family, platform, airflow_d
 def test_killed_bake_then_janitor_leaves_nothing(strict_family, platform, golden_home, airflow_db) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     golden = str(Path(sys.executable).parent / "golden")
-    proc = subprocess.Popen([golden, "bake", "debian12-strict", "--force"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [golden, "bake", "debian12-strict", "--force"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not [i for i in platform.catalog.instances() if i.role == "builder"]:
+    while time.monotonic() < deadline and not [
+        i for i in platform.catalog.instances() if i.role == "builder"
+    ]:
         assert proc.poll() is None, "the bake ended before it launched a builder"
         time.sleep(0.5)
     time.sleep(3)  # into bake_packer

@@ -18,14 +18,22 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def packer_vars(target, command: str) -> dict:  # type: ignore[no-untyped-def]
-    return {"ssh_host": target.host, "ssh_port": target.port, "ssh_username": target.user,
-            "ssh_private_key_file": target.key_file, "command": command}
+    return {
+        "ssh_host": target.host,
+        "ssh_port": target.port,
+        "ssh_username": target.user,
+        "ssh_private_key_file": target.key_file,
+        "command": command,
+    }
 
 
 def test_packer_build_streams_output(instance) -> None:  # type: ignore[no-untyped-def]
     lines: list[str] = []
-    result = PackerHook().build(DATA / "shell.pkr.hcl", packer_vars(instance, "echo hello-$(hostname -s) > /etc/p"
-                                                                     " && echo done-marker"), on_line=lines.append)
+    result = PackerHook().build(
+        DATA / "shell.pkr.hcl",
+        packer_vars(instance, "echo hello-$(hostname -s) > /etc/p && echo done-marker"),
+        on_line=lines.append,
+    )
     assert result.artifacts == [{"build": "null.t", "id": "Null"}]
     assert any("done-marker" in line for line in lines)
     assert run_ssh(instance, "cat /etc/p").stdout.startswith("hello-")
@@ -33,7 +41,9 @@ def test_packer_build_streams_output(instance) -> None:  # type: ignore[no-untyp
 
 def test_packer_failure_carries_the_real_error(instance) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PackerError) as caught:
-        PackerHook().build(DATA / "shell.pkr.hcl", packer_vars(instance, "echo 'E: disk on fire' >&2; exit 7"))
+        PackerHook().build(
+            DATA / "shell.pkr.hcl", packer_vars(instance, "echo 'E: disk on fire' >&2; exit 7")
+        )
     assert "exit status: 7" in str(caught.value) or "exit status 7" in str(caught.value)
 
 
@@ -48,7 +58,10 @@ def test_packer_cancel_is_clean(instance) -> None:  # type: ignore[no-untyped-de
 
 def test_packer_validate_reports_template_errors(tmp_path: Path) -> None:
     broken = tmp_path / "broken.pkr.hcl"
-    broken.write_text('source "null" "x" {\n  communicator = "none"\n  nonsense = 1\n}\nbuild { sources = ["source.null.x"] }\n')
+    broken.write_text(
+        'source "null" "x" {\n  communicator = "none"\n  nonsense = 1\n}\n'
+        'build { sources = ["source.null.x"] }\n'
+    )
     with pytest.raises(PackerError, match="nonsense"):
         PackerHook().validate(broken, {})
 
@@ -56,7 +69,10 @@ def test_packer_validate_reports_template_errors(tmp_path: Path) -> None:
 def test_ansible_summary_per_task(instance) -> None:  # type: ignore[no-untyped-def]
     summary = AnsibleHook().run_playbook(instance, DATA / "ok.yml", {})
     assert summary.status == "successful"
-    assert [(t["task"], t["status"]) for t in summary.tasks] == [("Write a marker", "changed"), ("Read it back", "ok")]
+    assert [(t["task"], t["status"]) for t in summary.tasks] == [
+        ("Write a marker", "changed"),
+        ("Read it back", "ok"),
+    ]
     assert summary.stats["changed"] == 1 and summary.stats["failures"] == 0
 
 
@@ -75,12 +91,20 @@ def test_testinfra_pass_fail_and_hygiene(instance) -> None:  # type: ignore[no-u
     assert report.passed and report.tests == 2
 
     # a builder straight from mmdebstrap still has host keys; plant more mess and hygiene must say so
-    run_ssh(instance, "echo 'ls -la' > /root/.bash_history; mkdir -p /root/.aws; echo x > /root/.aws/credentials;"
-                      " ssh-keygen -q -t ed25519 -N '' -f /opt/deploy_key")
+    run_ssh(
+        instance,
+        "echo 'ls -la' > /root/.bash_history; mkdir -p /root/.aws; echo x > /root/.aws/credentials;"
+        " ssh-keygen -q -t ed25519 -N '' -f /opt/deploy_key",
+    )
     report = hook.run(instance, [DATA / "test_marker.py"], hygiene={"stopped_services": ["sshd"]})
     assert not report.passed
     failed = " ".join(f"{t['test']} {t['message']}" for t in report.failed_tests)
-    for expected in ("test_no_ssh_host_keys", "/root/.bash_history", "/root/.aws/credentials", "/opt/deploy_key",
-                     "test_baked_service_not_running"):
+    for expected in (
+        "test_no_ssh_host_keys",
+        "/root/.bash_history",
+        "/root/.aws/credentials",
+        "/opt/deploy_key",
+        "test_baked_service_not_running",
+    ):
         assert expected in failed
     assert "<testsuite" in report.junit_xml

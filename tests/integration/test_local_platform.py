@@ -34,7 +34,9 @@ def host_mounts_under(directory: Path) -> list[str]:
 
 
 def test_instance_is_isolated_and_leaves_nothing(platform: LocalPlatform, source_image) -> None:  # type: ignore[no-untyped-def]
-    target = platform.launch_instance(source_image.image_id, role="test", family="t", run_id="r", region="local")
+    target = platform.launch_instance(
+        source_image.image_id, role="test", family="t", run_id="r", region="local"
+    )
     directory = Path(platform.catalog.instance(target.instance_id).dir)  # type: ignore[union-attr]
     try:
         out = run_ssh(target, "ps -e -o comm= | sort | tr '\\n' ' '; echo; ls /run/golden").stdout
@@ -54,8 +56,9 @@ def test_instance_is_isolated_and_leaves_nothing(platform: LocalPlatform, source
 
 
 def test_janitor_removes_instances_of_killed_runs(platform: LocalPlatform, source_image) -> None:  # type: ignore[no-untyped-def]
-    target = platform.launch_instance(source_image.image_id, role="builder", family="t", run_id="killed",
-                                      region="local")
+    target = platform.launch_instance(
+        source_image.image_id, role="builder", family="t", run_id="killed", region="local"
+    )
     directory = Path(platform.catalog.instance(target.instance_id).dir)  # type: ignore[union-attr]
     orphan = platform.home / "instances" / "i-forgotten"
     (orphan / "root" / "etc").mkdir(parents=True)
@@ -72,9 +75,20 @@ def fake_image(platform: LocalPlatform, family: str, n: int, age_days: float, st
     directory = platform.home / "regions" / "local" / image_id
     directory.mkdir(parents=True, exist_ok=True)
     archive = directory / "rootfs.tar.zst"
-    subprocess.run(["tar", "-I", "zstd", "-cf", str(archive), "-C", str(Path(__file__).parent), "."], check=True)
-    row = ImageRow(image_id, "family", family, f"v{n}", f"run-{n}", status, time.time() - age_days * 86400,
-                   sha256_file(archive), archive.stat().st_size)
+    subprocess.run(
+        ["tar", "-I", "zstd", "-cf", str(archive), "-C", str(Path(__file__).parent), "."], check=True
+    )
+    row = ImageRow(
+        image_id,
+        "family",
+        family,
+        f"v{n}",
+        f"run-{n}",
+        status,
+        time.time() - age_days * 86400,
+        sha256_file(archive),
+        archive.stat().st_size,
+    )
     return platform.catalog.add_image(row, "local", archive)
 
 
@@ -82,12 +96,20 @@ def test_cleanup_keeps_n_and_never_the_published(platform: LocalPlatform) -> Non
     from golden_image import steps
     from golden_image.spec import FamilySpec
 
-    spec = FamilySpec.model_validate({
-        "schema_version": 1, "name": "keeptest", "description": "d", "owners": ["o"],
-        "source": {"local": {}}, "retention": {"keep": 2, "min_age_days": 1},
-        "distribution": {"regions": ["local", "local-dr"]},
-    })
-    rows = [fake_image(platform, "keeptest", n, age, "validated") for n, age in enumerate([0.5, 2, 3, 4, 5, 6])]
+    spec = FamilySpec.model_validate(
+        {
+            "schema_version": 1,
+            "name": "keeptest",
+            "description": "d",
+            "owners": ["o"],
+            "source": {"local": {}},
+            "retention": {"keep": 2, "min_age_days": 1},
+            "distribution": {"regions": ["local", "local-dr"]},
+        }
+    )
+    rows = [
+        fake_image(platform, "keeptest", n, age, "validated") for n, age in enumerate([0.5, 2, 3, 4, 5, 6])
+    ]
     platform.copy_image(rows[5].image_id, "local-dr")
     platform.publish(spec, rows[5].image_id, "local", "run-5")  # the oldest is still the published one
     result = steps.cleanup_images(spec, platform, dry_run=True)

@@ -208,7 +208,10 @@ class AnsibleHook:
             if summary.failed_task:
                 failed = f"task '{summary.failed_task}' failed: {summary.failed_message}"
             else:  # failed before any task ran (syntax, unreachable): Ansible's own last words
-                failed = f"ansible-playbook ended with status {runner.status} (rc={runner.rc}):\n" + "\n".join(tail)
+                failed = (
+                    f"ansible-playbook ended with status {runner.status} (rc={runner.rc}):\n"
+                    + "\n".join(tail)
+                )
             raise AnsibleError(f"{playbook.name}: {failed}", summary)
         return summary
 

@@ -6,7 +6,6 @@ family file, so hooks and platforms are imported inside ``execute``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -83,12 +82,10 @@ class PatchCheckOperator(GoldenImageOperator, SkipMixin):
 
 
 class InstanceLaunchOperator(GoldenImageOperator):
-    """Launch a builder (from the source image) or a test instance (from the new image)."""
+    """Launch an instance; subclasses say which role and which task's image it boots."""
 
-    def __init__(self, *, role: str, image_from: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.role = role
-        self.image_from = image_from
+    role = ""
+    image_from = ""
 
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
@@ -103,14 +100,26 @@ class InstanceLaunchOperator(GoldenImageOperator):
         return steps.launch(self.platform(spec), spec, image_id, role=self.role, run_id=context["run_id"])
 
 
+class BuilderLaunchOperator(InstanceLaunchOperator):
+    """Setup: the builder instance, from the source image check_patches resolved."""
+
+    role = "builder"
+    image_from = "check_patches"
+
+
+class TestInstanceLaunchOperator(InstanceLaunchOperator):
+    """Setup: a fresh instance from the newly captured image, for validation."""
+
+    __test__ = False
+    role = "test"
+    image_from = "capture_image"
+
+
 class InstanceTerminateOperator(GoldenImageOperator):
     """Teardown: always terminates the instance its setup task launched (idempotent)."""
 
     ui_color = "#f8d7da"
-
-    def __init__(self, *, launched_by: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.launched_by = launched_by
+    launched_by = ""
 
     def execute(self, context: Context) -> bool:
         data = self.pulled(context, self.launched_by)
@@ -121,12 +130,17 @@ class InstanceTerminateOperator(GoldenImageOperator):
         return self.platform(spec).terminate_instance(data["instance_id"])
 
 
-class PackerBakeOperator(GoldenImageOperator):
-    template_fields: Sequence[str] = ()
+class BuilderTerminateOperator(InstanceTerminateOperator):
+    launched_by = "launch_builder"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._hook: Any = None
+
+class TestInstanceTerminateOperator(InstanceTerminateOperator):
+    __test__ = False
+    launched_by = "launch_test_instance"
+
+
+class PackerBakeOperator(GoldenImageOperator):
+    _hook: Any = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
@@ -144,9 +158,7 @@ class PackerBakeOperator(GoldenImageOperator):
 
 
 class AnsibleProvisionOperator(GoldenImageOperator):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._hook: Any = None
+    _hook: Any = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
@@ -186,9 +198,7 @@ class ImageCaptureOperator(GoldenImageOperator):
 
 
 class ImageValidateOperator(GoldenImageOperator):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._hook: Any = None
+    _hook: Any = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps

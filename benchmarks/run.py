@@ -1,0 +1,158 @@
+"""Benchmarks, reported as ratios against a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/run.py [--parse-only] [--rounds N]
+
+(a) parse: 200 generated families loaded by dags/golden_images.py in a cold process, as a ratio
+    to a cold `import airflow.sdk` (the floor every DAG file pays). Target <= 1.3x.
+(b) overhead: a forced local bake of debian12-base through Airflow (dag.test) as a ratio to the
+    same steps called as a plain script, alternating, same cached base. Target <= 1.15x.
+(c) rebake: wall time of that forced bake from the cached base. Target <= 60 s.
+
+Needs root, packer and mmdebstrap for (b) and (c) (run `make setup` first). Results are printed
+and written to benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def cold(code: str, env: dict[str, str], rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run([PY, "-c", code], check=True, env=env, cwd=PROJECT)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def bench_parse(work: Path, rounds: int) -> dict[str, float]:
+    include = work / "include"
+    shutil.copytree(PROJECT / "include", include)
+    images = include / "images"
+    template = (images / "debian12-base.yaml").read_text()
+    for n in range(200):
+        name = f"family-{n:03d}"
+        text = template.replace("name: debian12-base", f"name: {name}").replace(
+            "/golden/debian12-base/latest", f"/golden/{name}/latest"
+        )
+        (images / f"{name}.yaml").write_text(text)
+    for extra in ("debian12-base.yaml", "debian12-web.yaml"):
+        (images / extra).unlink()
+    env = {**os.environ, "GOLDEN_IMAGES_DIR": str(images), "AIRFLOW_HOME": str(work / "airflow")}
+    loader = (
+        "import runpy; g = runpy.run_path('dags/golden_images.py'); "
+        "n = sum(1 for k in g if k.startswith('golden_image__')); assert n == 200, n"
+    )
+    cold("import airflow.sdk", env, 1)  # warm the page cache for both sides
+    base, parse = [], []
+    for _ in range(rounds):  # alternate so machine noise hits both sides alike
+        base += cold("import airflow.sdk", env, 1)
+        parse += cold(loader, env, 1)
+    b, p = statistics.median(base), statistics.median(parse)
+    return {"import_airflow_sdk_s": round(b, 3), "load_200_families_s": round(p, 3), "ratio": round(p / b, 3)}
+
+
+def bench_bake(work: Path, rounds: int) -> dict[str, float]:
+    os.environ["GOLDEN_HOME"] = str(work / "home")
+    os.environ["AIRFLOW_HOME"] = str(work / "airflow")
+    sys.path.insert(0, str(PROJECT / "plugins"))
+    from golden_image import steps
+    from golden_image.cli import prepare_airflow, run_family_dag
+    from golden_image.hooks.ansible import AnsibleHook
+    from golden_image.hooks.packer import PackerHook
+    from golden_image.hooks.testinfra import TestinfraHook
+    from golden_image.platforms.base import SshTarget
+    from golden_image.spec import load_families
+
+    spec = load_families(PROJECT / "include" / "images", PROJECT / "include").families["debian12-base"]
+    platform = steps.get_platform(spec)
+    platform.resolve_source(spec)  # build the cached base once, outside the timings
+    prepare_airflow()
+
+    def plain(run_id: str) -> None:
+        decision = steps.check_patches(spec, platform, run_id=run_id, force=True, reason="benchmark")
+        builder = SshTarget.from_dict(
+            steps.launch(platform, spec, decision["source"]["image_id"], role="builder", run_id=run_id)
+        )
+        try:
+            packer = steps.bake_packer(spec, builder, PackerHook(), lambda _: None)
+            ansible = steps.provision_ansible(spec, builder, AnsibleHook(), lambda _: None)
+            image = steps.capture_image(
+                spec,
+                platform,
+                builder,
+                run_id=run_id,
+                version=steps.version_for(time.time()),
+                decision=decision,
+                packer=packer,
+                ansible=ansible,
+            )
+        finally:
+            platform.terminate_instance(builder.instance_id)
+        tester = SshTarget.from_dict(
+            steps.launch(platform, spec, image["image_id"], role="test", run_id=run_id)
+        )
+        try:
+            steps.validate_image(spec, platform, tester, image["image_id"], TestinfraHook(), lambda _: None)
+        finally:
+            platform.terminate_instance(tester.instance_id)
+        steps.share_image(spec, platform, image["image_id"])
+        steps.publish_image(spec, platform, image["image_id"], run_id)
+        steps.cleanup_images(spec, platform)
+
+    script, airflow = [], []
+    for n in range(rounds):
+        started = time.perf_counter()
+        plain(f"bench-script-{n}")
+        script.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = run_family_dag(spec, {"force": True, "reason": "benchmark"})
+        airflow.append(time.perf_counter() - started)
+        assert result["state"] == "success", result
+    s, a = statistics.median(script), statistics.median(airflow)
+    return {
+        "plain_script_s": round(s, 1),
+        "through_airflow_s": round(a, 1),
+        "ratio": round(a / s, 3),
+        "rebake_from_cached_base_s": round(a, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--parse-only", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="golden-bench-"))
+    results: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
+    try:
+        results["parse"] = bench_parse(work, args.rounds)
+        print(json.dumps(results["parse"]), flush=True)
+        if not args.parse_only:
+            results["bake"] = bench_bake(work, max(1, args.rounds // 2))
+            print(json.dumps(results["bake"]), flush=True)
+    finally:
+        if (work / "home").exists():
+            from golden_image.platforms.local import LocalPlatform
+
+            LocalPlatform(work / "home").janitor(older_than_s=0)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
+    (PROJECT / "benchmarks" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
