@@ -4,8 +4,9 @@
 
 (a) parse: 200 generated families loaded by dags/golden_images.py in a cold process, as a ratio
     to a cold `import airflow.sdk` (the floor every DAG file pays). Target <= 1.3x.
-(b) overhead: a forced local bake of debian12-base through Airflow (dag.test) as a ratio to the
-    same steps called as a plain script, alternating, same cached base. Target <= 1.15x.
+(b) overhead: a forced local bake of debian12-base through Airflow (dag.test, in a process that
+    has already run one DAG) as a ratio to the same steps called as a plain script, alternating,
+    same cached base. Target <= 1.15x.
 (c) rebake: wall time of that forced bake from the cached base. Target <= 60 s.
 
 Needs root, packer and mmdebstrap for (b) and (c) (run `make setup` first). Results are printed
@@ -113,6 +114,12 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
         steps.publish_image(spec, platform, image["image_id"], run_id)
         steps.cleanup_images(spec, platform)
 
+    # The first dag.test() in a process pays Airflow's one-time start (its in-process execution API,
+    # about 8 s): that first bake is reported on its own, not in the ratio.
+    started = time.perf_counter()
+    warm_up = run_family_dag(spec, {})
+    first = time.perf_counter() - started
+    assert warm_up["state"] == "success", warm_up
     script, airflow = [], []
     for n in range(rounds):
         started = time.perf_counter()

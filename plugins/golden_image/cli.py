@@ -5,6 +5,7 @@
     golden show FAMILY [--json]         what the family's DAG will do, resolved
     golden images FAMILY [--json]       the catalog for a family
     golden bake FAMILY [--force] [--reason R] [--json]   run the family's DAG locally through Airflow
+    golden source FAMILY [--refresh]    the family's source image; --refresh builds a new base
     golden janitor [--ttl-hours H]      remove instances left behind by killed runs
 
 Exit status is non-zero on any error.
@@ -200,7 +201,8 @@ def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
 
     dag = load_dags()[spec.dag_id]
     run = dag.test(run_conf=conf)
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    found = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    states = {task_id: found[task_id] for task_id in dag.task_ids if task_id in found}  # pipeline order
     return {"dag_id": spec.dag_id, "run_id": run.run_id, "state": str(run.state), "tasks": states}
 
 
@@ -240,6 +242,19 @@ def cmd_bake(args: argparse.Namespace) -> int:
     return 0 if result["state"] == "success" else 1
 
 
+def cmd_source(args: argparse.Namespace) -> int:
+    """Show the family's source image; --refresh builds a new one (how a new upstream base appears)."""
+    spec = _get(args.family)
+    if args.refresh and spec.source.family is not None:
+        raise SystemExit(
+            f"{spec.name} is layered on {spec.source.family}: refresh that family's source or bake it"
+        )
+    source = _platform(spec).resolve_source(spec, refresh=args.refresh)
+    data = {"image_id": source.image_id, "digest": source.digest, "description": source.description}
+    _print(data, args.json, f"{source.image_id}  {source.description}  sha256:{source.digest[:16]}")
+    return 0
+
+
 def cmd_janitor(args: argparse.Namespace) -> int:
     from golden_image.platforms.local import LocalPlatform
 
@@ -270,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     bake.add_argument("family")
     bake.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
     bake.add_argument("--reason", default="", help="recorded in the manifest")
+    source = add("source", cmd_source, "a family's source image (--refresh: build a new base)")
+    source.add_argument("family")
+    source.add_argument("--refresh", action="store_true", help="rebuild the base from the Debian archive")
     add("janitor", cmd_janitor, "remove stale instances").add_argument("--ttl-hours", type=float, default=6.0)
     return parser
 

@@ -80,6 +80,14 @@ class SharedParam(Param):
         return resolved
 
 
+# Airflow's serializer recognises Params by class identity ("airflow.sdk.definitions.param.Param")
+# and would otherwise re-box ours; it reads only value/description/schema/source, which are
+# Param's own. tests/unit/test_factory.py serializes a family DAG so an Airflow upgrade that
+# changes this fails loudly.
+SharedParam.__module__ = Param.__module__
+SharedParam.__name__ = SharedParam.__qualname__ = "Param"
+
+
 def _params() -> dict[str, SharedParam]:
     params = {
         "force": SharedParam(False, type="boolean", description="Rebuild even when nothing changed."),

@@ -78,6 +78,19 @@ def test_second_run_is_unchanged_and_skips(families, platform, airflow_db) -> No
     assert platform.catalog.instances() == []  # the patch-check instance is gone too
 
 
+def test_refreshed_source_triggers_a_rebuild(families, platform) -> None:  # type: ignore[no-untyped-def]
+    from golden_image import steps
+
+    spec = families["debian12-base"]
+    old = platform.resolve_source(spec)
+    new = platform.resolve_source(spec, refresh=True)  # what `golden source debian12-base --refresh` does
+    assert new.image_id != old.image_id
+    decision = steps.check_patches(spec, platform, run_id="refresh-check")
+    assert decision["rebuild"]
+    assert any(f"new source image {new.image_id}" in reason for reason in decision["reasons"])
+    assert platform.catalog.instances() == []
+
+
 def test_layered_family_bakes_from_the_published_base(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
     base = platform.published_image(families["debian12-base"])
     result = run_family_dag(families["debian12-web"], {})

@@ -79,3 +79,16 @@ def test_broken_family_gets_a_visible_error_dag(tmp_path: Path) -> None:
     [task] = error_dag.tasks
     assert task.task_id == "family_file_error"
     assert any("images/debian12-web.yaml:" in e for e in task.errors)
+
+
+def test_family_dag_serializes_and_params_validate(families) -> None:  # type: ignore[no-untyped-def]
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = build_family_dag(families["debian12-base"])
+    restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    assert restored.params["force"] is False and restored.params["reason"] == ""
+    assert restored.get_task("publish_image").params["cleanup_dry_run"] is False
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):  # a shared, pre-validated default never skips checking input
+        dag.params.get_param("force").resolve("yes")

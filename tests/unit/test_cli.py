@@ -1,0 +1,49 @@
+"""The `golden` CLI: the pull-request check must fail on any broken family and name it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from golden_image.cli import main
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate"]) == 0
+    assert "2 of 2 families valid" in capsys.readouterr().out
+
+
+def test_validate_reports_the_broken_file_and_keeps_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(PROJECT / "include" / "images", images)
+    web = images / "debian12-web.yaml"
+    web.write_text(web.read_text().replace("schedule:", "shedule:"))
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
+    assert main(["validate", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] == ["debian12-base"]
+    [error] = report["errors"]["debian12-web"]
+    assert "debian12-web.yaml:10: shedule: unknown field; did you mean 'schedule'?" in error
+    assert main(["list"]) == 1
+    out = capsys.readouterr().out
+    assert "debian12-base" in out and "BROKEN" in out
+
+
+def test_show_resolves_the_family(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "debian12-web", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dag_id"] == "golden_image__debian12_web"
+    assert shown["pointer"] == "/golden/debian12-web/latest"
+    assert shown["source"] == {"family": "debian12-base", "local": None, "aws": None}
+
+
+def test_unknown_family_is_an_error() -> None:
+    with pytest.raises(SystemExit, match="no family 'nope'"):
+        main(["show", "nope"])
