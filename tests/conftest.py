@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
+collect_ignore = ["data"]  # suites and playbooks the tests run against instances, not tests themselves
 WORK = Path(os.environ.get("GOLDEN_TEST_WORKDIR") or tempfile.mkdtemp(prefix="golden-tests-"))
 os.environ["GOLDEN_HOME"] = str(WORK / "home")
 os.environ["AIRFLOW_HOME"] = str(WORK / "airflow")

@@ -215,7 +215,6 @@ class Catalog:
         *,
         status: str | None = None,
         manifest: dict[str, Any] | None = None,
-        sha256: str | None = None,
     ) -> None:
         with self._connect() as db:
             if status is not None:

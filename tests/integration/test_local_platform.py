@@ -134,3 +134,45 @@ def test_copy_verifies_and_is_idempotent(platform: LocalPlatform) -> None:
     rejected = fake_image(platform, "copytest", 2, 0, "rejected")
     with pytest.raises(PlatformError, match="only validated images are shared"):
         platform.copy_image(rejected.image_id, "local-b")
+
+
+@pytest.mark.parametrize("overlay", ["1", "0"], ids=["overlay", "unpacked"])
+def test_capture_exports_what_the_builder_changed(
+    platform: LocalPlatform, source_image, overlay, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Both instance layouts (overlayfs over a cached tree, or a full unpack) capture the same way."""
+    from golden_image.spec import FamilySpec
+
+    monkeypatch.setenv("GOLDEN_NO_OVERLAY", "0" if overlay == "1" else "1")
+    spec = FamilySpec.model_validate(
+        {
+            "schema_version": 1,
+            "name": f"capture-{overlay}",
+            "description": "d",
+            "owners": ["o"],
+            "source": {"local": {}},
+        }
+    )
+    target = platform.launch_instance(
+        source_image.image_id, role="builder", family=spec.name, run_id="r", region="local"
+    )
+    directory = Path(platform.catalog.instance(target.instance_id).dir)  # type: ignore[union-attr]
+    assert (directory / "upper").is_dir() == (overlay == "1")
+    run_ssh(target, "test -x /usr/sbin/policy-rc.d && echo baked > /etc/golden-capture && rm /etc/issue.net")
+    image = platform.capture_image(target, spec=spec, run_id="r", version="v", manifest={})
+    platform.terminate_instance(target.instance_id)
+    listing = subprocess.run(
+        ["tar", "-I", "zstd", "-tf", str(platform.image_path(image.image_id))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "./etc/golden-capture" in listing
+    assert "./etc/issue.net" not in listing  # deletions in the overlay are deletions in the image
+    assert "./usr/sbin/policy-rc.d" not in listing
+    assert "./etc/passwd" in listing
+    # a retried capture of the same run returns the same image, never a second one
+    assert (
+        platform.capture_image(target, spec=spec, run_id="r", version="v", manifest={}).image_id
+        == image.image_id
+    )
