@@ -57,14 +57,18 @@ IncludePath = Annotated[str, AfterValidator(_include_path)]
 """A file under include/ (checked to exist when loading with an include_dir context)."""
 
 
-def _no_secrets(values: dict[str, Any], where: str) -> dict[str, Any]:
+def _no_secrets(values: dict[str, Any]) -> dict[str, Any]:
     for key in values:
         if SECRET_NAME.search(key):
             raise ValueError(
                 f"'{key}' looks like a secret; secrets never go in family files. Keep it in an Airflow "
-                f"connection or secrets backend and read it in the {where} at run time"
+                "connection or secrets backend and look it up at run time"
             )
     return values
+
+
+Variables = Annotated[dict[str, Any], AfterValidator(_no_secrets)]
+"""Template / playbook variables: plain data, never secrets."""
 
 
 class LocalBootstrap(Strict):
@@ -120,22 +124,12 @@ class PatchPolicy(Strict):
 
 class PackerStep(Strict):
     template: IncludePath = "packer/linux-ssh.pkr.hcl"
-    vars: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("vars")
-    @classmethod
-    def _vars(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _no_secrets(value, "Packer template")
+    vars: Variables = Field(default_factory=dict)
 
 
 class AnsibleStep(Strict):
     playbook: IncludePath
-    extra_vars: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("extra_vars")
-    @classmethod
-    def _vars(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _no_secrets(value, "playbook")
+    extra_vars: Variables = Field(default_factory=dict)
 
 
 class Hygiene(Strict):

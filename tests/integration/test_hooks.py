@@ -49,7 +49,7 @@ def test_packer_failure_carries_the_real_error(instance) -> None:  # type: ignor
 
 def test_packer_cancel_is_clean(instance) -> None:  # type: ignore[no-untyped-def]
     hook = PackerHook()
-    threading.Timer(3.0, hook.terminate).start()
+    threading.Timer(3.0, hook.cancel).start()
     started = time.monotonic()
     with pytest.raises(PackerError):
         hook.build(DATA / "shell.pkr.hcl", packer_vars(instance, "sleep 120"))

@@ -163,7 +163,7 @@ class PackerHook:
         elif line.kind == "error":
             result.errors.append(line.message)
 
-    def terminate(self) -> None:
+    def cancel(self) -> None:
         """Cancel a running build cleanly (SIGTERM to packer; it removes what it created)."""
         process = self._process
         if process is not None and process.poll() is None:

@@ -166,6 +166,6 @@ class TestinfraHook:
         report.passed = report.passed and code == 0
         return report
 
-    def terminate(self) -> None:
+    def cancel(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()

@@ -56,6 +56,13 @@ class GoldenImageOperator(BaseOperator):
     def emit(self, line: str) -> None:
         self.log.info("%s", line)
 
+    _hook: Any = None
+    """The hook running an external tool (Packer, Ansible, Testinfra), cancelled on kill."""
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self._hook.cancel()
+
 
 class PatchCheckOperator(GoldenImageOperator, SkipMixin):
     """Decide rebuild / skip; when nothing changed, skip everything downstream (not teardowns)."""
@@ -140,8 +147,6 @@ class TestInstanceTerminateOperator(InstanceTerminateOperator):
 
 
 class PackerBakeOperator(GoldenImageOperator):
-    _hook: Any = None
-
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
         from golden_image.hooks.packer import PackerError, PackerHook
@@ -152,14 +157,8 @@ class PackerBakeOperator(GoldenImageOperator):
         except PackerError as exc:
             raise AirflowFailException(str(exc)) from None
 
-    def on_kill(self) -> None:
-        if self._hook is not None:
-            self._hook.terminate()
-
 
 class AnsibleProvisionOperator(GoldenImageOperator):
-    _hook: Any = None
-
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
         from golden_image.hooks.ansible import AnsibleError, AnsibleHook
@@ -173,10 +172,6 @@ class AnsibleProvisionOperator(GoldenImageOperator):
             for task in exc.summary.tasks:
                 self.log.info("  %-10s %s", task["status"], task["task"])
             raise AirflowFailException(str(exc)) from None
-
-    def on_kill(self) -> None:
-        if self._hook is not None:
-            self._hook.cancel()
 
 
 class ImageCaptureOperator(GoldenImageOperator):
@@ -198,8 +193,6 @@ class ImageCaptureOperator(GoldenImageOperator):
 
 
 class ImageValidateOperator(GoldenImageOperator):
-    _hook: Any = None
-
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
         from golden_image.hooks.testinfra import TestinfraHook
@@ -218,10 +211,6 @@ class ImageValidateOperator(GoldenImageOperator):
             )
         except steps.StepError as exc:
             raise AirflowFailException(str(exc)) from None
-
-    def on_kill(self) -> None:
-        if self._hook is not None:
-            self._hook.terminate()
 
 
 class ImageShareOperator(GoldenImageOperator):
