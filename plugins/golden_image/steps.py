@@ -283,3 +283,31 @@ def cleanup_images(
         if not dry_run:
             platform.delete_image(image_id)
     return {**plan.to_dict(), "dry_run": dry_run}
+
+
+def families_affected_by(advisory: str, packages: list[str]) -> list[dict[str, Any]]:
+    """One TriggerDagRunOperator kwargs dict per family whose published image has a listed package."""
+    from golden_image.decisions import match_advisory
+    from golden_image.spec import load_families
+
+    found = load_families(paths.images_dir(), paths.include_dir())
+    installed: dict[str, dict[str, str]] = {}
+    specs = {}
+    for name, spec in found.families.items():
+        image = get_platform(spec).published_image(spec)
+        if image is not None:
+            installed[name] = {p["name"]: p["version"] for p in image.manifest.get("packages", [])}
+            specs[name] = spec
+    hits = match_advisory(installed, packages)
+    for family, matched in hits.items():
+        log.info("advisory %s affects %s: %s", advisory, family, ", ".join(matched))
+    unpublished = sorted(set(found.families) - set(installed))
+    if unpublished:
+        log.info("not checked (nothing published yet): %s", ", ".join(unpublished))
+    return [
+        {
+            "trigger_dag_id": specs[family].dag_id,
+            "conf": {"force": True, "reason": f"advisory {advisory}: {', '.join(matched)}"},
+        }
+        for family, matched in hits.items()
+    ]

@@ -280,3 +280,13 @@ class JanitorOperator(BaseOperator):
         removed = LocalPlatform(paths.golden_home()).janitor(older_than_s=ttl * 3600)
         self.log.info("janitor removed %d instance(s): %s", len(removed), removed)
         return removed
+
+
+class AdvisoryMatchOperator(BaseOperator):
+    """Which families' published images contain the advisory's packages (from their manifests)."""
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from golden_image import steps
+
+        params = context["params"]
+        return steps.families_affected_by(str(params["advisory"]), list(params["packages"]))
