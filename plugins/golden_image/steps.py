@@ -99,6 +99,7 @@ def check_patches(
         **decision.to_dict(),
         "source": {"image_id": source.image_id, "digest": source.digest, "description": source.description},
         "published_image_id": published.image_id if published else None,
+        "trigger_reason": reason,
     }
 
 
@@ -198,6 +199,7 @@ def capture_image(
         "tags": spec.tags,
         "source": decision.get("source", {}),
         "build_reasons": decision.get("reasons", []),
+        "trigger_reason": decision.get("trigger_reason", ""),
         "git": git_revision(),
         "spec_sha256": spec_digest(spec),
         "created_at": time.time(),

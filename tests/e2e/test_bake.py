@@ -48,7 +48,7 @@ def test_first_bake_catalogues_a_validated_published_image(families, platform, a
     assert len(manifest["git"]["commit"]) == 40
     assert manifest["ansible"]["stats"]["failures"] == 0 and manifest["ansible"]["stats"]["changed"] > 0
     assert manifest["validation"]["passed"] and manifest["validation"]["tests"] >= 20
-    assert manifest["build_reasons"]
+    assert manifest["build_reasons"] == ["no published image yet"] and manifest["trigger_reason"] == "e2e"
 
     archive = platform.catalog.location(image.image_id, "local")
     from golden_image.platforms.local import sha256_file
