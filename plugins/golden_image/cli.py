@@ -14,11 +14,13 @@ Exit status is non-zero on any error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,14 +203,38 @@ def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
 
     dag = load_dags()[spec.dag_id]
     run = dag.test(run_conf=conf)
-    found = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    instances = run.get_task_instances()
+    found = {ti.task_id: str(ti.state) for ti in instances}
+    check = next((ti for ti in instances if ti.task_id == "check_patches"), None)
+    decision = check.xcom_pull(task_ids="check_patches") if check is not None else None
     states = {task_id: found[task_id] for task_id in dag.task_ids if task_id in found}  # pipeline order
-    return {"dag_id": spec.dag_id, "run_id": run.run_id, "state": str(run.state), "tasks": states}
+    return {
+        "dag_id": spec.dag_id,
+        "run_id": run.run_id,
+        "state": str(run.state),
+        "tasks": states,
+        "decision": decision,
+    }
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Airflow's task logs go to stdout; keep stdout for the result (``--json`` stays parseable)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
     spec = _get(args.family)
-    result = run_family_dag(spec, {"force": args.force, "reason": args.reason or "golden bake"})
+    with _stdout_to_stderr():
+        result = run_family_dag(spec, {"force": args.force, "reason": args.reason or "golden bake"})
     platform = _platform(spec)
     captured = platform.find_captured(spec.name, result["run_id"])
     result["image"] = captured.to_json() if captured else None
@@ -224,6 +250,8 @@ def cmd_bake(args: argparse.Namespace) -> int:
         print(f"\n{spec.dag_id} run {result['run_id']}: {result['state']}")
         for task, state in result["tasks"].items():
             print(f"  {task:<26} {state}")
+        for reason in (result.get("decision") or {}).get("reasons", []):
+            print(f"  check_patches: {reason}")
         if skipped:
             print(f"\nunchanged: {spec.name} is up to date (published {result['published']}); nothing baked")
         elif captured is not None:

@@ -74,6 +74,8 @@ def test_second_run_is_unchanged_and_skips(families, platform, airflow_db) -> No
     assert result["state"] == "success"
     assert result["tasks"]["check_patches"] == "success"
     assert {t for t, s in result["tasks"].items() if s != "skipped"} == {"check_patches"}
+    assert result["decision"]["rebuild"] is False  # the decision is kept in XCom even when skipping
+    assert result["decision"]["reasons"][0].startswith("up to date:")
     assert [i.image_id for i in platform.images(spec.name)] == before
     assert platform.catalog.instances() == []  # the patch-check instance is gone too
 

@@ -84,6 +84,8 @@ class PatchCheckOperator(GoldenImageOperator, SkipMixin):
         if not decision["rebuild"]:
             downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
             self.log.info("nothing changed; skipping %d downstream tasks", len(downstream))
+            # skip() ends execute() with DownstreamTasksSkipped: record the decision first
+            context["ti"].xcom_push(key="return_value", value=decision)
             self.skip(ti=context["ti"], tasks=downstream)
         return decision
 
