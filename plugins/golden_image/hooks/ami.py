@@ -1,0 +1,295 @@
+"""AmiHook: every EC2 / SSM call of the `aws` platform (first slice: sources, references, cleanup).
+
+Credentials, region and endpoint come from the Airflow connection (``aws_conn_id``), never from
+a family file. Bulk work uses botocore's adaptive retry mode; every Describe call is paginated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
+
+from golden_image.decisions import CleanupPlan, ImageFacts, plan_cleanup
+from golden_image.platforms.base import PlatformError, SourceImage
+from golden_image.spec import AwsSource
+
+log = logging.getLogger(__name__)
+
+ADAPTIVE_RETRIES = {"retries": {"mode": "adaptive", "max_attempts": 10}}
+FAMILY_TAG = "golden:family"
+REFERENCES_PER_CALL = 10  # DescribeImageReferences takes at most 10 image ids
+FILTER_VALUES_PER_CALL = 200
+
+
+@dataclass
+class ApiCalls:
+    """Counts the AWS API calls a piece of work made (benchmarks and tests read it)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class AmiHook(EC2Hook):
+    """EC2Hook (client) with adaptive retries, plus the AMI lifecycle calls the pipeline needs."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("config", ADAPTIVE_RETRIES)
+        kwargs["api_type"] = "client_type"
+        super().__init__(**kwargs)
+        self.calls = ApiCalls()
+
+    @cached_property
+    def ssm(self) -> Any:
+        """SSM client from the same connection (region, endpoint, credentials)."""
+        from airflow.providers.amazon.aws.hooks.ssm import SsmHook
+
+        return SsmHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, config=self.config).conn
+
+    def _pages(self, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        paginator = self.conn.get_paginator(operation)
+        for page in paginator.paginate(**kwargs):
+            self.calls.add(operation)
+            yield page
+
+    # -- sources -----------------------------------------------------------------------------------
+    def resolve_source(self, source: AwsSource) -> SourceImage:
+        """The base AMI: an SSM parameter's value, or the newest non-deprecated owner+name match."""
+        if source.ssm_parameter:
+            self.calls.add("get_parameter")
+            try:
+                value = self.ssm.get_parameter(Name=source.ssm_parameter)["Parameter"]["Value"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ParameterNotFound":
+                    raise
+                raise PlatformError(
+                    f"SSM parameter {source.ssm_parameter} does not exist in {self.region_name}"
+                ) from None
+            image = self.describe_image(value)
+            return SourceImage(value, image.get("CreationDate", ""), f"{source.ssm_parameter} = {value}")
+        images = [
+            image
+            for page in self._pages(
+                "describe_images",
+                Owners=source.owners,
+                Filters=[
+                    {"Name": "name", "Values": [source.name_filter or "*"]},
+                    {"Name": "state", "Values": ["available"]},
+                ],
+                IncludeDeprecated=False,
+            )
+            for image in page.get("Images", [])
+        ]
+        if not images:
+            raise PlatformError(
+                f"no available AMI named {source.name_filter!r} owned by {source.owners} "
+                f"in {self.region_name}"
+            )
+        newest = max(images, key=lambda i: (i.get("CreationDate", ""), i["ImageId"]))
+        return SourceImage(newest["ImageId"], newest.get("CreationDate", ""), newest.get("Name", ""))
+
+    def describe_image(self, image_id: str) -> dict[str, Any]:
+        self.calls.add("describe_images")
+        images = self.conn.describe_images(ImageIds=[image_id]).get("Images", [])
+        if not images:
+            raise PlatformError(
+                f"AMI {image_id} does not exist in {self.region_name} (or is not shared with you)"
+            )
+        return dict(images[0])
+
+    # -- family images -----------------------------------------------------------------------------
+    def family_images(self, family: str) -> list[dict[str, Any]]:
+        """This account's AMIs tagged ``golden:family=<family>`` (paginated)."""
+        return [
+            image
+            for page in self._pages(
+                "describe_images",
+                Owners=["self"],
+                Filters=[{"Name": f"tag:{FAMILY_TAG}", "Values": [family]}],
+            )
+            for image in page.get("Images", [])
+        ]
+
+    def pointer_value(self, name: str) -> str | None:
+        self.calls.add("get_parameter")
+        try:
+            return str(self.ssm.get_parameter(Name=name)["Parameter"]["Value"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+                return None
+            raise
+
+    def images_in_use(self, image_ids: list[str]) -> set[str]:
+        """AMIs an instance or launch template uses: DescribeImageReferences, else a fallback scan."""
+        if not image_ids:
+            return set()
+        try:
+            return self._referenced(image_ids)
+        except (ClientError, ResponseParserError) as exc:
+            code = (
+                exc.response.get("Error", {}).get("Code", "")
+                if isinstance(exc, ClientError)
+                else "unparseable"
+            )
+            if code not in {"InvalidAction", "UnsupportedOperation", "NotImplemented", "unparseable"}:
+                raise
+            log.info(
+                "DescribeImageReferences unavailable (%s); scanning instances and launch templates", code
+            )
+            return self._used_by_instances(image_ids) | self._used_by_launch_templates(image_ids)
+
+    def _referenced(self, image_ids: list[str]) -> set[str]:
+        # one attempt: an endpoint without the API should fall back at once, not retry ten times
+        client = self.get_client_type(config=Config(retries={"mode": "standard", "max_attempts": 1}))
+        used: set[str] = set()
+        for chunk in _chunks(image_ids, REFERENCES_PER_CALL):
+            for page in client.get_paginator("describe_image_references").paginate(
+                ImageIds=chunk, IncludeAllResourceTypes=True
+            ):
+                self.calls.add("describe_image_references")
+                used |= {ref["ImageId"] for ref in page.get("ImageReferences", [])}
+        return used
+
+    def _used_by_instances(self, image_ids: list[str]) -> set[str]:
+        used: set[str] = set()
+        states = ["pending", "running", "stopping", "stopped", "shutting-down"]
+        for chunk in _chunks(image_ids, FILTER_VALUES_PER_CALL):
+            for page in self._pages(
+                "describe_instances",
+                Filters=[
+                    {"Name": "image-id", "Values": chunk},
+                    {"Name": "instance-state-name", "Values": states},
+                ],
+            ):
+                for reservation in page.get("Reservations", []):
+                    used |= {instance["ImageId"] for instance in reservation.get("Instances", [])}
+        return used
+
+    def _used_by_launch_templates(self, image_ids: list[str]) -> set[str]:
+        wanted = set(image_ids)
+        used: set[str] = set()
+        for page in self._pages("describe_launch_templates"):
+            for template in page.get("LaunchTemplates", []):
+                for version in ("$Default", "$Latest"):
+                    self.calls.add("describe_launch_template_versions")
+                    versions = self.conn.describe_launch_template_versions(
+                        LaunchTemplateId=template["LaunchTemplateId"], Versions=[version]
+                    ).get("LaunchTemplateVersions", [])
+                    for item in versions:
+                        image_id = item.get("LaunchTemplateData", {}).get("ImageId")
+                        if image_id in wanted:
+                            used.add(image_id)
+        return used
+
+    # -- cleanup -------------------------------------------------------------------------------------
+    def plan_family_cleanup(
+        self, family: str, *, keep: int, min_age_days: float, pointer: str, now: float
+    ) -> tuple[CleanupPlan, dict[str, dict[str, Any]]]:
+        images = {image["ImageId"]: image for image in self.family_images(family)}
+        value = self.pointer_value(pointer)
+        published = {value} if value else set()
+        facts = [
+            ImageFacts(
+                image_id,
+                _tag(image, FAMILY_TAG) or "",
+                _created(image),
+                _tag(image, "golden:status") or "validated",
+            )
+            for image_id, image in images.items()
+        ]
+        # Only deletion candidates need a reference check; marking some of them in use cannot add
+        # new candidates (an in-use image never counts toward `keep`), so two passes are exact.
+        candidates = plan_cleanup(
+            facts,
+            family=family,
+            keep=keep,
+            min_age_days=min_age_days,
+            protected=published,
+            in_use=set(),
+            now=now,
+        )
+        in_use = self.images_in_use([image_id for image_id, _ in candidates.delete])
+        plan = plan_cleanup(
+            facts,
+            family=family,
+            keep=keep,
+            min_age_days=min_age_days,
+            protected=published,
+            in_use=in_use,
+            now=now,
+        )
+        return plan, images
+
+    def deregister_with_snapshots(self, image: dict[str, Any]) -> list[str]:
+        """Deregister an AMI, then delete the EBS snapshots it owned (DeregisterImage keeps them)."""
+        snapshots = [
+            mapping["Ebs"]["SnapshotId"]
+            for mapping in image.get("BlockDeviceMappings", [])
+            if mapping.get("Ebs", {}).get("SnapshotId")
+        ]
+        self.calls.add("deregister_image")
+        self.conn.deregister_image(ImageId=image["ImageId"])
+        for snapshot_id in snapshots:
+            self.calls.add("delete_snapshot")
+            self.conn.delete_snapshot(SnapshotId=snapshot_id)
+        return snapshots
+
+    def cleanup_family(
+        self, family: str, *, keep: int, min_age_days: float, pointer: str, now: float, dry_run: bool = False
+    ) -> dict[str, Any]:
+        plan, images = self.plan_family_cleanup(
+            family, keep=keep, min_age_days=min_age_days, pointer=pointer, now=now
+        )
+        deleted = {}
+        for image_id, why in plan.delete:
+            log.info(
+                "%s %s in %s: %s",
+                "would deregister" if dry_run else "deregistering",
+                image_id,
+                self.region_name,
+                why,
+            )
+            if not dry_run:
+                deleted[image_id] = self.deregister_with_snapshots(images[image_id])
+        return {
+            **plan.to_dict(),
+            "dry_run": dry_run,
+            "region": self.region_name,
+            "snapshots_deleted": deleted,
+            "api_calls": dict(self.calls.counts),
+        }
+
+
+def _tag(image: dict[str, Any], key: str) -> str | None:
+    for tag in image.get("Tags", []):
+        if tag.get("Key") == key:
+            return str(tag.get("Value"))
+    return None
+
+
+def _created(image: dict[str, Any]) -> float:
+    text = image.get("CreationDate") or "1970-01-01T00:00:00.000Z"
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def family_tags(pairs: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in pairs]
