@@ -7,7 +7,7 @@ a family file. Bulk work uses botocore's adaptive retry mode; every Describe cal
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 ADAPTIVE_RETRIES = {"retries": {"mode": "adaptive", "max_attempts": 10}}
 FAMILY_TAG = "golden:family"
+LAUNCH_TOKEN_TAG = "golden:launch-token"  # noqa: S105 - a tag key, not a secret
 REFERENCES_PER_CALL = 10  # DescribeImageReferences takes at most 10 image ids
 FILTER_VALUES_PER_CALL = 200
 
@@ -200,6 +201,228 @@ class AmiHook(EC2Hook):
                             used.add(image_id)
         return used
 
+    # -- instances and images ----------------------------------------------------------------------
+    def run_instance(
+        self,
+        *,
+        image_id: str,
+        instance_types: list[str],
+        client_token: str,
+        tags: dict[str, str],
+        subnet_id: str | None = None,
+        security_group_ids: list[str] | None = None,
+        instance_profile_arn: str | None = None,
+        user_data: str | None = None,
+    ) -> dict[str, Any]:
+        """One instance: IMDSv2 required, encrypted gp3 root, tagged; next type on no capacity.
+
+        The ClientToken (one per instance type) makes a retried task get its own instance back.
+        """
+        image = self.describe_image(image_id)
+        root_device = image.get("RootDeviceName", "/dev/xvda")
+        root_size = next(
+            (
+                m.get("Ebs", {}).get("VolumeSize")
+                for m in image.get("BlockDeviceMappings", [])
+                if m.get("DeviceName") == root_device and m.get("Ebs", {}).get("VolumeSize")
+            ),
+            8,
+        )
+        existing = self.find_instance_by_token(client_token)
+        if existing is not None:
+            log.info("instance %s already launched for %s (a retry)", existing["InstanceId"], client_token)
+            return existing
+        tag_list = _tags({**tags, LAUNCH_TOKEN_TAG: client_token})
+        last_error: ClientError | None = None
+        for instance_type in instance_types:
+            request: dict[str, Any] = {
+                "ImageId": image_id,
+                "InstanceType": instance_type,
+                "MinCount": 1,
+                "MaxCount": 1,
+                "ClientToken": f"{client_token}-{instance_type}"[:64],
+                "MetadataOptions": {
+                    "HttpTokens": "required",
+                    "HttpEndpoint": "enabled",
+                    "HttpPutResponseHopLimit": 2,
+                },
+                "BlockDeviceMappings": [
+                    {
+                        "DeviceName": root_device,
+                        "Ebs": {
+                            "Encrypted": True,
+                            "DeleteOnTermination": True,
+                            "VolumeType": "gp3",
+                            "VolumeSize": root_size,
+                        },
+                    }
+                ],
+                "TagSpecifications": [
+                    {"ResourceType": "instance", "Tags": tag_list},
+                    {"ResourceType": "volume", "Tags": tag_list},
+                ],
+            }
+            if subnet_id:
+                request["SubnetId"] = subnet_id
+            if security_group_ids:
+                request["SecurityGroupIds"] = security_group_ids
+            if instance_profile_arn:
+                request["IamInstanceProfile"] = {"Arn": instance_profile_arn}
+            if user_data:
+                request["UserData"] = user_data
+            try:
+                self.calls.add("run_instances")
+                return dict(self.conn.run_instances(**request)["Instances"][0])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in {
+                    "InsufficientInstanceCapacity",
+                    "Unsupported",
+                }:
+                    raise
+                log.warning("no capacity for %s in %s; trying the next type", instance_type, self.region_name)
+                last_error = exc
+        raise PlatformError(
+            f"no capacity for any of {instance_types} in {self.region_name}: {last_error}; "
+            "add fallback instance types or another subnet/AZ"
+        )
+
+    def find_instance_by_token(self, client_token: str) -> dict[str, Any] | None:
+        """The live instance an earlier try of the same launch made (ClientToken alone is not enough:
+        its window is limited and some endpoints ignore it)."""
+        for page in self._pages(
+            "describe_instances",
+            Filters=[
+                {"Name": f"tag:{LAUNCH_TOKEN_TAG}", "Values": [client_token]},
+                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+            ],
+        ):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    return dict(instance)
+        return None
+
+    def find_image_by_name(self, name: str) -> dict[str, Any] | None:
+        for page in self._pages(
+            "describe_images", Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]
+        ):
+            for image in page.get("Images", []):
+                return dict(image)
+        return None
+
+    def create_image(self, instance_id: str, name: str, tags: dict[str, str]) -> str:
+        """CreateImage has no ClientToken: the deterministic name is the idempotency key."""
+        existing = self.find_image_by_name(name)
+        if existing is not None:
+            log.info(
+                "image %s already exists as %s (a retry); not creating another", name, existing["ImageId"]
+            )
+            return str(existing["ImageId"])
+        try:
+            self.calls.add("create_image")
+            image_id = str(
+                self.conn.create_image(
+                    InstanceId=instance_id,
+                    Name=name,
+                    TagSpecifications=[{"ResourceType": "image", "Tags": _tags(tags)}],
+                )["ImageId"]
+            )
+            self.tag_snapshots(image_id, tags)
+            return image_id
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidAMIName.Duplicate":
+                raise
+            found = self.find_image_by_name(name)
+            if found is None:
+                raise
+            return str(found["ImageId"])
+
+    def copy_image_here(
+        self,
+        *,
+        source_image_id: str,
+        source_region: str,
+        name: str,
+        client_token: str,
+        tags: dict[str, str],
+        kms_key_id: str | None = None,
+    ) -> str:
+        """Copy an AMI into this hook's region (idempotent by name and ClientToken; encrypted)."""
+        existing = self.find_image_by_name(name)
+        if existing is not None:
+            return str(existing["ImageId"])
+        request: dict[str, Any] = {
+            "SourceImageId": source_image_id,
+            "SourceRegion": source_region,
+            "Name": name,
+            "ClientToken": client_token[:64],
+            "Encrypted": True,
+            "CopyImageTags": False,
+        }
+        if kms_key_id:
+            request["KmsKeyId"] = kms_key_id
+        self.calls.add("copy_image")
+        image_id = str(self.conn.copy_image(**request)["ImageId"])
+        self.tag_snapshots(image_id, tags, include_image=True)
+        return image_id
+
+    def tag_snapshots(self, image_id: str, tags: dict[str, str], *, include_image: bool = False) -> list[str]:
+        """Tag the image's snapshots (and the image) in one CreateTags call.
+
+        Separate from the create/copy call because not every endpoint accepts snapshot
+        TagSpecifications there (CopyImage copies no tags at all).
+        """
+        snapshots = [
+            m["Ebs"]["SnapshotId"]
+            for m in self.describe_image(image_id).get("BlockDeviceMappings", [])
+            if m.get("Ebs", {}).get("SnapshotId")
+        ]
+        resources = [image_id, *snapshots] if include_image else snapshots
+        if resources:
+            self.calls.add("create_tags")
+            self.conn.create_tags(Resources=resources, Tags=_tags(tags))
+        return snapshots
+
+    def share_image(
+        self,
+        image_id: str,
+        *,
+        accounts: Sequence[str],
+        organizations: Sequence[str] = (),
+        organizational_units: Sequence[str] = (),
+    ) -> None:
+        """Launch permission for accounts / organisations / OUs and volume permission on its snapshots."""
+        if "all" in {*accounts, *organizations, *organizational_units}:
+            raise PlatformError("refusing to make an image public ('all'); name accounts or organisations")
+        permissions = (
+            [{"UserId": a} for a in accounts]
+            + [{"OrganizationArn": o} for o in organizations]
+            + [{"OrganizationalUnitArn": u} for u in organizational_units]
+        )
+        if not permissions:
+            return
+        self.calls.add("modify_image_attribute")
+        self.conn.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": permissions})
+        if accounts:
+            for mapping in self.describe_image(image_id).get("BlockDeviceMappings", []):
+                snapshot_id = mapping.get("Ebs", {}).get("SnapshotId")
+                if snapshot_id:
+                    self.calls.add("modify_snapshot_attribute")
+                    self.conn.modify_snapshot_attribute(
+                        SnapshotId=snapshot_id,
+                        Attribute="createVolumePermission",
+                        OperationType="add",
+                        UserIds=list(accounts),
+                    )
+
+    def publish(self, parameter: str, image_id: str) -> int:
+        """Point the family's SSM parameter (data type aws:ec2:image) at the image; returns its version."""
+        self.calls.add("put_parameter")
+        return int(
+            self.ssm.put_parameter(
+                Name=parameter, Value=image_id, Type="String", DataType="aws:ec2:image", Overwrite=True
+            )["Version"]
+        )
+
     # -- cleanup -------------------------------------------------------------------------------------
     def plan_family_cleanup(
         self, family: str, *, keep: int, min_age_days: float, pointer: str, now: float
@@ -291,5 +514,5 @@ def _created(image: dict[str, Any]) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def family_tags(pairs: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in pairs]
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
