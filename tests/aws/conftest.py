@@ -32,3 +32,16 @@ def aws_conn(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(key, raising=False)
     return "golden_aws"
+
+
+@pytest.fixture
+def hook(aws_conn: str):  # type: ignore[no-untyped-def]
+    from golden_image.hooks.ami import AmiHook
+
+    return AmiHook(aws_conn_id=aws_conn)
+
+
+@pytest.fixture
+def base_ami(hook) -> str:  # type: ignore[no-untyped-def]
+    """One of moto's public AMIs to launch builders from."""
+    return str(hook.conn.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"])

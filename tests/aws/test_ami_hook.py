@@ -11,17 +11,8 @@ from golden_image.platforms.base import PlatformError
 from golden_image.spec import AwsSource
 
 
-@pytest.fixture
-def hook(aws_conn: str) -> AmiHook:
-    return AmiHook(aws_conn_id=aws_conn)
-
-
-def a_public_ami(hook: AmiHook) -> str:
-    return str(hook.conn.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"])
-
-
-def test_source_from_ssm_parameter(hook: AmiHook) -> None:
-    ami = a_public_ami(hook)
+def test_source_from_ssm_parameter(hook: AmiHook, base_ami: str) -> None:
+    ami = base_ami
     hook.ssm.put_parameter(
         Name="/platform/sources/debian-12-amd64", Value=ami, Type="String", DataType="aws:ec2:image"
     )
@@ -59,8 +50,8 @@ def bake(hook: AmiHook, instance_id: str, family: str, n: int) -> str:
     return str(image["ImageId"])
 
 
-def test_cleanup_keeps_published_in_use_and_other_families(hook: AmiHook) -> None:
-    base = a_public_ami(hook)
+def test_cleanup_keeps_published_in_use_and_other_families(hook: AmiHook, base_ami: str) -> None:
+    base = base_ami
     builder = hook.conn.run_instances(ImageId=base, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     images = [bake(hook, builder, "web", n) for n in range(5)]
     other = bake(hook, builder, "web-canary", 0)

@@ -13,21 +13,12 @@ from golden_image.platforms.base import PlatformError
 TAGS = {FAMILY_TAG: "web", "golden:run-id": "manual__1", "golden:role": "builder"}
 
 
-@pytest.fixture
-def hook(aws_conn: str) -> AmiHook:
-    return AmiHook(aws_conn_id=aws_conn)
-
-
-def base_ami(hook: AmiHook) -> str:
-    return str(hook.conn.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"])
-
-
-def test_builder_is_imdsv2_encrypted_tagged_and_idempotent(hook: AmiHook) -> None:
+def test_builder_is_imdsv2_encrypted_tagged_and_idempotent(hook: AmiHook, base_ami: str) -> None:
     first = hook.run_instance(
-        image_id=base_ami(hook), instance_types=["t3.small"], client_token="run1-builder", tags=TAGS
+        image_id=base_ami, instance_types=["t3.small"], client_token="run1-builder", tags=TAGS
     )
     again = hook.run_instance(
-        image_id=base_ami(hook), instance_types=["t3.small"], client_token="run1-builder", tags=TAGS
+        image_id=base_ami, instance_types=["t3.small"], client_token="run1-builder", tags=TAGS
     )
     assert again["InstanceId"] == first["InstanceId"]  # a retried launch gets its own instance back
     described = hook.conn.describe_instances(InstanceIds=[first["InstanceId"]])["Reservations"][0][
@@ -40,7 +31,9 @@ def test_builder_is_imdsv2_encrypted_tagged_and_idempotent(hook: AmiHook) -> Non
     assert hook.conn.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Encrypted"] is True
 
 
-def test_next_instance_type_on_insufficient_capacity(hook: AmiHook, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_next_instance_type_on_insufficient_capacity(
+    hook: AmiHook, base_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = hook.conn.run_instances
     tried: list[str] = []
 
@@ -54,21 +47,19 @@ def test_next_instance_type_on_insufficient_capacity(hook: AmiHook, monkeypatch:
 
     monkeypatch.setattr(hook.conn, "run_instances", no_capacity_for_large)
     instance = hook.run_instance(
-        image_id=base_ami(hook), instance_types=["m7i.large", "m6i.large"], client_token="run2", tags=TAGS
+        image_id=base_ami, instance_types=["m7i.large", "m6i.large"], client_token="run2", tags=TAGS
     )
     assert tried == ["m7i.large", "m6i.large"] and instance["InstanceType"] == "m6i.large"
     monkeypatch.setattr(
         hook.conn, "run_instances", lambda **r: no_capacity_for_large(**{**r, "InstanceType": "m7i.large"})
     )
     with pytest.raises(PlatformError, match="no capacity for any of"):
-        hook.run_instance(
-            image_id=base_ami(hook), instance_types=["m7i.large"], client_token="run3", tags=TAGS
-        )
+        hook.run_instance(image_id=base_ami, instance_types=["m7i.large"], client_token="run3", tags=TAGS)
 
 
-def test_capture_copy_share_publish(hook: AmiHook, aws_conn: str) -> None:
+def test_capture_copy_share_publish(hook: AmiHook, base_ami: str, aws_conn: str) -> None:
     builder = hook.run_instance(
-        image_id=base_ami(hook), instance_types=["t3.small"], client_token="run4", tags=TAGS
+        image_id=base_ami, instance_types=["t3.small"], client_token="run4", tags=TAGS
     )
     name = "golden-web-20261126.120000-manual__4"
     image_id = hook.create_image(builder["InstanceId"], name, {FAMILY_TAG: "web"})
