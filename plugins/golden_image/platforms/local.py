@@ -118,6 +118,8 @@ class LocalPlatform:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        if not home.exists():  # images and instance keys are private to the pipeline's user
+            home.mkdir(parents=True, mode=0o700)
         self.catalog = Catalog(home / "catalog.sqlite")
 
     # -- sources ---------------------------------------------------------------------------------
