@@ -254,8 +254,9 @@ def validate_image(
 
 # -- share, publish, cleanup ---------------------------------------------------------------------
 def share_image(spec: FamilySpec, platform: Platform, image_id: str) -> dict[str, Any]:
-    regions = {region: platform.copy_image(image_id, region) for region in spec.distribution.regions}
+    """Grant first, then copy: a platform whose copies lose grants (AWS) re-applies them to each copy."""
     granted = {account: platform.grant_launch(image_id, account) for account in spec.distribution.accounts}
+    regions = {region: platform.copy_image(image_id, region) for region in spec.distribution.regions}
     return {"image_id": image_id, "regions": regions, "accounts": sorted(granted)}
 
 

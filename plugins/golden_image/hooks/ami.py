@@ -433,9 +433,9 @@ class AmiHook(EC2Hook):
         facts = [
             ImageFacts(
                 image_id,
-                _tag(image, FAMILY_TAG) or "",
-                _created(image),
-                _tag(image, "golden:status") or "validated",
+                image_tag(image, FAMILY_TAG) or "",
+                image_created_at(image),
+                image_tag(image, "golden:status") or "validated",
             )
             for image_id, image in images.items()
         ]
@@ -502,14 +502,14 @@ class AmiHook(EC2Hook):
         }
 
 
-def _tag(image: dict[str, Any], key: str) -> str | None:
+def image_tag(image: dict[str, Any], key: str) -> str | None:
     for tag in image.get("Tags", []):
         if tag.get("Key") == key:
             return str(tag.get("Value"))
     return None
 
 
-def _created(image: dict[str, Any]) -> float:
+def image_created_at(image: dict[str, Any]) -> float:
     text = image.get("CreationDate") or "1970-01-01T00:00:00.000Z"
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
