@@ -134,8 +134,9 @@ def plan_cleanup(
     """Keep the newest ``keep`` validated images; delete older ones past the minimum age.
 
     Never selects: another family's image, a protected (published) image, an image an
-    instance runs from, or an image younger than ``min_age_days``. Rejected or unvalidated
-    images do not count toward ``keep`` and go once they are old enough.
+    instance runs from, or an image younger than ``min_age_days``. Published and in-use images
+    count toward ``keep`` when validated; rejected or unvalidated images never do and go once
+    they are old enough.
     """
     delete: list[tuple[str, str]] = []
     kept: list[tuple[str, str]] = []
@@ -149,6 +150,9 @@ def plan_cleanup(
             good_seen += image.status in GOOD
         elif image.image_id in in_use:
             kept.append((image.image_id, "an instance runs from it"))
+            good_seen += (
+                image.status in GOOD
+            )  # counts like any kept image, so references only matter for candidates
         elif image.status in GOOD and good_seen < keep:
             good_seen += 1
             kept.append((image.image_id, f"among the newest {keep}"))

@@ -157,3 +157,19 @@ def test_advisory_matches_installed_binary_packages() -> None:
         "web": ["openssh-server 1:9.2p1-2+deb12u3"],
     }
     assert match_advisory(installed, ["curl"]) == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(catalogs, st.integers(1, 5), st.floats(0, 30), st.data())
+def test_checking_references_only_for_candidates_is_exact(catalog, keep, min_age, data) -> None:  # type: ignore[no-untyped-def]
+    """AmiHook asks DescribeImageReferences only about pass-1 deletion candidates; that must give
+    the same plan as knowing every image's references."""
+    ids = [i.image_id for i in catalog]
+    in_use = set(data.draw(st.lists(st.sampled_from(ids), max_size=6))) if ids else set()
+    protected = set(data.draw(st.lists(st.sampled_from(ids), max_size=2))) if ids else set()
+    common = {"family": "fam", "keep": keep, "min_age_days": min_age, "protected": protected, "now": NOW}
+    candidates = {i for i, _ in plan_cleanup(catalog, in_use=set(), **common).delete}
+    two_pass = plan_cleanup(catalog, in_use=in_use & candidates, **common)
+    one_pass = plan_cleanup(catalog, in_use=in_use, **common)
+    assert two_pass.delete == one_pass.delete
+    assert {i for i, _ in two_pass.keep} == {i for i, _ in one_pass.keep}
