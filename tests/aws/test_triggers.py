@@ -1,0 +1,59 @@
+"""Deferrable waits against moto, with slow availability injected (moto's images are instant)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+import pytest
+
+from golden_image.triggers.images import ImagesAvailableTrigger
+
+
+def first_event(trigger: ImagesAvailableTrigger) -> dict:  # type: ignore[type-arg]
+    async def run() -> dict:  # type: ignore[type-arg]
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("trigger ended without an event")
+
+    return asyncio.run(run())
+
+
+def test_serializes_to_an_equal_trigger(aws_conn: str) -> None:
+    trigger = ImagesAvailableTrigger(
+        image_ids=["ami-1"], aws_conn_id=aws_conn, region_name="us-west-2", poll_interval=5, timeout=60
+    )
+    path, kwargs = trigger.serialize()
+    module, name = path.rsplit(".", 1)
+    again = getattr(importlib.import_module(module), name)(**kwargs)
+    assert again.serialize() == (path, kwargs)
+
+
+def test_waits_for_slow_images(aws_conn: str, hook, base_ami: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    builder = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    image_id = hook.create_image(builder, "golden-slow-1", {"golden:family": "slow"})
+    trigger = ImagesAvailableTrigger(
+        image_ids=[image_id], aws_conn_id=aws_conn, poll_interval=0.01, timeout=30
+    )
+    real = trigger.states
+    polls = {"n": 0}
+
+    def slow() -> dict[str, str]:  # pending for three polls, then whatever EC2 (moto) says
+        polls["n"] += 1
+        return {image_id: "pending"} if polls["n"] <= 3 else real()
+
+    monkeypatch.setattr(trigger, "states", slow)
+    event = first_event(trigger)
+    assert event["status"] == "success" and event["polls"] == 4
+
+
+def test_failed_and_timed_out(aws_conn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    failing = ImagesAvailableTrigger(image_ids=["ami-f"], aws_conn_id=aws_conn, poll_interval=0.01)
+    monkeypatch.setattr(failing, "states", lambda: {"ami-f": "failed"})
+    assert first_event(failing)["status"] == "error"
+    stuck = ImagesAvailableTrigger(
+        image_ids=["ami-s"], aws_conn_id=aws_conn, poll_interval=0.01, timeout=0.05
+    )
+    monkeypatch.setattr(stuck, "states", lambda: {"ami-s": "pending"})
+    event = first_event(stuck)
+    assert event["status"] == "timeout" and "not available" in event["message"]
