@@ -423,6 +423,55 @@ class AmiHook(EC2Hook):
             )["Version"]
         )
 
+    # -- janitor -------------------------------------------------------------------------------------
+    def janitor(self, *, older_than_s: float, now: float) -> dict[str, list[str]]:
+        """Terminate pipeline instances (tagged golden:family) older than the TTL and delete
+        pipeline-tagged key pairs and security groups (by their ``golden:created-at`` tag); a group
+        still in use is left and reported."""
+        tagged = [{"Name": "tag-key", "Values": [FAMILY_TAG]}]
+        live = ["pending", "running", "stopping", "stopped"]
+        stale = [
+            instance["InstanceId"]
+            for page in self._pages(
+                "describe_instances", Filters=[*tagged, {"Name": "instance-state-name", "Values": live}]
+            )
+            for reservation in page.get("Reservations", [])
+            for instance in reservation.get("Instances", [])
+            if now - instance["LaunchTime"].timestamp() >= older_than_s
+        ]
+        if stale:
+            self.calls.add("terminate_instances")
+            self.conn.terminate_instances(InstanceIds=stale)
+        self.calls.add("describe_key_pairs")
+        keys = [
+            k["KeyName"]
+            for k in self.conn.describe_key_pairs(Filters=tagged).get("KeyPairs", [])
+            if "CreateTime" not in k or now - k["CreateTime"].timestamp() >= older_than_s
+        ]
+        for key in keys:
+            self.calls.add("delete_key_pair")
+            self.conn.delete_key_pair(KeyName=key)
+        groups, busy = [], []
+        for page in self._pages("describe_security_groups", Filters=tagged):
+            for group in page.get("SecurityGroups", []):
+                created = image_tag(group, "golden:created-at")  # groups have no creation time of their own
+                if older_than_s > 0 and (created is None or now - float(created) < older_than_s):
+                    continue
+                try:
+                    self.calls.add("delete_security_group")
+                    self.conn.delete_security_group(GroupId=group["GroupId"])
+                    groups.append(group["GroupId"])
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "DependencyViolation":
+                        raise
+                    busy.append(group["GroupId"])
+        return {
+            "instances": stale,
+            "key_pairs": keys,
+            "security_groups": groups,
+            "security_groups_in_use": busy,
+        }
+
     # -- cleanup -------------------------------------------------------------------------------------
     def plan_family_cleanup(
         self, family: str, *, keep: int, min_age_days: float, pointer: str, now: float

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -210,6 +211,15 @@ class AwsPlatform:
     def grant_launch(self, image_id: str, account: str) -> bool:
         self.hook().share_image(image_id, accounts=[account])
         return True
+
+    def janitor(self, *, older_than_s: float, regions: list[str] | None = None) -> list[str]:
+        removed: list[str] = []
+        for region in regions or [None]:  # type: ignore[list-item]
+            result = self.hook(region).janitor(older_than_s=older_than_s, now=time.time())
+            for instance_id in result["instances"]:
+                self.resolver.released(instance_id)
+            removed += result["instances"] + result["key_pairs"] + result["security_groups"]
+        return removed
 
     def publish(self, spec: FamilySpec, image_id: str, region: str, run_id: str) -> str | None:
         hook = self.hook(region)
