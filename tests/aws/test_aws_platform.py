@@ -107,29 +107,15 @@ def test_bake_capture_validate_share_publish_on_moto(
     assert builder.instance_id.startswith("i-")  # the EC2 instance, reached through its stand-in
     packer = steps.bake_packer(aws_spec, builder, PackerHook())
     ansible = steps.provision_ansible(aws_spec, builder, AnsibleHook())
-    image = steps.capture_image(
-        aws_spec,
-        aws,
-        builder,
-        run_id=run_id,
-        version="20261126.120000",
-        decision=decision,
-        packer=packer,
-        ansible=ansible,
-    )
-    assert (
-        steps.capture_image(
-            aws_spec,
-            aws,
-            builder,
-            run_id=run_id,
-            version="20261126.120000",
-            decision=decision,
-            packer=packer,
-            ansible=ansible,
-        )["image_id"]
-        == image["image_id"]
-    )
+    capture = {
+        "run_id": run_id,
+        "version": "20261126.120000",
+        "decision": decision,
+        "packer": packer,
+        "ansible": ansible,
+    }
+    image = steps.capture_image(aws_spec, aws, builder, **capture)
+    assert steps.capture_image(aws_spec, aws, builder, **capture)["image_id"] == image["image_id"]  # a retry
     aws.terminate_instance(builder.instance_id)
 
     tester = SshTarget.from_dict(steps.launch(aws, aws_spec, image["image_id"], role="test", run_id=run_id))
