@@ -230,11 +230,20 @@ class FamilySpec(Strict):
 
     @property
     def pointer(self) -> str:
-        return self.publish.pointer or f"/golden/{self.name}/latest"
+        return self.publish.pointer or default_pointer(self.name)
+
+    @property
+    def source_pointer(self) -> str | None:
+        """The parent family's pointer, for layered families (parents keep the default pointer)."""
+        return default_pointer(self.source.family) if self.source.family else None
 
     @property
     def primary_region(self) -> str:
         return self.distribution.regions[0]
+
+
+def default_pointer(family: str) -> str:
+    return f"/golden/{family}/latest"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,6 +378,11 @@ def _check_layering(
                     problem = f"source family '{parent_name}' has errors of its own"
             elif parent.platform != families[name].platform:
                 problem = f"source family '{parent_name}' is on platform {parent.platform}"
+            elif parent.pointer != default_pointer(parent_name):
+                problem = (
+                    f"source family '{parent_name}' publishes to {parent.pointer}; a family others layer on "
+                    f"keeps the default pointer {default_pointer(parent_name)} (remove its publish.pointer)"
+                )
             if problem:
                 shown = _shown(images_dir / f"{name}.yaml", include_dir)
                 errors[name] = [SpecError(shown, 0, "source.family", problem)]

@@ -85,6 +85,6 @@ def test_capture_copy_share_publish(hook: AmiHook, base_ami: str, aws_conn: str)
         hook.share_image(image_id, accounts=["all"])
 
     assert hook.publish("/golden/web/latest", image_id) == 1
-    assert hook.pointer_value("/golden/web/latest") == image_id
+    assert hook.parameter_value("/golden/web/latest") == image_id
     assert west.publish("/golden/web/latest", copied) == 1
-    assert west.pointer_value("/golden/web/latest") == copied
+    assert west.parameter_value("/golden/web/latest") == copied

@@ -131,8 +131,8 @@ def test_bake_capture_validate_share_publish_on_moto(
     )
     assert west["LaunchPermissions"] == [{"UserId": "111122223333"}]  # grants follow the copy
     steps.publish_image(aws_spec, aws, image["image_id"], run_id)
-    assert aws.hook("us-east-1").pointer_value(aws_spec.pointer) == image["image_id"]
-    assert aws.hook("us-west-2").pointer_value(aws_spec.pointer) == west_copy
+    assert aws.hook("us-east-1").parameter_value(aws_spec.pointer) == image["image_id"]
+    assert aws.hook("us-west-2").parameter_value(aws_spec.pointer) == west_copy
     assert aws.published_image(aws_spec).image_id == image["image_id"]
 
     again = steps.check_patches(aws_spec, aws, run_id="manual__2")  # apt in a throwaway instance of the AMI

@@ -217,3 +217,16 @@ def test_two_families_cannot_share_a_pointer(include: Path) -> None:
     found = load_families(include / "images", include)
     assert set(found.families) == {"three"}
     assert "publish.pointer: /golden/shared/latest is also used by two" in str(found.errors["one"][0])
+
+
+def test_a_parent_family_keeps_the_default_pointer(include: Path) -> None:
+    write(include, "base", GOOD.format(name="base") + "publish: {pointer: /images/base}\n")
+    write(
+        include,
+        "child",
+        GOOD.format(name="child").replace("  local:\n    bootstrap: {suite: bookworm}", "  family: base"),
+    )
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"base"}
+    assert "keeps the default pointer /golden/base/latest" in str(found.errors["child"][0])
+    assert found.families["base"].pointer == "/images/base"

@@ -40,10 +40,6 @@ class ApiCalls:
     def add(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
@@ -76,17 +72,13 @@ class AmiHook(EC2Hook):
     def resolve_source(self, source: AwsSource) -> SourceImage:
         """The base AMI: an SSM parameter's value, or the newest non-deprecated owner+name match."""
         if source.ssm_parameter:
-            self.calls.add("get_parameter")
-            try:
-                value = self.ssm.get_parameter(Name=source.ssm_parameter)["Parameter"]["Value"]
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ParameterNotFound":
-                    raise
+            value = self.parameter_value(source.ssm_parameter)
+            if value is None:
                 raise PlatformError(
                     f"SSM parameter {source.ssm_parameter} does not exist in {self.region_name}"
-                ) from None
-            image = self.describe_image(value)
-            return SourceImage(value, image.get("CreationDate", ""), f"{source.ssm_parameter} = {value}")
+                )
+            image_id = self.describe_image(value)["ImageId"]  # fails clearly when the AMI is gone
+            return SourceImage(image_id, image_id, f"{source.ssm_parameter} = {image_id}")
         images = [
             image
             for page in self._pages(
@@ -106,7 +98,7 @@ class AmiHook(EC2Hook):
                 f"in {self.region_name}"
             )
         newest = max(images, key=lambda i: (i.get("CreationDate", ""), i["ImageId"]))
-        return SourceImage(newest["ImageId"], newest.get("CreationDate", ""), newest.get("Name", ""))
+        return SourceImage(newest["ImageId"], newest["ImageId"], newest.get("Name", ""))
 
     def describe_image(self, image_id: str) -> dict[str, Any]:
         self.calls.add("describe_images")
@@ -130,12 +122,13 @@ class AmiHook(EC2Hook):
             for image in page.get("Images", [])
         ]
 
-    def pointer_value(self, name: str) -> str | None:
+    def parameter_value(self, name: str) -> str | None:
+        """An SSM parameter's value (a family pointer or a source parameter); None if missing."""
         self.calls.add("get_parameter")
         try:
             return str(self.ssm.get_parameter(Name=name)["Parameter"]["Value"])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+            if error_code(exc) == "ParameterNotFound":
                 return None
             raise
 
@@ -274,7 +267,7 @@ class AmiHook(EC2Hook):
                 self.calls.add("run_instances")
                 return dict(self.conn.run_instances(**request)["Instances"][0])
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in {
+                if error_code(exc) not in {
                     "InsufficientInstanceCapacity",
                     "Unsupported",
                 }:
@@ -329,7 +322,7 @@ class AmiHook(EC2Hook):
             self.tag_snapshots(image_id, tags)
             return image_id
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "InvalidAMIName.Duplicate":
+            if error_code(exc) != "InvalidAMIName.Duplicate":
                 raise
             found = self.find_image_by_name(name)
             if found is None:
@@ -371,11 +364,7 @@ class AmiHook(EC2Hook):
         Separate from the create/copy call because not every endpoint accepts snapshot
         TagSpecifications there (CopyImage copies no tags at all).
         """
-        snapshots = [
-            m["Ebs"]["SnapshotId"]
-            for m in self.describe_image(image_id).get("BlockDeviceMappings", [])
-            if m.get("Ebs", {}).get("SnapshotId")
-        ]
+        snapshots = snapshot_ids(self.describe_image(image_id))
         resources = [image_id, *snapshots] if include_image else snapshots
         if resources:
             self.calls.add("create_tags")
@@ -402,17 +391,14 @@ class AmiHook(EC2Hook):
             return
         self.calls.add("modify_image_attribute")
         self.conn.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": permissions})
-        if accounts:
-            for mapping in self.describe_image(image_id).get("BlockDeviceMappings", []):
-                snapshot_id = mapping.get("Ebs", {}).get("SnapshotId")
-                if snapshot_id:
-                    self.calls.add("modify_snapshot_attribute")
-                    self.conn.modify_snapshot_attribute(
-                        SnapshotId=snapshot_id,
-                        Attribute="createVolumePermission",
-                        OperationType="add",
-                        UserIds=list(accounts),
-                    )
+        for snapshot_id in snapshot_ids(self.describe_image(image_id)) if accounts else []:
+            self.calls.add("modify_snapshot_attribute")
+            self.conn.modify_snapshot_attribute(
+                SnapshotId=snapshot_id,
+                Attribute="createVolumePermission",
+                OperationType="add",
+                UserIds=list(accounts),
+            )
 
     def publish(self, parameter: str, image_id: str) -> int:
         """Point the family's SSM parameter (data type aws:ec2:image) at the image; returns its version."""
@@ -454,7 +440,7 @@ class AmiHook(EC2Hook):
         groups, busy = [], []
         for page in self._pages("describe_security_groups", Filters=tagged):
             for group in page.get("SecurityGroups", []):
-                created = image_tag(group, "golden:created-at")  # groups have no creation time of their own
+                created = tag_value(group, "golden:created-at")  # groups have no creation time of their own
                 if older_than_s > 0 and (created is None or now - float(created) < older_than_s):
                     continue
                 try:
@@ -462,7 +448,7 @@ class AmiHook(EC2Hook):
                     self.conn.delete_security_group(GroupId=group["GroupId"])
                     groups.append(group["GroupId"])
                 except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") != "DependencyViolation":
+                    if error_code(exc) != "DependencyViolation":
                         raise
                     busy.append(group["GroupId"])
         return {
@@ -477,14 +463,14 @@ class AmiHook(EC2Hook):
         self, family: str, *, keep: int, min_age_days: float, pointer: str, now: float
     ) -> tuple[CleanupPlan, dict[str, dict[str, Any]]]:
         images = {image["ImageId"]: image for image in self.family_images(family)}
-        value = self.pointer_value(pointer)
+        value = self.parameter_value(pointer)
         published = {value} if value else set()
         facts = [
             ImageFacts(
                 image_id,
-                image_tag(image, FAMILY_TAG) or "",
+                tag_value(image, FAMILY_TAG) or "",
                 image_created_at(image),
-                image_tag(image, "golden:status") or "validated",
+                tag_value(image, "golden:status") or "validated",
             )
             for image_id, image in images.items()
         ]
@@ -513,11 +499,7 @@ class AmiHook(EC2Hook):
 
     def deregister_with_snapshots(self, image: dict[str, Any]) -> list[str]:
         """Deregister an AMI, then delete the EBS snapshots it owned (DeregisterImage keeps them)."""
-        snapshots = [
-            mapping["Ebs"]["SnapshotId"]
-            for mapping in image.get("BlockDeviceMappings", [])
-            if mapping.get("Ebs", {}).get("SnapshotId")
-        ]
+        snapshots = snapshot_ids(image)
         self.calls.add("deregister_image")
         self.conn.deregister_image(ImageId=image["ImageId"])
         for snapshot_id in snapshots:
@@ -551,8 +533,9 @@ class AmiHook(EC2Hook):
         }
 
 
-def image_tag(image: dict[str, Any], key: str) -> str | None:
-    for tag in image.get("Tags", []):
+def tag_value(resource: dict[str, Any], key: str) -> str | None:
+    """A tag's value on any described EC2 resource (image, instance, security group)."""
+    for tag in resource.get("Tags", []):
         if tag.get("Key") == key:
             return str(tag.get("Value"))
     return None
@@ -561,6 +544,19 @@ def image_tag(image: dict[str, Any], key: str) -> str | None:
 def image_created_at(image: dict[str, Any]) -> float:
     text = image.get("CreationDate") or "1970-01-01T00:00:00.000Z"
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def snapshot_ids(image: dict[str, Any]) -> list[str]:
+    """The EBS snapshots an AMI is made of."""
+    return [
+        m["Ebs"]["SnapshotId"]
+        for m in image.get("BlockDeviceMappings", [])
+        if m.get("Ebs", {}).get("SnapshotId")
+    ]
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from golden_image.catalog import ImageRow
-from golden_image.hooks.ami import FAMILY_TAG, AmiHook, image_created_at, image_tag
+from golden_image.hooks.ami import FAMILY_TAG, AmiHook, image_created_at, tag_value
 from golden_image.platforms.base import PlatformError, SourceImage, SshTarget
 from golden_image.spec import FamilySpec
 
@@ -93,8 +93,8 @@ class AwsPlatform:
     # -- sources -------------------------------------------------------------------------------
     def resolve_source(self, spec: FamilySpec, *, refresh: bool = False) -> SourceImage:
         region = spec.primary_region
-        if spec.source.family is not None:
-            image_id = self.hook(region).pointer_value(f"/golden/{spec.source.family}/latest")
+        if (parent_pointer := spec.source_pointer) is not None:
+            image_id = self.hook(region).parameter_value(parent_pointer)
             if image_id is None:
                 raise PlatformError(f"source family '{spec.source.family}' has no published AMI in {region}")
             return SourceImage(image_id, image_id, f"family {spec.source.family}")
@@ -103,12 +103,12 @@ class AwsPlatform:
 
     def published_image(self, spec: FamilySpec) -> ImageRow | None:
         hook = self.hook(spec.primary_region)
-        image_id = hook.pointer_value(spec.pointer)
+        image_id = hook.parameter_value(spec.pointer)
         return _row(hook.describe_image(image_id)) if image_id else None
 
     def find_captured(self, family: str, run_id: str) -> ImageRow | None:
         for image in self.hook().family_images(family):
-            if image_tag(image, "golden:run-id") == run_id:
+            if tag_value(image, "golden:run-id") == run_id:
                 return _row(image)
         return None
 
@@ -188,7 +188,7 @@ class AwsPlatform:
     def copy_image(self, image_id: str, region: str) -> str:
         primary = self.hook()
         image = primary.describe_image(image_id)
-        if image_tag(image, "golden:status") != "validated":
+        if tag_value(image, "golden:status") != "validated":
             raise PlatformError(f"image {image_id} is not validated; only validated images are shared")
         if region == primary.region_name:
             return image_id
@@ -227,7 +227,7 @@ class AwsPlatform:
         regional = hook.find_image_by_name(name)
         if regional is None:
             raise PlatformError(f"refusing to publish {image_id} in {region}: it was not copied there")
-        previous = hook.pointer_value(spec.pointer)
+        previous = hook.parameter_value(spec.pointer)
         hook.publish(spec.pointer, regional["ImageId"])
         return previous
 
@@ -236,13 +236,13 @@ def _row(image: dict[str, Any]) -> ImageRow:
     return ImageRow(
         image_id=image["ImageId"],
         kind="family",
-        family=image_tag(image, FAMILY_TAG) or "",
-        version=image_tag(image, "golden:version") or "",
-        run_id=image_tag(image, "golden:run-id") or "",
-        status=image_tag(image, "golden:status") or "available",
+        family=tag_value(image, FAMILY_TAG) or "",
+        version=tag_value(image, "golden:version") or "",
+        run_id=tag_value(image, "golden:run-id") or "",
+        status=tag_value(image, "golden:status") or "available",
         created_at=image_created_at(image),
         sha256="",
         size=0,
-        source_image_id=image_tag(image, "golden:source-image"),
+        source_image_id=tag_value(image, "golden:source-image"),
         manifest={},
     )

@@ -124,9 +124,9 @@ class LocalPlatform:
 
     # -- sources ---------------------------------------------------------------------------------
     def resolve_source(self, spec: FamilySpec, *, refresh: bool = False) -> SourceImage:
-        if spec.source.family is not None:
+        if (parent_pointer := spec.source_pointer) is not None:
             parent = spec.source.family
-            image_id = self.catalog.pointer(f"/golden/{parent}/latest", spec.primary_region)
+            image_id = self.catalog.pointer(parent_pointer, spec.primary_region)
             image = self.catalog.image(image_id) if image_id else None
             if image is None:
                 raise PlatformError(

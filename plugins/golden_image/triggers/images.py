@@ -50,13 +50,13 @@ class ImagesAvailableTrigger(BaseTrigger):
     def states(self) -> dict[str, str]:
         from botocore.exceptions import ClientError
 
-        from golden_image.hooks.ami import AmiHook
+        from golden_image.hooks.ami import AmiHook, error_code
 
         hook = AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         try:
             images = hook.conn.describe_images(ImageIds=self.image_ids).get("Images", [])
         except ClientError as exc:  # right after CreateImage/CopyImage, EC2 may not know the id yet
-            if exc.response.get("Error", {}).get("Code") != "InvalidAMIID.NotFound":
+            if error_code(exc) != "InvalidAMIID.NotFound":
                 raise
             images = []
         found = {image["ImageId"]: image.get("State", "pending") for image in images}
