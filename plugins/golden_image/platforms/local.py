@@ -44,12 +44,18 @@ log = logging.getLogger(__name__)
 SOURCE_PACKAGES = ["openssh-server", "python3", "ca-certificates", "apt-utils"]
 SSH_READY_TIMEOUT_S = 20.0
 
+# Mounts an instance's layers (paths in GOLDEN_LOWER/UPPER/WORK, see _layer_env) on "$R".
+MOUNT_LAYERS = (
+    "mount -t overlay golden-root "
+    '-o "lowerdir=$GOLDEN_LOWER,upperdir=$GOLDEN_UPPER,workdir=$GOLDEN_WORK" "$R"'
+)
+
 LAUNCH_SCRIPT = r"""#!/bin/sh
 # Runs as PID 1 of a fresh mount+PID namespace (see LocalPlatform.launch_instance).
 set -eu
 R="$1"; PORT="$2"; PUB="$3"
 if [ -n "${GOLDEN_LOWER:-}" ]; then  # copy-on-write root over the image's cached, read-only tree
-  mount -t overlay golden-root -o "lowerdir=$GOLDEN_LOWER,upperdir=$GOLDEN_UPPER,workdir=$GOLDEN_WORK" "$R"
+  MOUNT_LAYERS
 fi
 mount -t proc proc "$R/proc"
 mount -t tmpfs -o mode=755,size=16m golden-dev "$R/dev"
@@ -68,6 +74,8 @@ exec chroot "$R" /usr/sbin/sshd -D -e -p "$PORT" -o ListenAddress=127.0.0.1 \
   -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no -o UsePAM=no \
   -o MaxStartups=50 -o MaxSessions=50
 """
+
+LAUNCH_SCRIPT = LAUNCH_SCRIPT.replace("MOUNT_LAYERS", MOUNT_LAYERS)
 
 # Keeps package maintainer scripts from starting daemons on the host's network during a bake;
 # removed again at capture so the image starts its services normally.
@@ -257,14 +265,10 @@ class LocalPlatform:
         env = dict(os.environ)
         try:
             if overlay_supported():
-                lower = self._lower_tree(image_id, archive)
+                self._lower_tree(image_id, archive)  # unpacked once, shared by every instance of the image
                 (directory / "upper").mkdir()
                 (directory / "work").mkdir()
-                env |= {
-                    "GOLDEN_LOWER": str(lower),
-                    "GOLDEN_UPPER": str(directory / "upper"),
-                    "GOLDEN_WORK": str(directory / "work"),
-                }
+                env |= self._layer_env(directory, image_id)
                 writable = directory / "upper"
             else:
                 _unpack(archive, root)
@@ -509,7 +513,6 @@ class LocalPlatform:
         ]
         if (directory / "upper").is_dir():
             # mount the instance's layers again in a private namespace that ends with tar
-            lower = self.home / "cache" / lower_image_id
             command = [
                 "unshare",
                 "--mount",
@@ -517,22 +520,27 @@ class LocalPlatform:
                 "private",
                 "sh",
                 "-c",
-                'set -e; mount -t overlay golden-export -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"; '
-                'rm -f "$4/usr/sbin/policy-rc.d"; shift 4; exec "$@"',
+                f'set -e; R="$1"; shift; {MOUNT_LAYERS}; rm -f "$R/usr/sbin/policy-rc.d"; exec "$@"',
                 "sh",
-                str(lower),
-                str(directory / "upper"),
-                str(directory / "work"),
                 str(root),
                 *tar,
             ]
+            env = {**os.environ, **self._layer_env(directory, lower_image_id)}
         else:
             (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
-            command = tar
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+            command, env = tar, dict(os.environ)
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             target.unlink(missing_ok=True)
             raise PlatformError(f"exporting {directory.name} failed: {done.stderr.strip()[-800:]}")
+
+    def _layer_env(self, directory: Path, image_id: str) -> dict[str, str]:
+        """Where an instance's overlay layers are: the image's cached tree and the instance's changes."""
+        return {
+            "GOLDEN_LOWER": str(self.home / "cache" / image_id),
+            "GOLDEN_UPPER": str(directory / "upper"),
+            "GOLDEN_WORK": str(directory / "work"),
+        }
 
     def _lower_tree(self, image_id: str, archive: Path) -> Path:
         """The image unpacked once: the read-only lower layer of every instance launched from it."""
