@@ -199,14 +199,18 @@ class Catalog:
             return self._images(db, where + " ORDER BY created_at DESC, image_id DESC", tuple(args))
 
     def _images(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[ImageRow]:
+        """Images with their regions in one query (no query per image)."""
+        regions = (
+            "(SELECT group_concat(region, ',') FROM (SELECT region FROM locations "
+            "WHERE locations.image_id = images.image_id ORDER BY region)) AS regions"
+        )
+        query = f"SELECT images.*, {regions} FROM images {where}"  # noqa: S608 - `where` is ours; values bound
         out = []
-        for r in db.execute(f"SELECT * FROM images {where}", args).fetchall():  # noqa: S608
+        for r in db.execute(query, args).fetchall():
             data = dict(r)
             data["manifest"] = json.loads(data["manifest"])
-            regions = db.execute(
-                "SELECT region FROM locations WHERE image_id=? ORDER BY region", (r["image_id"],)
-            ).fetchall()
-            out.append(ImageRow(**data, regions=[x["region"] for x in regions]))
+            data["regions"] = data["regions"].split(",") if data["regions"] else []
+            out.append(ImageRow(**data))
         return out
 
     def update_image(
