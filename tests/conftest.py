@@ -17,10 +17,11 @@ collect_ignore = ["data"]  # suites and playbooks the tests run against instance
 WORK = Path(os.environ.get("GOLDEN_TEST_WORKDIR") or tempfile.mkdtemp(prefix="golden-tests-"))
 os.environ["GOLDEN_HOME"] = str(WORK / "home")
 os.environ["AIRFLOW_HOME"] = str(WORK / "airflow")
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT / "dags")
-os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.pop("GOLDEN_IMAGES_DIR", None)
 os.environ.pop("GOLDEN_PROJECT_DIR", None)
+from golden_image.cli import airflow_environment  # noqa: E402 - must follow the settings above, before Airflow
+
+os.environ.update(airflow_environment())  # the same Airflow settings `golden bake` uses
 
 
 def _real_machine_problem() -> str | None:

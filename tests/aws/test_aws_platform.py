@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from golden_image import paths, steps
+from golden_image import steps
 from golden_image.hooks.ansible import AnsibleHook
 from golden_image.hooks.packer import PackerHook
 from golden_image.hooks.testinfra import TestinfraHook
@@ -20,6 +20,7 @@ from golden_image.platforms.aws import AwsPlatform
 from golden_image.platforms.base import SshTarget
 from golden_image.platforms.local import LocalPlatform
 from golden_image.spec import FamilySpec
+from tests.specs import family_spec
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +59,9 @@ class LocalBackedResolver:
 
 @pytest.fixture
 def aws_spec() -> FamilySpec:
-    return FamilySpec.model_validate(
-        {
-            "schema_version": 1,
-            "name": "aws-debian12",
-            "description": "Debian 12 AMI",
-            "owners": ["p@example.com"],
+    return family_spec(
+        "aws-debian12",
+        **{
             "platform": "aws",
             "source": {"aws": {"ssm_parameter": "/platform/sources/debian-12"}},
             "packer": {"vars": {"packages": ["sudo", "python3-apt"]}},
@@ -77,22 +75,13 @@ def aws_spec() -> FamilySpec:
             },
             "distribution": {"regions": ["us-east-1", "us-west-2"], "accounts": ["111122223333"]},
         },
-        context={"include_dir": paths.include_dir()},
     )
 
 
 def test_bake_capture_validate_share_publish_on_moto(
     aws_conn: str, platform: LocalPlatform, source_image, base_ami: str, aws_spec: FamilySpec, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    mirror = FamilySpec.model_validate(
-        {
-            "schema_version": 1,
-            "name": "aws-mirror",
-            "description": "m",
-            "owners": ["o"],
-            "source": {"local": {}},
-        }
-    )
+    mirror = family_spec("aws-mirror")
     resolver = LocalBackedResolver(platform, mirror)
     resolver.ami_to_local[base_ami] = source_image.image_id
     aws = AwsPlatform(aws_conn_id=aws_conn, resolver=resolver, key_dir=tmp_path / "keys")

@@ -13,6 +13,7 @@ from golden_image.catalog import ImageRow
 from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms.base import PlatformError
 from golden_image.platforms.local import LocalPlatform, sha256_file
+from tests.specs import family_spec
 
 pytestmark = pytest.mark.integration
 
@@ -94,18 +95,11 @@ def fake_image(platform: LocalPlatform, family: str, n: int, age_days: float, st
 
 def test_cleanup_keeps_n_and_never_the_published(platform: LocalPlatform) -> None:
     from golden_image import steps
-    from golden_image.spec import FamilySpec
 
-    spec = FamilySpec.model_validate(
-        {
-            "schema_version": 1,
-            "name": "keeptest",
-            "description": "d",
-            "owners": ["o"],
-            "source": {"local": {}},
-            "retention": {"keep": 2, "min_age_days": 1},
-            "distribution": {"regions": ["local", "local-dr"]},
-        }
+    spec = family_spec(
+        "keeptest",
+        retention={"keep": 2, "min_age_days": 1},
+        distribution={"regions": ["local", "local-dr"]},
     )
     rows = [
         fake_image(platform, "keeptest", n, age, "validated") for n, age in enumerate([0.5, 2, 3, 4, 5, 6])
@@ -141,18 +135,8 @@ def test_capture_exports_what_the_builder_changed(
     platform: LocalPlatform, source_image, overlay, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """Both instance layouts (overlayfs over a cached tree, or a full unpack) capture the same way."""
-    from golden_image.spec import FamilySpec
-
     monkeypatch.setenv("GOLDEN_NO_OVERLAY", "0" if overlay == "1" else "1")
-    spec = FamilySpec.model_validate(
-        {
-            "schema_version": 1,
-            "name": f"capture-{overlay}",
-            "description": "d",
-            "owners": ["o"],
-            "source": {"local": {}},
-        }
-    )
+    spec = family_spec(f"capture-{overlay}")
     target = platform.launch_instance(
         source_image.image_id, role="builder", family=spec.name, run_id="r", region="local"
     )
