@@ -241,7 +241,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
     published = platform.published_image(spec)
     result["published"] = published.image_id if published else None
     if captured is not None:
-        result["stored_at"] = {r: str(p) for r, p in platform.image_locations(captured.image_id).items()}
+        result["stored_at"] = platform.image_locations(captured.image_id)
         result["manifest"] = captured.manifest
     skipped = result["tasks"].get("launch_builder") == "skipped"
     if args.json:

@@ -214,8 +214,8 @@ class AwsPlatform:
 
     def janitor(self, *, older_than_s: float, regions: list[str] | None = None) -> list[str]:
         removed: list[str] = []
-        for region in regions or [None]:  # type: ignore[list-item]
-            result = self.hook(region).janitor(older_than_s=older_than_s, now=time.time())
+        for hook in [self.hook(region) for region in regions] if regions else [self.hook()]:
+            result = hook.janitor(older_than_s=older_than_s, now=time.time())
             for instance_id in result["instances"]:
                 self.resolver.released(instance_id)
             removed += result["instances"] + result["key_pairs"] + result["security_groups"]
