@@ -153,9 +153,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     spec = _get(args.family)
     platform = _platform(spec)
-    published = platform.published_images()
+    current = platform.published_image(spec)
+    published = current.image_id if current else None
     rows = [
-        image.to_json() | {"published": image.image_id in published} for image in platform.images(spec.name)
+        image.to_json() | {"published": image.image_id == published} for image in platform.images(spec.name)
     ]
     text = (
         "\n".join(

@@ -139,7 +139,9 @@ def build_family_dag(spec: FamilySpec) -> DAG:
             task_id="validate_image", execution_timeout=timedelta(hours=1), **common
         )
         drop_tester = TestInstanceTerminateOperator(task_id="terminate_test_instance", **common)
-        share = ImageShareOperator(task_id="share_image", **retry, **common)
+        share = ImageShareOperator.partial(task_id="share_image", **retry, **common).expand(
+            region=list(spec.distribution.regions)
+        )
         publish = ImagePublishOperator(
             task_id="publish_image", outlets=[family_asset(spec)], **retry, **common
         )
@@ -210,7 +212,8 @@ def render_doc(spec: FamilySpec) -> str:
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     steps = " → ".join(f"`{s}`" for s in STEPS)
     return (
-        f"# Golden image family `{spec.name}`\n\n| | |\n|---|---|\n{table}\n\n**Steps:** {steps}; "
-        "teardowns `terminate_builder` and `terminate_test_instance` always run.\n\n"
+        f"# Golden image family `{spec.name}`\n\n| | |\n|---|---|\n{table}\n\n"
+        f"**Steps:** {steps} (`share_image` is one mapped task per region); teardowns "
+        "`terminate_builder` and `terminate_test_instance` always run.\n\n"
         "Trigger with `force` to rebuild even when nothing changed; the `reason` is recorded in the manifest."
     )

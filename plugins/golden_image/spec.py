@@ -101,6 +101,45 @@ class AwsSource(Strict):
         return self
 
 
+AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-\d$"
+
+
+class AwsSettings(Strict):
+    """Per-family EC2 settings. Network and identity may also come from the connection's extras
+    (``extra.golden_image``) so one family file works in every account; the spec wins when set."""
+
+    aws_conn_id: str = Field(default="aws_default", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
+    instance_types: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+\.[a-z0-9]+$")]] = Field(
+        default_factory=lambda: ["t3.small", "t3a.small", "m6i.large"],
+        min_length=1,
+        description="tried in order; the next one when EC2 has no capacity",
+    )
+    ssh_user: str = Field(default="admin", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    address: Literal["private_ip", "public_ip"] | None = None
+    """How Packer/Ansible/Testinfra reach instances (default: the connection's, else private_ip)."""
+    subnet_id: str | None = Field(default=None, pattern=r"^subnet-[0-9a-f]{8,17}$")
+    security_group_ids: list[Annotated[str, Field(pattern=r"^sg-[0-9a-f]{8,17}$")]] = Field(
+        default_factory=list
+    )
+    instance_profile: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+=,.@_:/-]{1,2048}$")
+    kms_keys: dict[Annotated[str, Field(pattern=AWS_REGION)], str] = Field(
+        default_factory=dict, description="region -> KMS key id / alias / ARN that copies are encrypted with"
+    )
+    organizations: list[
+        Annotated[
+            str, Field(pattern=r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
+        ]
+    ] = Field(default_factory=list)
+    organizational_units: list[
+        Annotated[
+            str,
+            Field(pattern=r"^arn:aws[a-z-]*:organizations::\d{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9-]{8,68}$"),
+        ]
+    ] = Field(default_factory=list)
+    poll_interval_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    wait_timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 180
+
+
 class Source(Strict):
     """Exactly one of: another family's published image, or the platform's own base."""
 
@@ -190,6 +229,7 @@ class FamilySpec(Strict):
     distribution: Distribution = Field(default_factory=Distribution)
     publish: Publish = Field(default_factory=Publish)
     retention: Retention = Field(default_factory=Retention)
+    aws: AwsSettings | None = None
     tags: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/=+@-]{1,128}$")], str] = Field(
         default_factory=dict
     )
@@ -213,6 +253,14 @@ class FamilySpec(Strict):
             raise ValueError("source.local only works with platform: local")
         if self.source.aws is not None and self.platform != "aws":
             raise ValueError("source.aws only works with platform: aws")
+        if self.aws is not None and self.platform != "aws":
+            raise ValueError("the aws block only works with platform: aws")
+        if self.platform == "aws":
+            bad = [r for r in self.distribution.regions if not re.match(AWS_REGION, r)]
+            if bad:
+                raise ValueError(f"distribution.regions must be AWS regions on platform: aws (got {bad})")
+            if any(not re.fullmatch(r"\d{12}", a) for a in self.distribution.accounts):
+                raise ValueError("distribution.accounts must be 12-digit AWS account ids on platform: aws")
         if self.source.family == self.name:
             raise ValueError("source.family cannot be the family itself")
         if self.os == "windows":
@@ -236,6 +284,10 @@ class FamilySpec(Strict):
     def source_pointer(self) -> str | None:
         """The parent family's pointer, for layered families (parents keep the default pointer)."""
         return default_pointer(self.source.family) if self.source.family else None
+
+    @property
+    def aws_settings(self) -> AwsSettings:
+        return self.aws or AwsSettings()
 
     @property
     def primary_region(self) -> str:

@@ -18,11 +18,9 @@ from typing import Any
 from golden_image import paths
 from golden_image.decisions import (
     CurrentImage,
-    ImageFacts,
     RebuildDecision,
     decide_rebuild,
     parse_apt_simulation,
-    plan_cleanup,
 )
 from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms.base import Platform, SshTarget
@@ -42,12 +40,16 @@ class StepError(RuntimeError):
     """A step failed in a way the user can act on; the message says how."""
 
 
-def get_platform(spec: FamilySpec) -> Platform:
-    if spec.platform == "local":
-        from golden_image.platforms.local import LocalPlatform
+def get_platform(spec: FamilySpec, *, defer_waits: bool = False) -> Platform:
+    """The family's platform. With ``defer_waits`` a cloud wait raises ``NotReady`` instead of
+    blocking, so an operator can defer (the aws platform; local steps never wait)."""
+    if spec.platform == "aws":
+        from golden_image.platforms.aws import AwsPlatform
 
-        return LocalPlatform(paths.golden_home())
-    raise StepError(f"platform '{spec.platform}' is not available in this release; use platform: local")
+        return AwsPlatform.for_family(spec, defer_waits=defer_waits)
+    from golden_image.platforms.local import LocalPlatform
+
+    return LocalPlatform(paths.golden_home())
 
 
 def version_for(run_after: float) -> str:
@@ -253,11 +255,15 @@ def validate_image(
 
 
 # -- share, publish, cleanup ---------------------------------------------------------------------
-def share_image(spec: FamilySpec, platform: Platform, image_id: str) -> dict[str, Any]:
-    """Grant first, then copy: a platform whose copies lose grants (AWS) re-applies them to each copy."""
-    granted = {account: platform.grant_launch(image_id, account) for account in spec.distribution.accounts}
-    regions = {region: platform.copy_image(image_id, region) for region in spec.distribution.regions}
-    return {"image_id": image_id, "regions": regions, "accounts": sorted(granted)}
+def share_image(spec: FamilySpec, platform: Platform, image_id: str, region: str) -> dict[str, Any]:
+    """One region: copy the validated image there (idempotent), then grant the family's accounts
+    on that region's copy (copies never inherit launch permissions on AWS)."""
+    if region not in spec.distribution.regions:
+        raise StepError(f"{region} is not one of {spec.name}'s regions {spec.distribution.regions}")
+    regional = platform.copy_image(image_id, region)
+    granted = platform.grant_launch(regional, spec.distribution.accounts, region=region)
+    log.info("%s is in %s as %s, launchable by %s", image_id, region, regional, granted or "this account")
+    return {"image_id": image_id, "region": region, "regional_image": regional, "accounts": granted}
 
 
 def publish_image(spec: FamilySpec, platform: Platform, image_id: str, run_id: str) -> dict[str, Any]:
@@ -271,21 +277,8 @@ def publish_image(spec: FamilySpec, platform: Platform, image_id: str, run_id: s
 def cleanup_images(
     spec: FamilySpec, platform: Platform, *, dry_run: bool = False, now: float | None = None
 ) -> dict[str, Any]:
-    images = platform.images(spec.name)
-    plan = plan_cleanup(
-        [ImageFacts(i.image_id, i.family, i.created_at, i.status) for i in images],
-        family=spec.name,
-        keep=spec.retention.keep,
-        min_age_days=spec.retention.min_age_days,
-        protected=platform.published_images(),
-        in_use=platform.images_in_use(),
-        now=time.time() if now is None else now,
-    )
-    for image_id, why in plan.delete:
-        log.info("%s %s: %s", "would delete" if dry_run else "deleting", image_id, why)
-        if not dry_run:
-            platform.delete_image(image_id)
-    return {**plan.to_dict(), "dry_run": dry_run}
+    """Retire old images of the family (every region); the platform plans with ``plan_cleanup``."""
+    return platform.cleanup(spec, dry_run=dry_run, now=time.time() if now is None else now)
 
 
 def families_affected_by(advisory: str, packages: list[str]) -> list[dict[str, Any]]:

@@ -26,7 +26,12 @@ def aws_conn(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
         "conn_type": "aws",
         "login": "testing",
         "password": "testing",
-        "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
+        "extra": {
+            "endpoint_url": moto_endpoint,
+            "region_name": "us-east-1",
+            # moto runs no machines: real local instances stand in for its instances
+            "golden_image": {"address_resolver": "tests.aws.standins.LocalBackedResolver"},
+        },
     }
     monkeypatch.setenv("AIRFLOW_CONN_GOLDEN_AWS", json.dumps(conn))
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_DEFAULT_REGION"):

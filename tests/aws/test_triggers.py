@@ -7,10 +7,10 @@ import importlib
 
 import pytest
 
-from golden_image.triggers.images import ImagesAvailableTrigger
+from golden_image.triggers.ec2 import Ec2StateTrigger
 
 
-def first_event(trigger: ImagesAvailableTrigger) -> dict:  # type: ignore[type-arg]
+def first_event(trigger: Ec2StateTrigger) -> dict:  # type: ignore[type-arg]
     async def run() -> dict:  # type: ignore[type-arg]
         async for event in trigger.run():
             return dict(event.payload)
@@ -20,8 +20,13 @@ def first_event(trigger: ImagesAvailableTrigger) -> dict:  # type: ignore[type-a
 
 
 def test_serializes_to_an_equal_trigger(aws_conn: str) -> None:
-    trigger = ImagesAvailableTrigger(
-        image_ids=["ami-1"], aws_conn_id=aws_conn, region_name="us-west-2", poll_interval=5, timeout=60
+    trigger = Ec2StateTrigger(
+        wait="image_available",
+        ids=["ami-1"],
+        aws_conn_id=aws_conn,
+        region_name="us-west-2",
+        poll_interval=5,
+        timeout=60,
     )
     path, kwargs = trigger.serialize()
     module, name = path.rsplit(".", 1)
@@ -32,8 +37,8 @@ def test_serializes_to_an_equal_trigger(aws_conn: str) -> None:
 def test_waits_for_slow_images(aws_conn: str, hook, base_ami: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     builder = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     image_id = hook.create_image(builder, "golden-slow-1", {"golden:family": "slow"})
-    trigger = ImagesAvailableTrigger(
-        image_ids=[image_id], aws_conn_id=aws_conn, poll_interval=0.01, timeout=30
+    trigger = Ec2StateTrigger(
+        wait="image_available", ids=[image_id], aws_conn_id=aws_conn, poll_interval=0.01, timeout=30
     )
     real = trigger.states
     polls = {"n": 0}
@@ -48,12 +53,25 @@ def test_waits_for_slow_images(aws_conn: str, hook, base_ami: str, monkeypatch: 
 
 
 def test_failed_and_timed_out(aws_conn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    failing = ImagesAvailableTrigger(image_ids=["ami-f"], aws_conn_id=aws_conn, poll_interval=0.01)
+    failing = Ec2StateTrigger(wait="image_available", ids=["ami-f"], aws_conn_id=aws_conn, poll_interval=0.01)
     monkeypatch.setattr(failing, "states", lambda: {"ami-f": "failed"})
     assert first_event(failing)["status"] == "error"
-    stuck = ImagesAvailableTrigger(
-        image_ids=["ami-s"], aws_conn_id=aws_conn, poll_interval=0.01, timeout=0.05
+    stuck = Ec2StateTrigger(
+        wait="image_available", ids=["ami-s"], aws_conn_id=aws_conn, poll_interval=0.01, timeout=0.05
     )
     monkeypatch.setattr(stuck, "states", lambda: {"ami-s": "pending"})
     event = first_event(stuck)
     assert event["status"] == "timeout" and "not available" in event["message"]
+
+
+def test_waits_for_instances_running(aws_conn: str, hook, base_ami: str) -> None:  # type: ignore[no-untyped-def]
+    instance = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    event = first_event(
+        Ec2StateTrigger(wait="instance_running", ids=[instance], aws_conn_id=aws_conn, poll_interval=0.01)
+    )
+    assert event["status"] == "success" and event["states"] == {instance: "running"}
+    hook.terminate([instance])
+    event = first_event(
+        Ec2StateTrigger(wait="instance_running", ids=[instance], aws_conn_id=aws_conn, poll_interval=0.01)
+    )
+    assert event["status"] == "error"  # terminated never becomes running: fail now, not at the timeout

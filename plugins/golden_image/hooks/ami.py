@@ -109,6 +109,25 @@ class AmiHook(EC2Hook):
             )
         return dict(images[0])
 
+    def states(self, kind: str, ids: list[str]) -> dict[str, str]:
+        """The current state of each image (``kind="image"``) or instance; ``missing`` if EC2 does
+        not know the id (yet: right after Create/Copy/RunInstances it may not)."""
+        found: dict[str, str] = {}
+        try:
+            if kind == "image":
+                self.calls.add("describe_images")
+                for image in self.conn.describe_images(ImageIds=ids).get("Images", []):
+                    found[image["ImageId"]] = image.get("State", "pending")
+            else:
+                for page in self._pages("describe_instances", InstanceIds=ids):
+                    for reservation in page.get("Reservations", []):
+                        for instance in reservation.get("Instances", []):
+                            found[instance["InstanceId"]] = instance["State"]["Name"]
+        except ClientError as exc:
+            if error_code(exc) not in {"InvalidAMIID.NotFound", "InvalidInstanceID.NotFound"}:
+                raise
+        return {resource_id: found.get(resource_id, "missing") for resource_id in ids}
+
     # -- family images -----------------------------------------------------------------------------
     def family_images(self, family: str) -> list[dict[str, Any]]:
         """This account's AMIs tagged ``golden:family=<family>`` (paginated)."""
@@ -204,7 +223,7 @@ class AmiHook(EC2Hook):
         tags: dict[str, str],
         subnet_id: str | None = None,
         security_group_ids: list[str] | None = None,
-        instance_profile_arn: str | None = None,
+        instance_profile: str | None = None,
         user_data: str | None = None,
     ) -> dict[str, Any]:
         """One instance: IMDSv2 required, encrypted gp3 root, tagged; next type on no capacity.
@@ -259,8 +278,9 @@ class AmiHook(EC2Hook):
                 request["SubnetId"] = subnet_id
             if security_group_ids:
                 request["SecurityGroupIds"] = security_group_ids
-            if instance_profile_arn:
-                request["IamInstanceProfile"] = {"Arn": instance_profile_arn}
+            if instance_profile:
+                key = "Arn" if instance_profile.startswith("arn:") else "Name"
+                request["IamInstanceProfile"] = {key: instance_profile}
             if user_data:
                 request["UserData"] = user_data
             try:
@@ -293,6 +313,27 @@ class AmiHook(EC2Hook):
                 for instance in reservation.get("Instances", []):
                     return dict(instance)
         return None
+
+    def describe_instance(self, instance_id: str, *, missing_ok: bool = False) -> dict[str, Any] | Any:
+        try:
+            for page in self._pages("describe_instances", InstanceIds=[instance_id]):
+                for reservation in page.get("Reservations", []):
+                    for instance in reservation.get("Instances", []):
+                        return dict(instance)
+        except ClientError as exc:
+            if error_code(exc) != "InvalidInstanceID.NotFound":
+                raise
+        if missing_ok:
+            return None
+        raise PlatformError(f"instance {instance_id} does not exist in {self.region_name}")
+
+    def terminate(self, instance_ids: list[str]) -> None:
+        self.calls.add("terminate_instances")
+        self.conn.terminate_instances(InstanceIds=instance_ids)
+
+    def tag(self, resource_id: str, tags: dict[str, str]) -> None:
+        self.calls.add("create_tags")
+        self.conn.create_tags(Resources=[resource_id], Tags=_tags(tags))
 
     def find_image_by_name(self, name: str) -> dict[str, Any] | None:
         for page in self._pages(
@@ -426,8 +467,7 @@ class AmiHook(EC2Hook):
             if now - instance["LaunchTime"].timestamp() >= older_than_s
         ]
         if stale:
-            self.calls.add("terminate_instances")
-            self.conn.terminate_instances(InstanceIds=stale)
+            self.terminate(stale)
         self.calls.add("describe_key_pairs")
         keys = [
             k["KeyName"]

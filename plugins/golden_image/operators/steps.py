@@ -24,10 +24,11 @@ class GoldenImageOperator(BaseOperator):
 
     ui_color = "#e8f1fa"
 
-    def __init__(self, *, family: str, spec: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, *, family: str, spec: dict[str, Any], deferrable: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.family = family
         self.spec_data = spec
+        self.deferrable = deferrable
 
     @property
     def spec(self) -> FamilySpec:
@@ -39,7 +40,34 @@ class GoldenImageOperator(BaseOperator):
     def platform(self, spec: FamilySpec) -> Platform:
         from golden_image.steps import get_platform
 
-        return get_platform(spec)
+        return get_platform(spec, defer_waits=self.deferrable)
+
+    def run_step(self, context: Context) -> Any:
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> Any:
+        """Run the step; if a cloud resource it made is not ready, defer (free the worker slot)
+        and run the same idempotent step again when the trigger fires."""
+        from golden_image.platforms.base import NotReady
+
+        try:
+            return self.run_step(context)
+        except NotReady as pending:
+            from golden_image.triggers.ec2 import Ec2StateTrigger
+
+            self.log.info("deferring: %s", pending)
+            self.defer(trigger=Ec2StateTrigger(**pending.trigger_kwargs), method_name="resume")
+
+    def resume(self, context: Context, event: dict[str, Any]) -> Any:
+        if event.get("status") != "success":
+            raise AirflowFailException(
+                f"{event.get('wait')} of {event.get('ids')} ended {event.get('status')}: "
+                f"{event.get('message')}; clear this task to try again"
+            )
+        self.log.info(
+            "%s after %s s (%s polls); continuing", event["wait"], event["waited_s"], event["polls"]
+        )
+        return self.execute(context)
 
     @staticmethod
     def pulled(context: Context, task_id: str) -> Any:
@@ -69,7 +97,7 @@ class PatchCheckOperator(GoldenImageOperator, SkipMixin):
 
     ui_color = "#fff3cd"
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
         params = context["params"]
@@ -96,7 +124,7 @@ class InstanceLaunchOperator(GoldenImageOperator):
     role = ""
     image_from = ""
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
         spec = self.spec
@@ -130,7 +158,7 @@ class InstanceTerminateOperator(GoldenImageOperator):
     ui_color = "#f8d7da"
     launched_by = ""
 
-    def execute(self, context: Context) -> bool:
+    def run_step(self, context: Context) -> bool:
         data = self.pulled(context, self.launched_by)
         if not data:
             self.log.info("%s launched nothing; nothing to terminate", self.launched_by)
@@ -149,7 +177,7 @@ class TestInstanceTerminateOperator(InstanceTerminateOperator):
 
 
 class PackerBakeOperator(GoldenImageOperator):
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
         from golden_image.hooks.packer import PackerError, PackerHook
 
@@ -161,7 +189,7 @@ class PackerBakeOperator(GoldenImageOperator):
 
 
 class AnsibleProvisionOperator(GoldenImageOperator):
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
         from golden_image.hooks.ansible import AnsibleError, AnsibleHook
 
@@ -177,7 +205,7 @@ class AnsibleProvisionOperator(GoldenImageOperator):
 
 
 class ImageCaptureOperator(GoldenImageOperator):
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
         spec = self.spec
@@ -195,7 +223,7 @@ class ImageCaptureOperator(GoldenImageOperator):
 
 
 class ImageValidateOperator(GoldenImageOperator):
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
         from golden_image.hooks.testinfra import TestinfraHook
 
@@ -216,17 +244,24 @@ class ImageValidateOperator(GoldenImageOperator):
 
 
 class ImageShareOperator(GoldenImageOperator):
-    def execute(self, context: Context) -> dict[str, Any]:
+    """One region (a mapped task per region): a failed region is retried alone."""
+
+    def __init__(self, *, region: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.region = region
+
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
         spec = self.spec
-        return steps.share_image(spec, self.platform(spec), self.pulled(context, "capture_image")["image_id"])
+        image_id = self.pulled(context, "capture_image")["image_id"]
+        return steps.share_image(spec, self.platform(spec), image_id, self.region)
 
 
 class ImagePublishOperator(GoldenImageOperator):
     """Moves the family's pointer and emits the family's Asset event for downstream rollouts."""
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
         spec = self.spec
@@ -243,7 +278,7 @@ class ImagePublishOperator(GoldenImageOperator):
 
 
 class ImageCleanupOperator(GoldenImageOperator):
-    def execute(self, context: Context) -> dict[str, Any]:
+    def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
         spec = self.spec

@@ -1,29 +1,42 @@
-"""The `aws` platform (issue 3, in progress): the Platform interface over EC2 AMIs through AmiHook.
+"""The `aws` platform: the Platform interface over EC2 AMIs, every call through AmiHook.
 
-Done here: sources, builder/test instances with an ephemeral SSH key (cloud-init user data, no
-EC2 key pair left behind), capture with a deterministic AMI name, validation status as tags,
-region copies, launch permissions, SSM pointers. Waits use botocore waiters synchronously for
-now; the deferrable triggers, per-region mapped share tasks and the DAG wiring come next.
+Builder and test instances get an ephemeral SSH key through cloud-init user data (no EC2 key
+pair left behind); capture uses a deterministic AMI name so a retried task finds its own image;
+each region's copy is re-encrypted with that region's KMS key and granted to the family's
+accounts / organisations / OUs; the family's pointer is an SSM parameter (``aws:ec2:image``)
+in every region.
 
-How Packer, Ansible and Testinfra reach an instance is an ``AddressResolver``: the private or
-public IP in production; in the tests, a real local instance stands in for each moto instance.
+Waits (instance running, AMI available) either block (CLI, scripts) or, with ``defer_waits``,
+raise :class:`NotReady` so the operator defers to ``Ec2StateTrigger`` and runs the same
+idempotent step again when it fires.
+
+How Packer, Ansible and Testinfra reach an instance is an ``AddressResolver``: the private
+(default) or public IP, or any class named in the connection's extras; in the tests, a real
+local instance stands in for each moto instance.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from golden_image import paths
 from golden_image.catalog import ImageRow
-from golden_image.hooks.ami import FAMILY_TAG, AmiHook, image_created_at, tag_value
-from golden_image.platforms.base import PlatformError, SourceImage, SshTarget
-from golden_image.spec import FamilySpec
+from golden_image.hooks.ami import FAMILY_TAG, LAUNCH_TOKEN_TAG, AmiHook, image_created_at, tag_value
+from golden_image.platforms.base import NotReady, PlatformError, SourceImage, SshTarget
+from golden_image.spec import AwsSettings, FamilySpec
+from golden_image.triggers.ec2 import WAITS
 
 log = logging.getLogger(__name__)
+
+CONNECTION_EXTRA = "golden_image"
+"""Key in the AWS connection's extras holding environment settings (network, address mode)."""
+NETWORK_KEYS = ("subnet_id", "security_group_ids", "instance_profile", "address", "address_resolver")
 
 
 class AddressResolver(Protocol):
@@ -37,9 +50,9 @@ class AddressResolver(Protocol):
 
 
 class IpAddressResolver:
-    """Production: SSH to the instance's private (default) or public IP on port 22."""
+    """SSH to the instance's private (default) or public IP on port 22."""
 
-    def __init__(self, *, use_public_ip: bool = False, user: str = "admin") -> None:
+    def __init__(self, *, user: str = "admin", use_public_ip: bool = False) -> None:
         self.use_public_ip = use_public_ip
         self.user = user
 
@@ -48,8 +61,8 @@ class IpAddressResolver:
         if not address:
             raise PlatformError(
                 f"instance {instance['InstanceId']} has no "
-                f"{'public' if self.use_public_ip else 'private'} IP; "
-                "set the subnet / connection's address mode (see README, aws platform)"
+                f"{'public' if self.use_public_ip else 'private'} IP; set aws.address / the connection's "
+                f"extra.{CONNECTION_EXTRA}.address or use a subnet that assigns one (README, aws platform)"
             )
         return SshTarget(instance["InstanceId"], str(address), 22, self.user, key_file, role)
 
@@ -58,6 +71,19 @@ class IpAddressResolver:
 
     def released(self, instance_id: str) -> None:
         return None
+
+
+def make_resolver(address: str, custom: str | None, *, user: str) -> AddressResolver:
+    """``custom`` ("package.module.Class") wins: a bastion, an SSM tunnel, the tests' stand-ins."""
+    if custom:
+        from airflow.sdk.module_loading import import_string
+
+        try:
+            resolver: AddressResolver = import_string(custom)(user=user)
+            return resolver
+        except ImportError as exc:
+            raise PlatformError(f"address_resolver {custom!r} cannot be imported: {exc}") from None
+    return IpAddressResolver(user=user, use_public_ip=address == "public_ip")
 
 
 def ami_name(family: str, version: str, run_id: str) -> str:
@@ -75,61 +101,142 @@ class AwsPlatform:
         aws_conn_id: str,
         resolver: AddressResolver,
         key_dir: Path,
-        instance_types: list[str] | None = None,
-        ssh_user: str = "admin",
+        region: str | None = None,
+        settings: AwsSettings | None = None,
+        regions: list[str] | None = None,
+        network: dict[str, Any] | None = None,
+        defer_waits: bool = False,
     ) -> None:
         self.aws_conn_id = aws_conn_id
         self.resolver = resolver
         self.key_dir = key_dir
-        self.instance_types = instance_types or ["t3.small", "t3a.small", "m6i.large"]
-        self.ssh_user = ssh_user
+        self.region = region
+        self.settings = settings or AwsSettings(aws_conn_id=aws_conn_id)
+        self.regions = regions or ([region] if region else [])
+        self.network = network or {}
+        self.defer_waits = defer_waits
         self._hooks: dict[str | None, AmiHook] = {}
 
+    @classmethod
+    def for_family(cls, spec: FamilySpec, *, defer_waits: bool = False) -> AwsPlatform:
+        """Settings from the spec's ``aws`` block, falling back to the connection's extras."""
+        settings = spec.aws_settings
+        extras = connection_settings(settings.aws_conn_id)
+        network = {
+            "subnet_id": settings.subnet_id or extras.get("subnet_id"),
+            "security_group_ids": settings.security_group_ids or list(extras.get("security_group_ids", [])),
+            "instance_profile": settings.instance_profile or extras.get("instance_profile"),
+        }
+        resolver = make_resolver(
+            settings.address or str(extras.get("address") or "private_ip"),
+            extras.get("address_resolver"),
+            user=settings.ssh_user,
+        )
+        return cls(
+            aws_conn_id=settings.aws_conn_id,
+            resolver=resolver,
+            key_dir=paths.golden_home() / "aws" / "keys",
+            region=spec.primary_region,
+            settings=settings,
+            regions=list(spec.distribution.regions),
+            network=network,
+            defer_waits=defer_waits,
+        )
+
     def hook(self, region: str | None = None) -> AmiHook:
+        """The region's hook (default: the family's primary region, else the connection's)."""
+        region = region or self.region
         if region not in self._hooks:
             self._hooks[region] = AmiHook(aws_conn_id=self.aws_conn_id, region_name=region)
         return self._hooks[region]
 
+    # -- waits ---------------------------------------------------------------------------------
+    def wait(self, wait: str, ids: list[str], region: str | None = None) -> None:
+        """Block until ``ids`` reach the wait's state, or raise NotReady when waits are deferred."""
+        rule = WAITS[wait]
+        hook = self.hook(region)
+        deadline = time.monotonic() + self.settings.wait_timeout_minutes * 60
+        while True:
+            states = hook.states(rule.kind, ids)
+            failed = {i: s for i, s in states.items() if s in rule.failed}
+            if failed:
+                raise PlatformError(f"{wait}: {failed} in {hook.region_name}; see the EC2 console for why")
+            if all(state == rule.want for state in states.values()):
+                return
+            if self.defer_waits:
+                raise NotReady(wait, ids, hook.region_name, states, self._trigger_kwargs(wait, ids, region))
+            if time.monotonic() > deadline:
+                raise PlatformError(f"{wait}: still {states} after {self.settings.wait_timeout_minutes} min")
+            time.sleep(self.settings.poll_interval_s)
+
+    def _trigger_kwargs(self, wait: str, ids: list[str], region: str | None) -> dict[str, Any]:
+        """Arguments of the Ec2StateTrigger an operator defers to."""
+        return {
+            "wait": wait,
+            "ids": ids,
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": region or self.region,
+            "poll_interval": self.settings.poll_interval_s,
+            "timeout": self.settings.wait_timeout_minutes * 60.0,
+        }
+
     # -- sources -------------------------------------------------------------------------------
     def resolve_source(self, spec: FamilySpec, *, refresh: bool = False) -> SourceImage:
-        region = spec.primary_region
+        hook = self.hook(spec.primary_region)
         if (parent_pointer := spec.source_pointer) is not None:
-            image_id = self.hook(region).parameter_value(parent_pointer)
+            image_id = hook.parameter_value(parent_pointer)
             if image_id is None:
-                raise PlatformError(f"source family '{spec.source.family}' has no published AMI in {region}")
-            return SourceImage(image_id, image_id, f"family {spec.source.family}")
+                raise PlatformError(
+                    f"source family '{spec.source.family}' has no published AMI in {spec.primary_region} "
+                    f"({parent_pointer}); bake {spec.source.family} first"
+                )
+            return SourceImage(image_id, image_id, f"family {spec.source.family} ({parent_pointer})")
         assert spec.source.aws is not None
-        return self.hook(region).resolve_source(spec.source.aws)
+        return hook.resolve_source(spec.source.aws)
 
     def published_image(self, spec: FamilySpec) -> ImageRow | None:
         hook = self.hook(spec.primary_region)
         image_id = hook.parameter_value(spec.pointer)
-        return _row(hook.describe_image(image_id)) if image_id else None
+        return self._row(hook.describe_image(image_id)) if image_id else None
 
     def find_captured(self, family: str, run_id: str) -> ImageRow | None:
         for image in self.hook().family_images(family):
             if tag_value(image, "golden:run-id") == run_id:
-                return _row(image)
+                self.wait("image_available", [image["ImageId"]])
+                return self._row(self.hook().describe_image(image["ImageId"]))
         return None
+
+    def images(self, family: str) -> list[ImageRow]:
+        rows = [self._row(image) for image in self.hook().family_images(family)]
+        return sorted(rows, key=lambda row: row.created_at)
+
+    def image_locations(self, image_id: str) -> dict[str, str]:
+        name = self.hook().describe_image(image_id)["Name"]
+        found = {region: self.hook(region).find_image_by_name(name) for region in self.regions}
+        return {region: image["ImageId"] for region, image in found.items() if image}
 
     # -- instances -----------------------------------------------------------------------------
     def launch_instance(
         self, image_id: str, *, role: str, family: str, run_id: str, region: str
     ) -> SshTarget:
+        """Idempotent: a retry (or the resume after a deferred wait) gets the same instance back."""
         hook = self.hook(region)
         token = hashlib.sha256(f"{family}/{run_id}/{role}".encode()).hexdigest()[:32]
         key_file = self._ephemeral_key(token)
         public_key = Path(f"{key_file}.pub").read_text().strip()
-        user_data = f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\n"
         instance = hook.run_instance(
             image_id=image_id,
-            instance_types=self.instance_types,
+            instance_types=self.settings.instance_types,
             client_token=token,
             tags={FAMILY_TAG: family, "golden:run-id": run_id, "golden:role": role},
-            user_data=user_data,
+            user_data=f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\n",
+            subnet_id=self.network.get("subnet_id"),
+            security_group_ids=self.network.get("security_group_ids") or None,
+            instance_profile=self.network.get("instance_profile"),
         )
-        hook.conn.get_waiter("instance_running").wait(InstanceIds=[instance["InstanceId"]])
-        return self.resolver.target_for(instance, role=role, key_file=str(key_file))
+        self.wait("instance_running", [instance["InstanceId"]], region)
+        running = hook.describe_instance(instance["InstanceId"])  # addresses are final once running
+        return self.resolver.target_for(running, role=role, key_file=str(key_file))
 
     def _ephemeral_key(self, token: str) -> Path:
         self.key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -142,84 +249,89 @@ class AwsPlatform:
             )
         return key
 
+    def _forget_key(self, token: str | None) -> None:
+        if token:
+            for suffix in ("", ".pub"):
+                (self.key_dir / f"golden-{token}{suffix}").unlink(missing_ok=True)
+
     def terminate_instance(self, instance_id: str) -> bool:
+        """Terminate and forget the instance's ephemeral key; an already-gone instance is fine."""
         hook = self.hook()
-        hook.conn.terminate_instances(InstanceIds=[instance_id])
+        instance = hook.describe_instance(instance_id, missing_ok=True)
+        if instance is not None:
+            hook.terminate([instance_id])
+            self._forget_key(tag_value(instance, LAUNCH_TOKEN_TAG))
         self.resolver.released(instance_id)
-        return True
+        return instance is not None
 
     # -- capture and validation ------------------------------------------------------------------
     def capture_image(
         self, target: SshTarget, *, spec: FamilySpec, run_id: str, version: str, manifest: dict[str, Any]
     ) -> ImageRow:
+        """CreateImage (EC2 shuts the generalised builder down cleanly before the snapshot), then
+        wait for ``available``. The full manifest is kept beside the catalog; the AMI's tags carry
+        what others filter on."""
         hook = self.hook(spec.primary_region)
-        name = ami_name(spec.name, version, run_id)
-        existing = hook.find_image_by_name(name)
-        if existing is None:
-            hook.conn.stop_instances(InstanceIds=[target.instance_id])
-            hook.conn.get_waiter("instance_stopped").wait(InstanceIds=[target.instance_id])
-            tags = {
-                FAMILY_TAG: spec.name,
-                "golden:version": version,
-                "golden:run-id": run_id,
-                "golden:source-image": str(manifest.get("source", {}).get("image_id", "")),
-                "golden:git-sha": str(manifest.get("git", {}).get("commit", "")),
-                "golden:status": "captured",
-            }
-            image_id = hook.create_image(target.instance_id, name, tags)
-        else:
-            image_id = existing["ImageId"]
+        tags = {
+            FAMILY_TAG: spec.name,
+            "golden:version": version,
+            "golden:run-id": run_id,
+            "golden:source-image": str(manifest.get("source", {}).get("image_id", "")),
+            "golden:git-sha": str(manifest.get("git", {}).get("commit", "")),
+            "golden:packages": str(len(manifest.get("packages", []))),
+            "golden:status": "captured",
+            **{f"golden:tag:{k}"[:128]: v[:256] for k, v in spec.tags.items()},
+        }
+        image_id = hook.create_image(target.instance_id, ami_name(spec.name, version, run_id), tags)
+        self._save_manifest(image_id, {**manifest, "image_id": image_id, "region": spec.primary_region})
         self.resolver.image_created(target.instance_id, image_id)
-        hook.conn.get_waiter("image_available").wait(ImageIds=[image_id])
-        return _row(hook.describe_image(image_id))
+        self.wait("image_available", [image_id], spec.primary_region)
+        return self._row(hook.describe_image(image_id))
 
     def record_validation(
         self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
     ) -> None:
-        self.hook().conn.create_tags(
-            Resources=[image_id],
-            Tags=[
-                {"Key": "golden:status", "Value": "validated" if passed else "rejected"},
-                {"Key": "golden:tests", "Value": f"{report.get('tests', 0)}/{report.get('failures', 0)}"},
-            ],
-        )
+        hook = self.hook()
+        image = hook.describe_image(image_id)
+        tags = {
+            FAMILY_TAG: tag_value(image, FAMILY_TAG) or "",
+            "golden:status": "validated" if passed else "rejected",
+            "golden:tests": f"{report.get('tests', 0)} run, {report.get('failures', 0)} failed",
+        }
+        hook.tag(image_id, tags)
+        manifest = self._manifest(image_id)
+        self._save_manifest(image_id, {**manifest, "validation": report})
+        (self._manifest_dir() / f"{image_id}.validation.xml").write_text(junit_xml)
 
     # -- share and publish -------------------------------------------------------------------------
     def copy_image(self, image_id: str, region: str) -> str:
+        """The image's copy in ``region`` (encrypted with the region's KMS key when one is set)."""
         primary = self.hook()
         image = primary.describe_image(image_id)
         if tag_value(image, "golden:status") != "validated":
             raise PlatformError(f"image {image_id} is not validated; only validated images are shared")
         if region == primary.region_name:
             return image_id
-        target = self.hook(region)
-        copied = target.copy_image_here(
+        copied = self.hook(region).copy_image_here(
             source_image_id=image_id,
             source_region=str(primary.region_name),
             name=image["Name"],
             client_token=f"{image_id}-{region}",
             tags={t["Key"]: t["Value"] for t in image.get("Tags", [])},
+            kms_key_id=self.settings.kms_keys.get(region),
         )
-        target.conn.get_waiter("image_available").wait(ImageIds=[copied])
-        # CopyImage does not copy launch permissions: give the copy the source's accounts
-        permissions = primary.conn.describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
-        accounts = [p["UserId"] for p in permissions.get("LaunchPermissions", []) if "UserId" in p]
-        if accounts:
-            target.share_image(copied, accounts=accounts)
+        self.wait("image_available", [copied], region)
         return copied
 
-    def grant_launch(self, image_id: str, account: str) -> bool:
-        self.hook().share_image(image_id, accounts=[account])
-        return True
-
-    def janitor(self, *, older_than_s: float, regions: list[str] | None = None) -> list[str]:
-        removed: list[str] = []
-        for hook in [self.hook(region) for region in regions] if regions else [self.hook()]:
-            result = hook.janitor(older_than_s=older_than_s, now=time.time())
-            for instance_id in result["instances"]:
-                self.resolver.released(instance_id)
-            removed += result["instances"] + result["key_pairs"] + result["security_groups"]
-        return removed
+    def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]:
+        """Launch (and snapshot) permission in one region; never public."""
+        self.hook(region).share_image(
+            image_id,
+            accounts=accounts,
+            organizations=self.settings.organizations,
+            organizational_units=self.settings.organizational_units,
+        )
+        return [*accounts, *self.settings.organizations, *self.settings.organizational_units]
 
     def publish(self, spec: FamilySpec, image_id: str, region: str, run_id: str) -> str | None:
         hook = self.hook(region)
@@ -227,22 +339,98 @@ class AwsPlatform:
         regional = hook.find_image_by_name(name)
         if regional is None:
             raise PlatformError(f"refusing to publish {image_id} in {region}: it was not copied there")
+        if tag_value(regional, "golden:status") == "rejected":
+            raise PlatformError(f"refusing to publish {regional['ImageId']}: it failed validation")
         previous = hook.parameter_value(spec.pointer)
         hook.publish(spec.pointer, regional["ImageId"])
         return previous
 
+    # -- cleanup and janitor -----------------------------------------------------------------------
+    def cleanup(self, spec: FamilySpec, *, dry_run: bool, now: float) -> dict[str, Any]:
+        """Per region: keep N / minimum age, never the published AMI, one in use, or another family's."""
+        regions = {}
+        for region in spec.distribution.regions:
+            regions[region] = self.hook(region).cleanup_family(
+                spec.name,
+                keep=spec.retention.keep,
+                min_age_days=spec.retention.min_age_days,
+                pointer=spec.pointer,
+                now=now,
+                dry_run=dry_run,
+            )
+        return {
+            "dry_run": dry_run,
+            "delete": [{**d, "region": r} for r, result in regions.items() for d in result["delete"]],
+            "keep": [{**k, "region": r} for r, result in regions.items() for k in result["keep"]],
+            "regions": regions,
+        }
 
-def _row(image: dict[str, Any]) -> ImageRow:
-    return ImageRow(
-        image_id=image["ImageId"],
-        kind="family",
-        family=tag_value(image, FAMILY_TAG) or "",
-        version=tag_value(image, "golden:version") or "",
-        run_id=tag_value(image, "golden:run-id") or "",
-        status=tag_value(image, "golden:status") or "available",
-        created_at=image_created_at(image),
-        sha256="",
-        size=0,
-        source_image_id=tag_value(image, "golden:source-image"),
-        manifest={},
-    )
+    def janitor(self, *, older_than_s: float) -> list[str]:
+        """Pipeline-tagged instances, key pairs and security groups past the TTL, in every region."""
+        removed: list[str] = []
+        regions: list[str | None] = [*self.regions] or [None]
+        for region in regions:
+            result = self.hook(region).janitor(older_than_s=older_than_s, now=time.time())
+            for instance_id in result["instances"]:
+                self.resolver.released(instance_id)
+            removed += result["instances"] + result["key_pairs"] + result["security_groups"]
+        for key in self.key_dir.glob("golden-*") if self.key_dir.exists() else []:
+            if time.time() - key.stat().st_mtime >= older_than_s:
+                key.unlink(missing_ok=True)
+        return removed
+
+    # -- manifests ---------------------------------------------------------------------------------
+    def _manifest_dir(self) -> Path:
+        directory = paths.golden_home() / "aws" / "manifests"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def _manifest(self, image_id: str) -> dict[str, Any]:
+        path = self._manifest_dir() / f"{image_id}.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def _save_manifest(self, image_id: str, manifest: dict[str, Any]) -> None:
+        path = self._manifest_dir() / f"{image_id}.json"
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        partial.rename(path)
+
+    def _row(self, image: dict[str, Any]) -> ImageRow:
+        manifest = self._manifest(image["ImageId"])
+        return ImageRow(
+            image_id=image["ImageId"],
+            kind="family",
+            family=tag_value(image, FAMILY_TAG) or "",
+            version=tag_value(image, "golden:version") or "",
+            run_id=tag_value(image, "golden:run-id") or "",
+            status=tag_value(image, "golden:status") or "available",
+            created_at=image_created_at(image),
+            sha256="",
+            size=0,
+            source_image_id=tag_value(image, "golden:source-image"),
+            manifest=manifest,
+            regions=[str(self.hook().region_name)],
+        )
+
+
+def connection_settings(aws_conn_id: str) -> dict[str, Any]:
+    """``extra.golden_image`` of the AWS connection: network and address settings per environment."""
+    from airflow.sdk import BaseHook
+
+    try:
+        extra = BaseHook.get_connection(aws_conn_id).extra_dejson
+    except Exception as exc:  # AirflowNotFoundException and friends
+        raise PlatformError(
+            f"Airflow connection '{aws_conn_id}' is missing or unreadable ({exc}); create it (README, "
+            "aws platform) or set aws.aws_conn_id in the family file"
+        ) from None
+    settings = extra.get(CONNECTION_EXTRA) or {}
+    if not isinstance(settings, dict):
+        raise PlatformError(f"connection '{aws_conn_id}': extra.{CONNECTION_EXTRA} must be a JSON object")
+    unknown = sorted(set(settings) - set(NETWORK_KEYS))
+    if unknown:
+        raise PlatformError(
+            f"connection '{aws_conn_id}': unknown extra.{CONNECTION_EXTRA} keys {unknown} "
+            f"(allowed: {', '.join(NETWORK_KEYS)})"
+        )
+    return dict(settings)

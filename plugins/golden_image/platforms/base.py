@@ -39,6 +39,30 @@ class PlatformError(RuntimeError):
     """A platform call failed; the message says what to do next."""
 
 
+class NotReady(Exception):
+    """A cloud resource the step created is not ready yet.
+
+    Raised instead of blocking when waits are deferred: the operator defers to a trigger for
+    ``wait`` on ``ids`` (``trigger_kwargs`` are the trigger's arguments) and, when it fires, runs
+    the same (idempotent) step again, which finds what it created and goes on.
+    """
+
+    def __init__(
+        self,
+        wait: str,
+        ids: list[str],
+        region: str | None,
+        states: dict[str, str],
+        trigger_kwargs: dict[str, Any],
+    ) -> None:
+        super().__init__(f"waiting for {wait} of {', '.join(ids)} in {region}: {states}")
+        self.wait = wait
+        self.ids = ids
+        self.region = region
+        self.states = states
+        self.trigger_kwargs = trigger_kwargs
+
+
 class Platform(Protocol):
     name: str
 
@@ -64,7 +88,7 @@ class Platform(Protocol):
 
     def copy_image(self, image_id: str, region: str) -> str: ...
 
-    def grant_launch(self, image_id: str, account: str) -> bool: ...
+    def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]: ...
 
     def publish(self, spec: FamilySpec, image_id: str, region: str, run_id: str) -> str | None: ...
 
@@ -72,10 +96,6 @@ class Platform(Protocol):
 
     def image_locations(self, image_id: str) -> dict[str, str]: ...
 
-    def images_in_use(self) -> set[str]: ...
-
-    def published_images(self) -> set[str]: ...
-
-    def delete_image(self, image_id: str) -> None: ...
+    def cleanup(self, spec: FamilySpec, *, dry_run: bool, now: float) -> dict[str, Any]: ...
 
     def janitor(self, *, older_than_s: float) -> list[str]: ...

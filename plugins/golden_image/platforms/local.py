@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from golden_image.catalog import Catalog, ImageRow, InstanceRow
+from golden_image.decisions import ImageFacts, plan_cleanup
 from golden_image.platforms.base import PlatformError, SourceImage, SshTarget
 from golden_image.spec import FamilySpec, LocalBootstrap
 
@@ -598,8 +599,11 @@ class LocalPlatform:
         self.catalog.add_location(image_id, region, target, digest)
         return str(target)
 
-    def grant_launch(self, image_id: str, account: str) -> bool:
-        return self.catalog.grant(image_id, account)
+    def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]:
+        """Grants are per image here (every region's copy is the same image id)."""
+        for account in accounts:
+            self.catalog.grant(image_id, account)
+        return self.catalog.grants(image_id)
 
     def publish(self, spec: FamilySpec, image_id: str, region: str, run_id: str) -> str | None:
         image = self.catalog.image(image_id)
@@ -613,6 +617,23 @@ class LocalPlatform:
         return self.catalog.pointed_images()
 
     # -- cleanup ---------------------------------------------------------------------------------
+    def cleanup(self, spec: FamilySpec, *, dry_run: bool, now: float) -> dict[str, Any]:
+        """Keep N / minimum age; never a published image, one an instance runs, or another family's."""
+        plan = plan_cleanup(
+            [ImageFacts(i.image_id, i.family, i.created_at, i.status) for i in self.images(spec.name)],
+            family=spec.name,
+            keep=spec.retention.keep,
+            min_age_days=spec.retention.min_age_days,
+            protected=self.published_images(),
+            in_use=self.images_in_use(),
+            now=now,
+        )
+        for image_id, why in plan.delete:
+            log.info("%s %s: %s", "would delete" if dry_run else "deleting", image_id, why)
+            if not dry_run:
+                self.delete_image(image_id)
+        return {**plan.to_dict(), "dry_run": dry_run}
+
     def delete_image(self, image_id: str) -> None:
         """Delete files in every region, then the catalog rows (never a published / in-use image)."""
         if image_id in self.published_images():

@@ -1,0 +1,65 @@
+"""Real machines behind moto's instances: moto runs nothing, so each EC2 instance is served by a
+real local instance (LocalPlatform) of the image its AMI stands for.
+
+``LocalBackedResolver`` is an ``AddressResolver`` named in the test connection's extras
+(``extra.golden_image.address_resolver``), so Airflow tasks in any process find it. It keeps no
+state of its own: the local catalog maps AMI -> local image (run_id = AMI id) and EC2 instance ->
+local instance (run_id = instance id). A base AMI nobody captured stands for the Debian base.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from golden_image import paths
+from golden_image.platforms.base import SshTarget
+from golden_image.platforms.local import LocalPlatform
+from tests.specs import family_spec
+
+MIRROR = "aws-mirror"
+
+
+class LocalBackedResolver:
+    def __init__(self, *, user: str = "admin") -> None:
+        self.user = user
+        self.local = LocalPlatform(paths.golden_home())
+
+    def _local_image(self, ami: str) -> str:
+        captured = self.local.find_captured(MIRROR, ami)
+        if captured is not None:
+            return captured.image_id
+        return self.local.resolve_source(family_spec(MIRROR)).image_id
+
+    def _local_instance(self, instance_id: str) -> Any:
+        return next((r for r in self.local.catalog.instances() if r.run_id == instance_id), None)
+
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> SshTarget:
+        row = self._local_instance(instance["InstanceId"])
+        if row is None:
+            local = self.local.launch_instance(
+                self._local_image(instance["ImageId"]),
+                role=role,
+                family=MIRROR,
+                run_id=instance["InstanceId"],
+                region="local",
+            )
+            port, key = local.port, local.key_file
+        else:
+            port, key = row.port, str(Path(row.dir) / "ssh" / "id_ed25519")
+        return SshTarget(instance["InstanceId"], "127.0.0.1", port, "root", key, role)
+
+    def image_created(self, instance_id: str, image_id: str) -> None:
+        row = self._local_instance(instance_id)
+        if row is not None and self.local.find_captured(MIRROR, image_id) is None:
+            target = SshTarget(
+                row.instance_id, "127.0.0.1", row.port, "root", str(Path(row.dir) / "ssh" / "id_ed25519"), "x"
+            )
+            self.local.capture_image(
+                target, spec=family_spec(MIRROR), run_id=image_id, version="mirror", manifest={}
+            )
+
+    def released(self, instance_id: str) -> None:
+        row = self._local_instance(instance_id)
+        if row is not None:
+            self.local.terminate_instance(row.instance_id)
