@@ -58,6 +58,8 @@ build {
       "EXTRA_PACKAGES=${join(" ", var.packages)}",
       "GOLDEN_FAMILY=${var.family}",
     ]
-    script = "${path.root}/scripts/apt-upgrade.sh"
+    # cloud images log in as a sudo user (admin, ec2-user); local instances as root
+    execute_command = var.ssh_username == "root" ? "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}" : "chmod +x {{ .Path }}; sudo -n -E env {{ .Vars }} {{ .Path }}"
+    script          = "${path.root}/scripts/apt-upgrade.sh"
   }
 }

@@ -63,7 +63,7 @@ def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id:
         image_id, role="patch-check", family=spec.name, run_id=run_id, region=spec.primary_region
     )
     try:
-        return run_ssh(target, APT_CHECK, timeout=600).stdout
+        return run_ssh(target, APT_CHECK, timeout=600, root=True).stdout
     finally:
         platform.terminate_instance(target.instance_id)
 
@@ -189,7 +189,7 @@ def capture_image(
         log.info("run %s already captured %s; not capturing twice", run_id, existing.image_id)
         return existing.to_json()
     packages = installed_packages(target)
-    run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text())
+    run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text(), root=True)
     manifest = {
         "family": spec.name,
         "version": version,

@@ -108,3 +108,31 @@ def test_testinfra_pass_fail_and_hygiene(instance) -> None:  # type: ignore[no-u
     ):
         assert expected in failed
     assert "<testsuite" in report.junit_xml
+
+
+def test_cloud_image_login_as_a_sudo_user(instance) -> None:  # type: ignore[no-untyped-def]
+    """EC2 images log in as admin / ec2-user, not root: every tool escalates with sudo."""
+    import dataclasses
+
+    from golden_image.steps import packer_variables
+    from tests.specs import family_spec
+
+    run_ssh(
+        instance,
+        "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q sudo >/dev/null"
+        " && useradd -m -s /bin/sh -p '*' admin"
+        " && echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-admin"
+        " && chmod 755 /run/golden && chmod 644 /run/golden/authorized_keys",  # sshd reads it as admin
+        timeout=300,
+    )
+    admin = dataclasses.replace(instance, user="admin")
+    assert run_ssh(admin, "id -un").stdout.strip() == "admin"
+    assert run_ssh(admin, "id -un; touch /etc/root-only", root=True).stdout.strip() == "root"
+
+    spec = family_spec("sudo-login", packer={"vars": {"packages": ["tzdata"]}})
+    template = Path(__file__).resolve().parents[2] / "include" / "packer" / "linux-ssh.pkr.hcl"
+    PackerHook().build(template, packer_variables(spec, admin))  # apt as root through sudo
+    assert "tzdata" in run_ssh(admin, "dpkg-query -W tzdata").stdout
+    AnsibleHook().run_playbook(admin, DATA / "ok.yml", {})  # writes /etc/golden-marker: needs become
+    report = TestinfraHook().run(admin, [DATA / "test_marker.py"])
+    assert report.passed and report.tests == 2

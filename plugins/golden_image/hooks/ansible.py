@@ -169,6 +169,7 @@ class AnsibleHook:
                         "ansible_host": target.host,
                         "ansible_port": target.port,
                         "ansible_user": target.user,
+                        "ansible_become": target.user != "root",  # cloud images log in as admin/ec2-user
                         "ansible_ssh_private_key_file": target.key_file,
                         "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
                         "ansible_python_interpreter": "/usr/bin/python3",

@@ -136,7 +136,9 @@ class PackerHook:
             code = self._process.wait()
             self._process = None
         result.seconds = time.monotonic() - started
-        if code != 0 or result.errors:
+        if code == 0 and result.errors:  # remote stderr (warnings) of a provisioner that succeeded
+            log.warning("packer succeeded with messages on stderr: %s", "; ".join(result.errors[-5:]))
+        if code != 0:
             detail = "\n".join(result.errors or result.tail[-20:])
             raise PackerError(f"packer build failed (exit {code}):\n{detail}")
         if not result.artifacts:

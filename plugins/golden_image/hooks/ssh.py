@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from dataclasses import dataclass
 
@@ -44,10 +45,22 @@ def ssh_command(target: SshTarget) -> list[str]:
     ]
 
 
+def as_root(target: SshTarget, command: str) -> str:
+    """``command`` as root: itself for root, through passwordless sudo for a cloud image's user."""
+    return command if target.user == "root" else f"sudo -n sh -c {shlex.quote(command)}"
+
+
 def run_ssh(
-    target: SshTarget, command: str, *, stdin: str | None = None, timeout: float = 600, check: bool = True
+    target: SshTarget,
+    command: str,
+    *,
+    stdin: str | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    root: bool = False,
 ) -> SshResult:
     """Run a shell command on the instance; raise :class:`SshError` with its output when it fails."""
+    command = as_root(target, command) if root else command
     try:
         done = subprocess.run(
             [*ssh_command(target), command],

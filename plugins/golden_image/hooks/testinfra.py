@@ -143,6 +143,7 @@ class TestinfraHook:
                     "junit_family=xunit2",
                     f"--hosts=paramiko://{target.user}@{target.host}:{target.port}",
                     f"--ssh-config={config}",
+                    *(["--sudo"] if target.user != "root" else []),
                 ],
             )
             env = {**os.environ, "GOLDEN_HYGIENE": json.dumps(hygiene or {})}
