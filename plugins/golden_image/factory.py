@@ -110,7 +110,11 @@ PARAMS = _params()
 
 
 def build_family_dag(spec: FamilySpec) -> DAG:
-    common: dict[str, Any] = {"family": spec.name, "spec": spec.model_dump(mode="json")}
+    common: dict[str, Any] = {
+        "family": spec.name,
+        "spec": spec.model_dump(mode="json"),
+        "deferrable": spec.platform == "aws" and spec.aws_settings.deferrable,
+    }
     dag = DAG(
         dag_id=spec.dag_id,
         description=spec.description[:200],

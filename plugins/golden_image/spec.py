@@ -136,6 +136,8 @@ class AwsSettings(Strict):
             Field(pattern=r"^arn:aws[a-z-]*:organizations::\d{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9-]{8,68}$"),
         ]
     ] = Field(default_factory=list)
+    deferrable: bool = True
+    """Waits free the worker slot (triggerer); false blocks the worker (no triggerer running)."""
     poll_interval_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     wait_timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 180
 

@@ -289,15 +289,23 @@ def families_affected_by(advisory: str, packages: list[str]) -> list[dict[str, A
     found = load_families(paths.images_dir(), paths.include_dir())
     installed: dict[str, dict[str, str]] = {}
     specs = {}
+    unreadable = []
     for name, spec in found.families.items():
-        image = get_platform(spec).published_image(spec)
+        try:
+            image = get_platform(spec).published_image(spec)
+        except Exception as exc:  # one unreachable account must not hide the other families
+            log.warning("advisory %s: cannot read %s's published image: %s", advisory, name, exc)
+            unreadable.append(name)
+            continue
         if image is not None:
             installed[name] = {p["name"]: p["version"] for p in image.manifest.get("packages", [])}
             specs[name] = spec
     hits = match_advisory(installed, packages)
     for family, matched in hits.items():
         log.info("advisory %s affects %s: %s", advisory, family, ", ".join(matched))
-    unpublished = sorted(set(found.families) - set(installed))
+    unpublished = sorted(set(found.families) - set(installed) - set(unreadable))
+    if unreadable:
+        log.warning("NOT CHECKED (fix their connection and re-run): %s", ", ".join(unreadable))
     if unpublished:
         log.info("not checked (nothing published yet): %s", ", ".join(unpublished))
     return [

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.aws.iam_moto import enforcing_moto  # noqa: F401 - a fixture
 from tests.aws.motoserver import start_moto, stop_moto
 
 

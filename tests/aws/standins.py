@@ -9,6 +9,7 @@ local instance (run_id = instance id). A base AMI nobody captured stands for the
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,28 @@ class LocalBackedResolver:
         row = self._local_instance(instance_id)
         if row is not None:
             self.local.terminate_instance(row.instance_id)
+
+
+class SlowEc2:
+    """EC2's latencies, injected (moto's instances run and its AMIs are available at once): a
+    resource reads ``pending`` until ``delays[kind]`` seconds after the pipeline first asked."""
+
+    def __init__(self, delays: dict[str, float]) -> None:
+        self.delays = delays
+        self.first_asked: dict[str, float] = {}
+
+    def install(self, monkeypatch: Any) -> None:
+        from golden_image.hooks.ami import AmiHook
+
+        real = AmiHook.states
+
+        def states(hook: AmiHook, kind: str, ids: list[str]) -> dict[str, str]:
+            now = time.monotonic()
+            found = real(hook, kind, ids)
+            for resource_id, state in found.items():
+                asked = self.first_asked.setdefault(resource_id, now)
+                if state in {"running", "available"} and now - asked < self.delays.get(kind, 0.0):
+                    found[resource_id] = "pending"
+            return found
+
+        monkeypatch.setattr(AmiHook, "states", states)

@@ -15,7 +15,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 0
-    assert "2 of 2 families valid" in capsys.readouterr().out
+    assert "4 of 4 families valid" in capsys.readouterr().out
 
 
 def test_validate_reports_the_broken_file_and_keeps_the_rest(
@@ -28,7 +28,7 @@ def test_validate_reports_the_broken_file_and_keeps_the_rest(
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     assert main(["validate", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] == ["debian12-base"]
+    assert report["ok"] == ["aws-debian12-base", "aws-debian12-web", "debian12-base"]
     [error] = report["errors"]["debian12-web"]
     assert "debian12-web.yaml:10: shedule: unknown field; did you mean 'schedule'?" in error
     assert main(["list"]) == 1

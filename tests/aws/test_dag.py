@@ -1,0 +1,105 @@
+"""The aws family DAG end to end through Airflow (dag.test) on moto server, under the IAM policy.
+
+The example family include/images/aws-debian12-base.yaml runs as it is, except its source (moto
+reserves /aws/ parameters, so the base AMI comes from a parameter the test sets) and its regions /
+account / connection. Real Packer, Ansible and Testinfra work over SSH on the local instances that
+stand in for moto's (tests/aws/standins.py); EC2's latencies are injected, so every wait defers to
+the triggerer and the tasks resume by running their idempotent step again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from golden_image.cli import run_family_dag
+from golden_image.spec import load_families
+from golden_image.triggers.ec2 import Ec2StateTrigger
+from tests.aws.iam_moto import POLICY, actions_only, admin_client, pipeline_hook
+from tests.aws.standins import SlowEc2
+
+pytestmark = pytest.mark.e2e
+PROJECT = Path(__file__).resolve().parents[2]
+SOURCE = "/platform/sources/debian-12-dag"
+ACCOUNT = "111122223333"
+
+
+@pytest.fixture
+def trigger_events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    real = Ec2StateTrigger.run
+
+    async def run(self: Ec2StateTrigger):  # type: ignore[no-untyped-def]
+        async for event in real(self):
+            events.append(dict(event.payload))
+            yield event
+
+    monkeypatch.setattr(Ec2StateTrigger, "run", run)
+    return events
+
+
+def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-untyped-def]
+    enforcing_moto, airflow_db, platform, source_image, trigger_events, tmp_path, monkeypatch
+) -> None:
+    url, admin = enforcing_moto
+    resolver = {"golden_image": {"address_resolver": "tests.aws.standins.LocalBackedResolver"}}
+    policy = actions_only(json.loads(POLICY.read_text()))  # exactly the policy's actions
+    pipeline_hook(url, admin, "dagpipeline", policy, monkeypatch, extra=resolver)
+    ec2 = {r: admin_client(url, admin, "ec2", r) for r in ("us-east-1", "us-west-2")}
+    ssm = {r: admin_client(url, admin, "ssm", r) for r in ("us-east-1", "us-west-2")}
+    base_ami = ec2["us-east-1"].describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+    ssm["us-east-1"].put_parameter(Name=SOURCE, Value=base_ami, Type="String", DataType="aws:ec2:image")
+
+    family = yaml.safe_load((PROJECT / "include" / "images" / "aws-debian12-base.yaml").read_text())
+    family["source"] = {"aws": {"ssm_parameter": SOURCE}}
+    family["aws"].update(aws_conn_id="dagpipeline", poll_interval_s=0.2, kms_keys={})
+    family["distribution"] = {"regions": ["us-east-1", "us-west-2"], "accounts": [ACCOUNT]}
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "aws-debian12-base.yaml").write_text(yaml.safe_dump(family))
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
+    spec = load_families(images, PROJECT / "include").families["aws-debian12-base"]
+    SlowEc2({"instance": 0.5, "image": 1.5}).install(monkeypatch)
+
+    result = run_family_dag(spec, {"reason": "e2e aws"})
+    assert result["state"] == "success", result
+    assert all(state == "success" for state in result["tasks"].values()), result["tasks"]
+
+    # every wait went through the triggerer: builder + test instance, the AMI, the us-west-2 copy
+    waits = sorted((e["wait"], e["status"]) for e in trigger_events)
+    assert waits == [("image_available", "success")] * 2 + [("instance_running", "success")] * 2, waits
+
+    [image] = ec2["us-east-1"].describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:golden:family", "Values": [spec.name]}]
+    )["Images"]
+    [copy] = ec2["us-west-2"].describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:golden:family", "Values": [spec.name]}]
+    )["Images"]
+    for region, ami in (("us-east-1", image), ("us-west-2", copy)):
+        tags = {t["Key"]: t["Value"] for t in ami["Tags"]}
+        assert tags["golden:status"] == "validated" and tags["golden:run-id"] == result["run_id"]
+        assert ssm[region].get_parameter(Name=spec.pointer)["Parameter"]["Value"] == ami["ImageId"]
+        granted = ec2[region].describe_image_attribute(ImageId=ami["ImageId"], Attribute="launchPermission")
+        assert granted["LaunchPermissions"] == [{"UserId": ACCOUNT}]
+        assert all(m["Ebs"].get("Encrypted", True) for m in ami["BlockDeviceMappings"] if "Ebs" in m)
+    live = ec2["us-east-1"].describe_instances(
+        Filters=[
+            {"Name": "tag:golden:family", "Values": [spec.name]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
+    assert live == []  # builder and test instance terminated by their teardowns
+    assert platform.catalog.instances() == []  # and so are their stand-ins
+    assert list((platform.home / "aws" / "keys").glob("golden-*")) == []  # ephemeral keys too
+    manifest = json.loads((platform.home / "aws" / "manifests" / f"{image['ImageId']}.json").read_text())
+    assert manifest["validation"]["passed"] and manifest["trigger_reason"] == "e2e aws"
+    assert {p["name"] for p in manifest["packages"]} >= {"prometheus-node-exporter", "unattended-upgrades"}
+
+    again = run_family_dag(spec, {})  # apt in a throwaway instance of the published AMI: up to date
+    assert again["state"] == "success" and again["decision"]["rebuild"] is False, again["decision"]
+    assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches"}
+    assert platform.catalog.instances() == []
