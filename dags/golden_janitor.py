@@ -1,4 +1,11 @@
-"""Janitor DAG: removes local instances (processes, mounts, files) left behind by killed runs."""
+"""Janitor DAG: removes what killed runs left behind, on every platform in use.
+
+- local: instances (processes, mounts, files) and unreferenced caches;
+- aws (per connection and region of the aws families): instances tagged `golden:family`, key pairs
+  and security groups tagged by the pipeline, all older than the TTL, and stale ephemeral SSH keys.
+  Untagged resources are never touched. An unreachable account fails the run after the others
+  were cleaned.
+"""
 
 from datetime import UTC, datetime
 
@@ -8,7 +15,7 @@ from golden_image.operators.steps import JanitorOperator
 
 with DAG(
     dag_id="golden_image_janitor",
-    description="Terminate builder/test instances older than a TTL and delete forgotten instance dirs",
+    description="Remove builder/test instances, keys and groups older than a TTL (local and aws)",
     schedule="@hourly",
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/golden-tests.XXXXXX)
 cleanup() {
   # stop anything the tests left running (instances are in their own namespaces), then delete
-  GOLDEN_HOME="$work/home" .venv/bin/golden janitor --ttl-hours 0 >/dev/null 2>&1 || true
+  GOLDEN_HOME="$work/home" .venv/bin/golden janitor --ttl-hours 0 --platform local >/dev/null 2>&1 || true
   rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT

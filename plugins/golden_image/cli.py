@@ -6,7 +6,7 @@
     golden images FAMILY [--json]       the catalog for a family
     golden bake FAMILY [--force] [--reason R] [--json]   run the family's DAG locally through Airflow
     golden source FAMILY [--refresh]    the family's source image; --refresh builds a new base
-    golden janitor [--ttl-hours H]      remove instances left behind by killed runs
+    golden janitor [--ttl-hours H] [--platform local|aws|all]   remove what killed runs left
 
 Exit status is non-zero on any error.
 """
@@ -285,11 +285,17 @@ def cmd_source(args: argparse.Namespace) -> int:
 
 
 def cmd_janitor(args: argparse.Namespace) -> int:
-    from golden_image.platforms.local import LocalPlatform
+    from golden_image.steps import janitor
 
-    removed = LocalPlatform(paths.golden_home()).janitor(older_than_s=args.ttl_hours * 3600)
-    _print(removed, args.json, f"removed {len(removed)} instance(s): {' '.join(removed) or '-'}")
-    return 0
+    platforms = ("local", "aws") if args.platform == "all" else (args.platform,)
+    result = janitor(older_than_s=args.ttl_hours * 3600, platforms=platforms)
+    lines = [
+        f"{where}: removed {len(items)}: {' '.join(items) or '-'}"
+        for where, items in result["removed"].items()
+    ]
+    lines += [f"{where}: FAILED: {error}" for where, error in result["errors"].items()]
+    _print(result, args.json, "\n".join(lines))
+    return 1 if result["errors"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = add("source", cmd_source, "a family's source image (--refresh: build a new base)")
     source.add_argument("family")
     source.add_argument("--refresh", action="store_true", help="rebuild the base from the Debian archive")
-    add("janitor", cmd_janitor, "remove stale instances").add_argument("--ttl-hours", type=float, default=6.0)
+    janitor = add("janitor", cmd_janitor, "remove stale instances")
+    janitor.add_argument("--ttl-hours", type=float, default=6.0)
+    janitor.add_argument("--platform", choices=["local", "aws", "all"], default="all")
     return parser
 
 

@@ -281,6 +281,36 @@ def cleanup_images(
     return platform.cleanup(spec, dry_run=dry_run, now=time.time() if now is None else now)
 
 
+def janitor(*, older_than_s: float, platforms: tuple[str, ...] = ("local", "aws")) -> dict[str, Any]:
+    """Remove what killed runs left behind on every platform in use: the local store always, and
+    each AWS connection + region set the aws families use. One unreachable account does not stop
+    the others; its error is returned for the caller to report."""
+    from golden_image.spec import load_families
+
+    removed: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    if "local" in platforms:
+        from golden_image.platforms.local import LocalPlatform
+
+        removed["local"] = LocalPlatform(paths.golden_home()).janitor(older_than_s=older_than_s)
+    if "aws" in platforms:
+        seen = set()
+        for spec in load_families(paths.images_dir(), paths.include_dir()).families.values():
+            where = (spec.aws_settings.aws_conn_id, tuple(sorted(spec.distribution.regions)))
+            if spec.platform != "aws" or where in seen:
+                continue
+            seen.add(where)
+            label = f"aws:{where[0]}:{','.join(where[1])}"
+            try:
+                removed[label] = get_platform(spec).janitor(older_than_s=older_than_s)
+            except Exception as exc:
+                log.error("janitor %s failed: %s", label, exc)
+                errors[label] = str(exc)
+    for label, items in removed.items():
+        log.info("janitor %s removed %d: %s", label, len(items), " ".join(items) or "-")
+    return {"removed": removed, "errors": errors}
+
+
 def families_affected_by(advisory: str, packages: list[str]) -> list[dict[str, Any]]:
     """One TriggerDagRunOperator kwargs dict per family whose published image has a listed package."""
     from golden_image.decisions import match_advisory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from golden_image.hooks.ami import FAMILY_TAG, AmiHook
@@ -41,3 +42,39 @@ def test_janitor_removes_only_stale_pipeline_resources(hook: AmiHook, base_ami: 
     assert result["key_pairs"] == ["golden-leaked"] and result["security_groups"] == [group]
     assert states(hook, [leaked, someone_elses]) == {leaked: "terminated", someone_elses: "running"}
     assert [k["KeyName"] for k in hook.conn.describe_key_pairs()["KeyPairs"]] == ["team-key"]
+
+
+def test_janitor_step_covers_every_aws_connection_and_reports_a_broken_one(  # type: ignore[no-untyped-def]
+    aws_conn: str, hook: AmiHook, base_ami: str, tmp_path, monkeypatch
+) -> None:
+    from golden_image import paths, steps
+    from tests.specs import family_spec
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, conn in (("aws-good", aws_conn), ("aws-broken", "no_such_connection")):
+        data = family_spec(
+            name,
+            platform="aws",
+            source={"aws": {"ssm_parameter": "/x"}},
+            aws={"aws_conn_id": conn},
+            distribution={"regions": ["us-east-1"]},
+        ).model_dump(mode="json", exclude_none=True)
+        (images / f"{name}.yaml").write_text(json.dumps(data))  # JSON is YAML
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
+    leaked = hook.conn.run_instances(
+        ImageId=base_ami,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": TAG}],
+    )["Instances"][0]["InstanceId"]
+    keys = paths.golden_home() / "aws" / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "golden-stale").write_text("key of a killed run")
+
+    result = steps.janitor(older_than_s=0, platforms=("aws",))
+    assert result["removed"] == {f"aws:{aws_conn}:us-east-1": [leaked]}
+    assert list(result["errors"]) == ["aws:no_such_connection:us-east-1"]
+    assert "no_such_connection" in result["errors"]["aws:no_such_connection:us-east-1"]
+    assert states(hook, [leaked]) == {leaked: "terminated"}
+    assert not (keys / "golden-stale").exists()

@@ -92,3 +92,17 @@ def test_family_dag_serializes_and_params_validate(families) -> None:  # type: i
 
     with pytest.raises(ParamValidationError):  # a shared, pre-validated default never skips checking input
         dag.params.get_param("force").resolve("yes")
+
+
+def test_aws_family_shares_one_mapped_task_per_region_and_defers(families) -> None:  # type: ignore[no-untyped-def]
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    spec = families["aws-debian12-base"]
+    dag = build_family_dag(spec)
+    share = dag.get_task("share_image")
+    assert share.expand_input.value == {"region": ["us-east-1", "eu-west-1"]}  # mapped, one per region
+    assert share.partial_kwargs["retries"] == 2  # a failed region is retried alone
+    assert dag.get_task("capture_image").deferrable is True
+    assert build_family_dag(families["debian12-base"]).get_task("capture_image").deferrable is False
+    assert "platform:aws" in dag.tags
+    DagSerialization.serialize_dag(dag)

@@ -303,20 +303,21 @@ class FamilyFileErrorOperator(BaseOperator):
 
 
 class JanitorOperator(BaseOperator):
-    """Remove instances (and their mounts and files) left behind by killed runs."""
+    """Remove instances (local: processes, mounts, files; aws: pipeline-tagged instances, key pairs,
+    security groups, ephemeral keys) left behind by killed runs."""
 
     def __init__(self, *, ttl_hours: float = 6.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ttl_hours = ttl_hours
 
-    def execute(self, context: Context) -> list[str]:
-        from golden_image import paths
-        from golden_image.platforms.local import LocalPlatform
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
 
         ttl = float(context["params"].get("ttl_hours", self.ttl_hours))
-        removed = LocalPlatform(paths.golden_home()).janitor(older_than_s=ttl * 3600)
-        self.log.info("janitor removed %d instance(s): %s", len(removed), removed)
-        return removed
+        result = steps.janitor(older_than_s=ttl * 3600)
+        if result["errors"]:  # the others were cleaned; fail so someone looks at these
+            raise AirflowFailException(f"janitor could not clean: {result['errors']}")
+        return result
 
 
 class AdvisoryMatchOperator(BaseOperator):
