@@ -110,7 +110,8 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
             steps.validate_image(spec, platform, tester, image["image_id"], TestinfraHook(), lambda _: None)
         finally:
             platform.terminate_instance(tester.instance_id)
-        steps.share_image(spec, platform, image["image_id"])
+        for region in spec.distribution.regions:
+            steps.share_image(spec, platform, image["image_id"], region)
         steps.publish_image(spec, platform, image["image_id"], run_id)
         steps.cleanup_images(spec, platform)
 
