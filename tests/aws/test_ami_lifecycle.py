@@ -88,3 +88,48 @@ def test_capture_copy_share_publish(hook: AmiHook, base_ami: str, aws_conn: str)
     assert hook.parameter_value("/golden/web/latest") == image_id
     assert west.publish("/golden/web/latest", copied) == 1
     assert west.parameter_value("/golden/web/latest") == copied
+
+
+def test_copies_use_the_regions_kms_key_and_grants_reach_organisations(aws_conn: str, base_ami: str) -> None:
+    """What moto accepts but does not act on (KmsKeyId, organisation ARNs) is checked on the wire."""
+    from golden_image.platforms.aws import AwsPlatform
+    from tests.specs import family_spec
+
+    org = "arn:aws:organizations::123456789012:organization/o-abcdefghij"
+    ou = "arn:aws:organizations::123456789012:ou/o-abcdefghij/ou-ab12-cdefgh34"
+    spec = family_spec(
+        "aws-kms",
+        platform="aws",
+        source={"aws": {"ssm_parameter": "/x"}},
+        aws={
+            "aws_conn_id": aws_conn,
+            "kms_keys": {"us-west-2": "alias/golden-west"},
+            "organizations": [org],
+            "organizational_units": [ou],
+            "poll_interval_s": 0.05,
+        },
+        distribution={"regions": ["us-east-1", "us-west-2"], "accounts": ["111122223333"]},
+    )
+    aws = AwsPlatform.for_family(spec)
+    east, west = aws.hook("us-east-1"), aws.hook("us-west-2")
+    builder = east.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    image_id = east.create_image(
+        builder, "golden-aws-kms-1", {FAMILY_TAG: spec.name, "golden:status": "validated"}
+    )
+    sent: list[dict[str, Any]] = []
+    for hook in (east, west):
+        hook.conn.meta.events.register(
+            "provide-client-params.ec2.*", lambda params, model, **_: sent.append({model.name: params})
+        )
+    copied = aws.copy_image(image_id, "us-west-2")
+    aws.grant_launch(copied, ["111122223333"], region="us-west-2")
+    [copy_request] = [r["CopyImage"] for r in sent if "CopyImage" in r]
+    assert copy_request["KmsKeyId"] == "alias/golden-west" and copy_request["Encrypted"] is True
+    [grant] = [r["ModifyImageAttribute"] for r in sent if "ModifyImageAttribute" in r]
+    assert grant["ImageId"] == copied
+    assert grant["LaunchPermission"]["Add"] == [
+        {"UserId": "111122223333"},
+        {"OrganizationArn": org},
+        {"OrganizationalUnitArn": ou},
+    ]
+    assert aws.copy_image(image_id, "us-east-1") == image_id  # the primary region is the image itself
