@@ -44,7 +44,7 @@ def run_once(work: Path, url: str, *, deferrable: bool, delays: dict[str, float]
     family["aws"].update(aws_conn_id="bench_aws", poll_interval_s=0.5, kms_keys={}, deferrable=deferrable)
     family["distribution"] = {"regions": ["us-east-1", "us-west-2"], "accounts": ["111122223333"]}
     images = work / f"images-{deferrable}"
-    images.mkdir()
+    images.mkdir(exist_ok=True)
     (images / "aws-debian12-base.yaml").write_text(yaml.safe_dump(family))
     os.environ["GOLDEN_IMAGES_DIR"] = str(images)
     spec = load_families(images, PROJECT / "include").families["aws-debian12-base"]
