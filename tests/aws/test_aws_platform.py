@@ -111,3 +111,5 @@ def test_deferred_waits_raise_not_ready_with_the_trigger(aws_conn: str, base_ami
     with pytest.raises(NotReady) as again:
         aws.launch_instance(base_ami, role="builder", family=spec.name, run_id="r1", region="us-east-1")
     assert again.value.ids == kwargs["ids"]
+    assert aws.terminate_instance(kwargs["ids"][0])
+    assert list(aws.key_dir.glob("golden-*")) == []

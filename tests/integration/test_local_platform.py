@@ -122,9 +122,11 @@ def test_cleanup_keeps_n_and_never_the_published(platform: LocalPlatform) -> Non
 
 def test_copy_verifies_and_is_idempotent(platform: LocalPlatform) -> None:
     row = fake_image(platform, "copytest", 1, 0, "validated")
-    first = platform.copy_image(row.image_id, "local-b")
-    assert platform.copy_image(row.image_id, "local-b") == first
-    assert sha256_file(Path(first)) == row.sha256
+    assert platform.copy_image(row.image_id, "local-b") == row.image_id
+    first = platform.catalog.location(row.image_id, "local-b")
+    assert platform.copy_image(row.image_id, "local-b") == row.image_id
+    assert platform.catalog.location(row.image_id, "local-b") == first
+    assert first is not None and sha256_file(first) == row.sha256
     rejected = fake_image(platform, "copytest", 2, 0, "rejected")
     with pytest.raises(PlatformError, match="only validated images are shared"):
         platform.copy_image(rejected.image_id, "local-b")

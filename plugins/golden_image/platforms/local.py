@@ -571,7 +571,8 @@ class LocalPlatform:
 
     # -- share and publish -------------------------------------------------------------------------
     def copy_image(self, image_id: str, region: str) -> str:
-        """Copy to another region directory and verify the checksum; idempotent."""
+        """Copy to another region directory and verify the checksum; idempotent. A copy keeps the
+        image id here (the location is in the catalog)."""
         image = self.catalog.image(image_id)
         if image is None:
             raise PlatformError(f"image {image_id} is not in the catalog")
@@ -579,7 +580,7 @@ class LocalPlatform:
             raise PlatformError(f"image {image_id} is {image.status}, only validated images are shared")
         existing = self.catalog.location(image_id, region)
         if existing is not None and existing.exists():
-            return str(existing)
+            return image_id
         source = self.image_path(image_id)
         target_dir = self.home / "regions" / region / image_id
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -597,7 +598,7 @@ class LocalPlatform:
         target = target_dir / "rootfs.tar.zst"
         partial.rename(target)
         self.catalog.add_location(image_id, region, target, digest)
-        return str(target)
+        return image_id
 
     def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]:
         """Grants are per image here (every region's copy is the same image id)."""
