@@ -331,8 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from golden_image.platforms.base import PlatformError
+
     try:
         return int(args.func(args))
+    except PlatformError as exc:  # the message says what to do next; a traceback would bury it
+        print(f"golden {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

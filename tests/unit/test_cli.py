@@ -47,3 +47,10 @@ def test_show_resolves_the_family(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_family_is_an_error() -> None:
     with pytest.raises(SystemExit, match="no family 'nope'"):
         main(["show", "nope"])
+
+
+def test_platform_errors_are_one_clear_line(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    assert main(["images", "aws-debian12-base"]) == 2
+    err = capsys.readouterr().err
+    assert "connection 'aws_default' is missing" in err and "Traceback" not in err
