@@ -10,4 +10,6 @@ cleanup() {
 }
 trap cleanup EXIT
 export GOLDEN_TEST_WORKDIR="$work"
+# temporary files of killed processes (a test SIGKILLs a bake) are removed with the rest
+mkdir "$work/tmp" && export TMPDIR="$work/tmp"
 .venv/bin/pytest -p no:cacheprovider "$@"
