@@ -18,7 +18,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from tests.aws.motoserver import start_moto, stop_moto  # noqa: E402
+from tests.aws.motoserver import moto_connection, start_moto, stop_moto  # noqa: E402
 
 MUTATING = {"deregister_image", "delete_snapshot"}
 
@@ -31,14 +31,7 @@ def main() -> int:
     args = parser.parse_args()
     process, url = start_moto()
     try:
-        os.environ["AIRFLOW_CONN_GOLDEN_AWS"] = json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": url, "region_name": "us-east-1"},
-            }
-        )
+        os.environ["AIRFLOW_CONN_GOLDEN_AWS"] = moto_connection(url)
         from golden_image.hooks.ami import FAMILY_TAG, AmiHook
 
         regions = ["us-east-1", "us-west-2", "eu-west-1"][: args.regions]

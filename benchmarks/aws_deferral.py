@@ -108,22 +108,11 @@ def main() -> int:
 
     for key, value in airflow_environment().items():  # before anything imports Airflow's settings
         os.environ.setdefault(key, value)
-    from tests.aws.motoserver import start_moto, stop_moto
+    from tests.aws.motoserver import STAND_INS, moto_connection, start_moto, stop_moto
 
     process, url = start_moto()
     try:
-        os.environ["AIRFLOW_CONN_BENCH_AWS"] = json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {
-                    "endpoint_url": url,
-                    "region_name": "us-east-1",
-                    "golden_image": {"address_resolver": "tests.aws.standins.LocalBackedResolver"},
-                },
-            }
-        )
+        os.environ["AIRFLOW_CONN_BENCH_AWS"] = moto_connection(url, **STAND_INS)
         from golden_image.hooks.ami import AmiHook
 
         hook = AmiHook(aws_conn_id="bench_aws")

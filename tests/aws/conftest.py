@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from tests.aws.iam_moto import enforcing_moto  # noqa: F401 - a fixture
-from tests.aws.motoserver import start_moto, stop_moto
+from tests.aws.motoserver import STAND_INS, moto_connection, start_moto, stop_moto
 
 
 @pytest.fixture(scope="session")
@@ -23,18 +22,7 @@ def moto_endpoint() -> Iterator[str]:
 def aws_conn(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh moto state and an Airflow connection `golden_aws` pointing at it."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
-    conn = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {
-            "endpoint_url": moto_endpoint,
-            "region_name": "us-east-1",
-            # moto runs no machines: real local instances stand in for its instances
-            "golden_image": {"address_resolver": "tests.aws.standins.LocalBackedResolver"},
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_GOLDEN_AWS", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_GOLDEN_AWS", moto_connection(moto_endpoint, **STAND_INS))
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(key, raising=False)
     return "golden_aws"

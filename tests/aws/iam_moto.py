@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from golden_image.hooks.ami import AmiHook
-from tests.aws.motoserver import start_moto, stop_moto
+from tests.aws.motoserver import moto_connection, start_moto, stop_moto
 
 POLICY = Path(__file__).resolve().parents[2] / "include" / "iam" / "golden-image-pipeline.json"
 ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key
@@ -70,14 +70,8 @@ def pipeline_hook(
     iam.create_user(UserName=user)
     iam.put_user_policy(UserName=user, PolicyName="golden-image-pipeline", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName=user)["AccessKey"]
-    conn = {
-        "conn_type": "aws",
-        "login": key["AccessKeyId"],
-        "password": key["SecretAccessKey"],
-        "extra": {"endpoint_url": url, "region_name": "us-east-1"},
-    }
-    conn["extra"].update(extra or {})  # type: ignore[union-attr]
-    monkeypatch.setenv(f"AIRFLOW_CONN_{user.upper()}", json.dumps(conn))
+    conn = moto_connection(url, login=key["AccessKeyId"], password=key["SecretAccessKey"], **(extra or {}))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{user.upper()}", conn)
     return AmiHook(aws_conn_id=user.lower(), region_name=region)
 
 

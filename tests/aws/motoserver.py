@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -33,6 +34,22 @@ def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[byte
                 process.kill()
                 raise RuntimeError(f"moto_server did not start on {url}") from None
             time.sleep(0.2)
+
+
+STAND_INS = {"golden_image": {"address_resolver": "tests.aws.standins.LocalBackedResolver"}}
+"""Connection extras that make moto's instances reachable through real local stand-ins."""
+
+
+def moto_connection(url: str, *, login: str = "testing", password: str = "testing", **extra: object) -> str:
+    """An Airflow AWS connection (as the JSON of an AIRFLOW_CONN_* variable) to moto at ``url``."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": login,
+            "password": password,
+            "extra": {"endpoint_url": url, "region_name": "us-east-1", **extra},
+        }
+    )
 
 
 def stop_moto(process: subprocess.Popen[bytes]) -> None:

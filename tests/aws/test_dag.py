@@ -20,6 +20,7 @@ from golden_image.cli import run_family_dag
 from golden_image.spec import load_families
 from golden_image.triggers.ec2 import Ec2StateTrigger
 from tests.aws.iam_moto import POLICY, actions_only, admin_client, pipeline_hook
+from tests.aws.motoserver import STAND_INS
 from tests.aws.standins import SlowEc2
 
 pytestmark = pytest.mark.e2e
@@ -46,9 +47,8 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     enforcing_moto, airflow_db, platform, source_image, trigger_events, tmp_path, monkeypatch
 ) -> None:
     url, admin = enforcing_moto
-    resolver = {"golden_image": {"address_resolver": "tests.aws.standins.LocalBackedResolver"}}
     policy = actions_only(json.loads(POLICY.read_text()))  # exactly the policy's actions
-    pipeline_hook(url, admin, "dagpipeline", policy, monkeypatch, extra=resolver)
+    pipeline_hook(url, admin, "dagpipeline", policy, monkeypatch, extra=STAND_INS)
     ec2 = {r: admin_client(url, admin, "ec2", r) for r in ("us-east-1", "us-west-2")}
     ssm = {r: admin_client(url, admin, "ssm", r) for r in ("us-east-1", "us-west-2")}
     base_ami = ec2["us-east-1"].describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]

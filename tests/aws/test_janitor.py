@@ -15,13 +15,18 @@ def states(hook: AmiHook, ids: list[str]) -> dict[str, str]:
     return {i["InstanceId"]: i["State"]["Name"] for r in reservations for i in r["Instances"]}
 
 
+def pipeline_instance(hook: AmiHook, base_ami: str) -> str:
+    """An instance tagged like the pipeline's, as a killed run would leave it."""
+    tags = [{"ResourceType": "instance", "Tags": TAG}]
+    return str(
+        hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1, TagSpecifications=tags)[
+            "Instances"
+        ][0]["InstanceId"]
+    )
+
+
 def test_janitor_removes_only_stale_pipeline_resources(hook: AmiHook, base_ami: str) -> None:
-    leaked = hook.conn.run_instances(
-        ImageId=base_ami,
-        MinCount=1,
-        MaxCount=1,
-        TagSpecifications=[{"ResourceType": "instance", "Tags": TAG}],
-    )["Instances"][0]["InstanceId"]
+    leaked = pipeline_instance(hook, base_ami)
     someone_elses = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"
     ]
@@ -62,12 +67,7 @@ def test_janitor_step_covers_every_aws_connection_and_reports_a_broken_one(  # t
         ).model_dump(mode="json", exclude_none=True)
         (images / f"{name}.yaml").write_text(json.dumps(data))  # JSON is YAML
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
-    leaked = hook.conn.run_instances(
-        ImageId=base_ami,
-        MinCount=1,
-        MaxCount=1,
-        TagSpecifications=[{"ResourceType": "instance", "Tags": TAG}],
-    )["Instances"][0]["InstanceId"]
+    leaked = pipeline_instance(hook, base_ami)
     keys = paths.golden_home() / "aws" / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     (keys / "golden-stale").write_text("key of a killed run")
