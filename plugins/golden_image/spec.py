@@ -115,7 +115,7 @@ class AwsSettings(Strict):
         description="tried in order; the next one when EC2 has no capacity",
     )
     ssh_user: str = Field(default="admin", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    address: Literal["private_ip", "public_ip"] | None = None
+    address: Literal["private_ip", "public_ip", "ssm"] | None = None
     """How Packer/Ansible/Testinfra reach instances (default: the connection's, else private_ip)."""
     subnet_id: str | None = Field(default=None, pattern=r"^subnet-[0-9a-f]{8,17}$")
     security_group_ids: list[Annotated[str, Field(pattern=r"^sg-[0-9a-f]{8,17}$")]] = Field(
