@@ -180,7 +180,14 @@ class SsmTunnelResolver:
     def released(self, instance_id: str) -> None:
         state = self._state(instance_id)
         with contextlib.suppress(OSError, ValueError, KeyError):
-            _kill_group(int(json.loads(state.read_text())["pid"]))
+            tunnel = json.loads(state.read_text())
+            _kill_group(int(tunnel["pid"]))
+            for _ in range(50):  # SIGTERM first; SIGKILL if the port is still served after 5 s
+                if not _port_open(int(tunnel["port"])):
+                    break
+                time.sleep(0.1)
+            else:
+                _kill_group(int(tunnel["pid"]), signal.SIGKILL)
         state.unlink(missing_ok=True)
         (self.state_dir / f"{instance_id}.tunnel.log").unlink(missing_ok=True)
 
@@ -197,9 +204,9 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int, sig: signal.Signals = signal.SIGTERM) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
 
 
 def make_resolver(
