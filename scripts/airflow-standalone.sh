@@ -9,6 +9,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT=${AIRFLOW__API__PORT:-8080}
+# workers reach the task execution API on the same server: follow a changed port
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://127.0.0.1:$AIRFLOW__API__PORT/execution/}
 export GOLDEN_HOME=${GOLDEN_HOME:-/var/lib/golden-image}
 export PATH=$PWD/.venv/bin:$PATH
 mkdir -p "$AIRFLOW_HOME"

@@ -68,23 +68,32 @@ class LocalBackedResolver:
 
 class SlowEc2:
     """EC2's latencies, injected (moto's instances run and its AMIs are available at once): a
-    resource reads ``pending`` until ``delays[kind]`` seconds after the pipeline first asked."""
+    resource reads ``pending`` until ``delays[kind]`` seconds after EC2 created it (LaunchTime /
+    CreationDate), so every process (workers, triggerer) sees the same timeline."""
 
     def __init__(self, delays: dict[str, float]) -> None:
         self.delays = delays
-        self.first_asked: dict[str, float] = {}
 
     def install(self, monkeypatch: Any) -> None:
-        from golden_image.hooks.ami import AmiHook
+        from golden_image.hooks.ami import AmiHook, image_created_at
 
         real = AmiHook.states
 
         def states(hook: AmiHook, kind: str, ids: list[str]) -> dict[str, str]:
-            now = time.monotonic()
             found = real(hook, kind, ids)
-            for resource_id, state in found.items():
-                asked = self.first_asked.setdefault(resource_id, now)
-                if state in {"running", "available"} and now - asked < self.delays.get(kind, 0.0):
+            ready = [i for i, state in found.items() if state in {"running", "available"}]
+            if not ready or not self.delays.get(kind):
+                return found
+            if kind == "image":
+                images = hook.conn.describe_images(ImageIds=ready)["Images"]
+                created = {i["ImageId"]: image_created_at(i) for i in images}
+            else:
+                reservations = hook.conn.describe_instances(InstanceIds=ready)["Reservations"]
+                created = {
+                    i["InstanceId"]: i["LaunchTime"].timestamp() for r in reservations for i in r["Instances"]
+                }
+            for resource_id, at in created.items():
+                if time.time() - at < self.delays[kind]:
                     found[resource_id] = "pending"
             return found
 

@@ -63,7 +63,7 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     (images / "aws-debian12-base.yaml").write_text(yaml.safe_dump(family))
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     spec = load_families(images, PROJECT / "include").families["aws-debian12-base"]
-    SlowEc2({"instance": 0.5, "image": 1.5}).install(monkeypatch)
+    SlowEc2({"instance": 2.0, "image": 3.0}).install(monkeypatch)
 
     keys = platform.home / "aws" / "keys"
     keys_before = set(keys.glob("golden-*"))

@@ -57,6 +57,7 @@ class Ec2StateTrigger(BaseTrigger):
         self.region_name = region_name
         self.poll_interval = poll_interval
         self.timeout = timeout
+        self._hook: Any = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -72,10 +73,13 @@ class Ec2StateTrigger(BaseTrigger):
         )
 
     def states(self) -> dict[str, str]:
-        from golden_image.hooks.ami import AmiHook
+        """One poll (runs in a thread). The hook and its boto3 client are made once per trigger:
+        building a client holds the GIL for a few hundred ms, which stalls the triggerer's loop."""
+        if self._hook is None:
+            from golden_image.hooks.ami import AmiHook
 
-        hook = AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        return hook.states(WAITS[self.wait].kind, self.ids)
+            self._hook = AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return dict(self._hook.states(WAITS[self.wait].kind, self.ids))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         wait = WAITS[self.wait]
