@@ -52,6 +52,11 @@ def write(include: Path, name: str, text: str) -> Path:
     return path
 
 
+def layered(name: str, parent: str) -> str:
+    """A good family file whose source is another family."""
+    return GOOD.format(name=name).replace("  local:\n    bootstrap: {suite: bookworm}", f"  family: {parent}")
+
+
 def errors_of(include: Path, name: str, text: str) -> list[str]:
     path = write(include, name, text)
     with pytest.raises(FamilyFileError) as caught:
@@ -187,11 +192,7 @@ def test_not_yaml(include: Path) -> None:
 def test_broken_file_never_hides_the_others(include: Path) -> None:
     write(include, "good", GOOD.format(name="good"))
     write(include, "bad", GOOD.format(name="bad").replace("os: linux", "os: beos"))
-    write(
-        include,
-        "layered",
-        GOOD.format(name="layered").replace("  local:\n    bootstrap: {suite: bookworm}", "  family: goood"),
-    )
+    write(include, "layered", layered("layered", "goood"))
     found = load_families(include / "images", include)
     assert set(found.families) == {"good"}
     assert "os: Input should be 'linux' or 'windows'" in str(found.errors["bad"][0])
@@ -200,11 +201,7 @@ def test_broken_file_never_hides_the_others(include: Path) -> None:
 
 def test_layering_cycle(include: Path) -> None:
     for a, b in (("one", "two"), ("two", "one")):
-        write(
-            include,
-            a,
-            GOOD.format(name=a).replace("  local:\n    bootstrap: {suite: bookworm}", f"  family: {b}"),
-        )
+        write(include, a, layered(a, b))
     found = load_families(include / "images", include)
     assert found.families == {}
     assert "layering cycle" in str(found.errors["one"][0])
@@ -221,12 +218,33 @@ def test_two_families_cannot_share_a_pointer(include: Path) -> None:
 
 def test_a_parent_family_keeps_the_default_pointer(include: Path) -> None:
     write(include, "base", GOOD.format(name="base") + "publish: {pointer: /images/base}\n")
-    write(
-        include,
-        "child",
-        GOOD.format(name="child").replace("  local:\n    bootstrap: {suite: bookworm}", "  family: base"),
-    )
+    write(include, "child", layered("child", "base"))
     found = load_families(include / "images", include)
     assert set(found.families) == {"base"}
     assert "keeps the default pointer /golden/base/latest" in str(found.errors["child"][0])
     assert found.families["base"].pointer == "/images/base"
+
+
+def test_aws_settings_are_checked_where_they_apply() -> None:
+    from pydantic import ValidationError
+
+    from tests.specs import family_spec
+
+    aws = {
+        "platform": "aws",
+        "source": {"aws": {"ssm_parameter": "/aws/service/debian/release/12/latest/amd64"}},
+    }
+    spec = family_spec("aws-ok", **aws, distribution={"regions": ["eu-west-1"], "accounts": ["111122223333"]})
+    assert spec.aws_settings.aws_conn_id == "aws_default" and spec.aws_settings.deferrable is True
+    bad = [
+        ({"distribution": {"regions": ["local"]}}, "must be AWS regions"),
+        ({"distribution": {"regions": ["us-east-1"], "accounts": ["team-web"]}}, "12-digit AWS account ids"),
+        ({"aws": {"address": "telnet"}}, "'private_ip', 'public_ip' or 'ssm'"),
+        ({"aws": {"organizations": ["o-abc"]}}, "should match pattern"),
+        ({"aws": {"instance_types": []}}, "at least 1 item"),
+    ]
+    for fields, message in bad:
+        with pytest.raises(ValidationError, match=message):
+            family_spec("aws-bad", **{**aws, "distribution": {"regions": ["us-east-1"]}, **fields})
+    with pytest.raises(ValidationError, match="the aws block only works with platform: aws"):
+        family_spec("local-with-aws", aws={"instance_types": ["t3.small"]})
