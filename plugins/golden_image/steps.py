@@ -283,8 +283,8 @@ def cleanup_images(
 
 def janitor(*, older_than_s: float, platforms: tuple[str, ...] = ("local", "aws")) -> dict[str, Any]:
     """Remove what killed runs left behind on every platform in use: the local store always, and
-    each AWS connection + region set the aws families use. One unreachable account does not stop
-    the others; its error is returned for the caller to report."""
+    each AWS connection the aws families use, in every region any of them uses. One unreachable
+    account does not stop the others; its error is returned for the caller to report."""
     from golden_image.spec import load_families
 
     removed: dict[str, list[str]] = {}
@@ -294,15 +294,18 @@ def janitor(*, older_than_s: float, platforms: tuple[str, ...] = ("local", "aws"
 
         removed["local"] = LocalPlatform(paths.golden_home()).janitor(older_than_s=older_than_s)
     if "aws" in platforms:
-        seen = set()
+        from golden_image.platforms.aws import AwsPlatform
+
+        by_connection: dict[str, tuple[FamilySpec, set[str]]] = {}  # each region is swept once
         for spec in load_families(paths.images_dir(), paths.include_dir()).families.values():
-            where = (spec.aws_settings.aws_conn_id, tuple(sorted(spec.distribution.regions)))
-            if spec.platform != "aws" or where in seen:
-                continue
-            seen.add(where)
-            label = f"aws:{where[0]}:{','.join(where[1])}"
+            if spec.platform == "aws":
+                _, regions = by_connection.setdefault(spec.aws_settings.aws_conn_id, (spec, set()))
+                regions.update(spec.distribution.regions)
+        for conn_id, (spec, regions) in by_connection.items():
+            label = f"aws:{conn_id}:{','.join(sorted(regions))}"
             try:
-                removed[label] = get_platform(spec).janitor(older_than_s=older_than_s)
+                platform = AwsPlatform.for_family(spec, regions=sorted(regions))
+                removed[label] = platform.janitor(older_than_s=older_than_s)
             except Exception as exc:
                 log.error("janitor %s failed: %s", label, exc)
                 errors[label] = str(exc)

@@ -1,4 +1,4 @@
-"""AmiHook: every EC2 / SSM call of the `aws` platform (first slice: sources, references, cleanup).
+"""AmiHook: every EC2 / SSM call of the `aws` platform.
 
 Credentials, region and endpoint come from the Airflow connection (``aws_conn_id``), never from
 a family file. Bulk work uses botocore's adaptive retry mode; every Describe call is paginated.
@@ -29,6 +29,7 @@ FAMILY_TAG = "golden:family"
 LAUNCH_TOKEN_TAG = "golden:launch-token"  # noqa: S105 - a tag key, not a secret
 REFERENCES_PER_CALL = 10  # DescribeImageReferences takes at most 10 image ids
 FILTER_VALUES_PER_CALL = 200
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]  # an instance that can still run
 
 
 @dataclass
@@ -67,6 +68,12 @@ class AmiHook(EC2Hook):
         for page in paginator.paginate(**kwargs):
             self.calls.add(operation)
             yield page
+
+    def _instances(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every instance DescribeInstances returns for ``kwargs`` (all pages and reservations)."""
+        for page in self._pages("describe_instances", **kwargs):
+            for reservation in page.get("Reservations", []):
+                yield from reservation.get("Instances", [])
 
     # -- sources -----------------------------------------------------------------------------------
     def resolve_source(self, source: AwsSource) -> SourceImage:
@@ -119,10 +126,8 @@ class AmiHook(EC2Hook):
                 for image in self.conn.describe_images(ImageIds=ids).get("Images", []):
                     found[image["ImageId"]] = image.get("State", "pending")
             else:
-                for page in self._pages("describe_instances", InstanceIds=ids):
-                    for reservation in page.get("Reservations", []):
-                        for instance in reservation.get("Instances", []):
-                            found[instance["InstanceId"]] = instance["State"]["Name"]
+                for instance in self._instances(InstanceIds=ids):
+                    found[instance["InstanceId"]] = instance["State"]["Name"]
         except ClientError as exc:
             if error_code(exc) not in {"InvalidAMIID.NotFound", "InvalidInstanceID.NotFound"}:
                 raise
@@ -158,11 +163,7 @@ class AmiHook(EC2Hook):
         try:
             return self._referenced(image_ids)
         except (ClientError, ResponseParserError) as exc:
-            code = (
-                exc.response.get("Error", {}).get("Code", "")
-                if isinstance(exc, ClientError)
-                else "unparseable"
-            )
+            code = error_code(exc) if isinstance(exc, ClientError) else "unparseable"
             if code not in {"InvalidAction", "UnsupportedOperation", "NotImplemented", "unparseable"}:
                 raise
             log.info(
@@ -186,15 +187,11 @@ class AmiHook(EC2Hook):
         used: set[str] = set()
         states = ["pending", "running", "stopping", "stopped", "shutting-down"]
         for chunk in _chunks(image_ids, FILTER_VALUES_PER_CALL):
-            for page in self._pages(
-                "describe_instances",
-                Filters=[
-                    {"Name": "image-id", "Values": chunk},
-                    {"Name": "instance-state-name", "Values": states},
-                ],
-            ):
-                for reservation in page.get("Reservations", []):
-                    used |= {instance["ImageId"] for instance in reservation.get("Instances", [])}
+            filters = [
+                {"Name": "image-id", "Values": chunk},
+                {"Name": "instance-state-name", "Values": states},
+            ]
+            used |= {instance["ImageId"] for instance in self._instances(Filters=filters)}
         return used
 
     def _used_by_launch_templates(self, image_ids: list[str]) -> set[str]:
@@ -230,6 +227,10 @@ class AmiHook(EC2Hook):
 
         The ClientToken (one per instance type) makes a retried task get its own instance back.
         """
+        existing = self.find_instance_by_token(client_token)
+        if existing is not None:  # a retry, or the resume after a deferred wait: no other call
+            log.info("instance %s already launched for %s", existing["InstanceId"], client_token)
+            return existing
         image = self.describe_image(image_id)
         root_device = image.get("RootDeviceName", "/dev/xvda")
         root_size = next(
@@ -240,10 +241,6 @@ class AmiHook(EC2Hook):
             ),
             8,
         )
-        existing = self.find_instance_by_token(client_token)
-        if existing is not None:
-            log.info("instance %s already launched for %s (a retry)", existing["InstanceId"], client_token)
-            return existing
         tag_list = _tags({**tags, LAUNCH_TOKEN_TAG: client_token})
         last_error: ClientError | None = None
         for instance_type in instance_types:
@@ -302,38 +299,34 @@ class AmiHook(EC2Hook):
     def find_instance_by_token(self, client_token: str) -> dict[str, Any] | None:
         """The live instance an earlier try of the same launch made (ClientToken alone is not enough:
         its window is limited and some endpoints ignore it)."""
-        for page in self._pages(
-            "describe_instances",
-            Filters=[
-                {"Name": f"tag:{LAUNCH_TOKEN_TAG}", "Values": [client_token]},
-                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-            ],
-        ):
-            for reservation in page.get("Reservations", []):
-                for instance in reservation.get("Instances", []):
-                    return dict(instance)
-        return None
+        filters = [
+            {"Name": f"tag:{LAUNCH_TOKEN_TAG}", "Values": [client_token]},
+            {"Name": "instance-state-name", "Values": LIVE_STATES},
+        ]
+        return next((dict(instance) for instance in self._instances(Filters=filters)), None)
 
-    def describe_instance(self, instance_id: str, *, missing_ok: bool = False) -> dict[str, Any] | Any:
+    def find_instance(self, instance_id: str) -> dict[str, Any] | None:
+        """The instance as EC2 describes it now; None once EC2 no longer knows it."""
         try:
-            for page in self._pages("describe_instances", InstanceIds=[instance_id]):
-                for reservation in page.get("Reservations", []):
-                    for instance in reservation.get("Instances", []):
-                        return dict(instance)
+            return next((dict(instance) for instance in self._instances(InstanceIds=[instance_id])), None)
         except ClientError as exc:
             if error_code(exc) != "InvalidInstanceID.NotFound":
                 raise
-        if missing_ok:
             return None
-        raise PlatformError(f"instance {instance_id} does not exist in {self.region_name}")
+
+    def describe_instance(self, instance_id: str) -> dict[str, Any]:
+        instance = self.find_instance(instance_id)
+        if instance is None:
+            raise PlatformError(f"instance {instance_id} does not exist in {self.region_name}")
+        return instance
 
     def terminate(self, instance_ids: list[str]) -> None:
         self.calls.add("terminate_instances")
         self.conn.terminate_instances(InstanceIds=instance_ids)
 
-    def tag(self, resource_id: str, tags: dict[str, str]) -> None:
+    def tag(self, resource_ids: list[str], tags: dict[str, str]) -> None:
         self.calls.add("create_tags")
-        self.conn.create_tags(Resources=[resource_id], Tags=_tags(tags))
+        self.conn.create_tags(Resources=resource_ids, Tags=_tags(tags))
 
     def find_image_by_name(self, name: str) -> dict[str, Any] | None:
         for page in self._pages(
@@ -408,8 +401,7 @@ class AmiHook(EC2Hook):
         snapshots = snapshot_ids(self.describe_image(image_id))
         resources = [image_id, *snapshots] if include_image else snapshots
         if resources:
-            self.calls.add("create_tags")
-            self.conn.create_tags(Resources=resources, Tags=_tags(tags))
+            self.tag(resources, tags)
         return snapshots
 
     def share_image(
@@ -456,14 +448,10 @@ class AmiHook(EC2Hook):
         pipeline-tagged key pairs and security groups (by their ``golden:created-at`` tag); a group
         still in use is left and reported."""
         tagged = [{"Name": "tag-key", "Values": [FAMILY_TAG]}]
-        live = ["pending", "running", "stopping", "stopped"]
+        live = [*tagged, {"Name": "instance-state-name", "Values": LIVE_STATES}]
         stale = [
             instance["InstanceId"]
-            for page in self._pages(
-                "describe_instances", Filters=[*tagged, {"Name": "instance-state-name", "Values": live}]
-            )
-            for reservation in page.get("Reservations", [])
-            for instance in reservation.get("Instances", [])
+            for instance in self._instances(Filters=live)
             if now - instance["LaunchTime"].timestamp() >= older_than_s
         ]
         if stale:

@@ -238,28 +238,38 @@ class AwsPlatform:
     def __init__(
         self,
         *,
-        aws_conn_id: str,
+        settings: AwsSettings,
+        regions: list[str],
         resolver: AddressResolver,
         key_dir: Path,
-        region: str | None = None,
-        settings: AwsSettings | None = None,
-        regions: list[str] | None = None,
         network: dict[str, Any] | None = None,
         defer_waits: bool = False,
     ) -> None:
-        self.aws_conn_id = aws_conn_id
+        if not regions:
+            raise ValueError("an aws platform needs at least one region (the first is where it builds)")
+        self.settings = settings
+        self.regions = list(regions)
         self.resolver = resolver
         self.key_dir = key_dir
-        self.region = region
-        self.settings = settings or AwsSettings(aws_conn_id=aws_conn_id)
-        self.regions = regions or ([region] if region else [])
         self.network = network or {}
         self.defer_waits = defer_waits
-        self._hooks: dict[str | None, AmiHook] = {}
+        self._hooks: dict[str, AmiHook] = {}
+
+    @property
+    def aws_conn_id(self) -> str:
+        return self.settings.aws_conn_id
+
+    @property
+    def region(self) -> str:
+        """The primary region: builders run and images are captured here."""
+        return self.regions[0]
 
     @classmethod
-    def for_family(cls, spec: FamilySpec, *, defer_waits: bool = False) -> AwsPlatform:
-        """Settings from the spec's ``aws`` block, falling back to the connection's extras."""
+    def for_family(
+        cls, spec: FamilySpec, *, defer_waits: bool = False, regions: list[str] | None = None
+    ) -> AwsPlatform:
+        """Settings from the spec's ``aws`` block, falling back to the connection's extras;
+        ``regions`` (default: the family's) for work across families, like the janitor's."""
         settings = spec.aws_settings
         extras = connection_settings(settings.aws_conn_id)
         network = {
@@ -276,18 +286,16 @@ class AwsPlatform:
             state_dir=paths.golden_home() / "aws" / "tunnels",
         )
         return cls(
-            aws_conn_id=settings.aws_conn_id,
+            settings=settings,
+            regions=regions or list(spec.distribution.regions),
             resolver=resolver,
             key_dir=paths.golden_home() / "aws" / "keys",
-            region=spec.primary_region,
-            settings=settings,
-            regions=list(spec.distribution.regions),
             network=network,
             defer_waits=defer_waits,
         )
 
     def hook(self, region: str | None = None) -> AmiHook:
-        """The region's hook (default: the family's primary region, else the connection's)."""
+        """The region's hook (default: the primary region)."""
         region = region or self.region
         if region not in self._hooks:
             self._hooks[region] = AmiHook(aws_conn_id=self.aws_conn_id, region_name=region)
@@ -301,10 +309,10 @@ class AwsPlatform:
         deadline = time.monotonic() + self.settings.wait_timeout_minutes * 60
         while True:
             states = hook.states(rule.kind, ids)
-            failed = {i: s for i, s in states.items() if s in rule.failed}
+            failed = rule.failures(states)
             if failed:
                 raise PlatformError(f"{wait}: {failed} in {hook.region_name}; see the EC2 console for why")
-            if all(state == rule.want for state in states.values()):
+            if rule.done(states):
                 return
             if self.defer_waits:
                 raise NotReady(wait, ids, hook.region_name, states, self._trigger_kwargs(wait, ids, region))
@@ -400,7 +408,7 @@ class AwsPlatform:
     def terminate_instance(self, instance_id: str) -> bool:
         """Terminate and forget the instance's ephemeral key; an already-gone instance is fine."""
         hook = self.hook()
-        instance = hook.describe_instance(instance_id, missing_ok=True)
+        instance = hook.find_instance(instance_id)
         if instance is not None:
             hook.terminate([instance_id])
             self._forget_key(tag_value(instance, LAUNCH_TOKEN_TAG))
@@ -441,7 +449,7 @@ class AwsPlatform:
             "golden:status": "validated" if passed else "rejected",
             "golden:tests": f"{report.get('tests', 0)} run, {report.get('failures', 0)} failed",
         }
-        hook.tag(image_id, tags)
+        hook.tag([image_id], tags)  # the family tag again: the policy only lets tagged requests tag
         manifest = self._manifest(image_id)
         self._save_manifest(image_id, {**manifest, "validation": report})
         (self._manifest_dir() / f"{image_id}.validation.xml").write_text(junit_xml)
@@ -511,8 +519,7 @@ class AwsPlatform:
     def janitor(self, *, older_than_s: float) -> list[str]:
         """Pipeline-tagged instances, key pairs and security groups past the TTL, in every region."""
         removed: list[str] = []
-        regions: list[str | None] = [*self.regions] or [None]
-        for region in regions:
+        for region in self.regions:
             result = self.hook(region).janitor(older_than_s=older_than_s, now=time.time())
             for instance_id in result["instances"]:
                 self.resolver.released(instance_id)

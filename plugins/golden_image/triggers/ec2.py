@@ -24,6 +24,13 @@ class Wait:
     want: str
     failed: frozenset[str]
 
+    def failures(self, states: dict[str, str]) -> dict[str, str]:
+        """The resources that will never get there (the wait has failed if any)."""
+        return {resource_id: state for resource_id, state in states.items() if state in self.failed}
+
+    def done(self, states: dict[str, str]) -> bool:
+        return all(state == self.want for state in states.values())
+
 
 WAITS = {
     "image_available": Wait(
@@ -89,12 +96,12 @@ class Ec2StateTrigger(BaseTrigger):
             polls += 1
             states = await asyncio.to_thread(self.states)
             base = {"wait": self.wait, "ids": self.ids, "states": states, "polls": polls}
-            failed = {i: s for i, s in states.items() if s in wait.failed}
+            failed = wait.failures(states)
             waited = round(time.monotonic() - started, 3)
             if failed:
                 yield TriggerEvent({**base, "status": "error", "waited_s": waited, "message": f"{failed}"})
                 return
-            if all(state == wait.want for state in states.values()):
+            if wait.done(states):
                 yield TriggerEvent({**base, "status": "success", "waited_s": waited})
                 return
             if waited >= self.timeout:
