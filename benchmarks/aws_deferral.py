@@ -31,13 +31,13 @@ SOURCE = "/platform/sources/debian-12-bench"
 
 
 def run_once(work: Path, url: str, *, deferrable: bool, delays: dict[str, float]) -> dict[str, Any]:
+    import pytest
     import yaml
 
     from golden_image.cli import run_family_dag
     from golden_image.platforms.aws import AwsPlatform
     from golden_image.spec import load_families
-    from golden_image.triggers.ec2 import Ec2StateTrigger
-    from tests.aws.standins import SlowEc2
+    from tests.aws.standins import SlowEc2, record_trigger_events
 
     family = yaml.safe_load((PROJECT / "include" / "images" / "aws-debian12-base.yaml").read_text())
     family["source"] = {"aws": {"ssm_parameter": SOURCE}}
@@ -50,8 +50,7 @@ def run_once(work: Path, url: str, *, deferrable: bool, delays: dict[str, float]
     spec = load_families(images, PROJECT / "include").families["aws-debian12-base"]
 
     held: list[float] = []
-    deferred: list[float] = []
-    real_wait, real_run = AwsPlatform.wait, Ec2StateTrigger.run
+    real_wait = AwsPlatform.wait
 
     def wait(self: AwsPlatform, *args: Any, **kwargs: Any) -> None:
         started = time.perf_counter()
@@ -60,30 +59,15 @@ def run_once(work: Path, url: str, *, deferrable: bool, delays: dict[str, float]
         finally:
             held.append(time.perf_counter() - started)
 
-    async def run(self: Ec2StateTrigger):  # type: ignore[no-untyped-def]
-        async for event in real_run(self):
-            deferred.append(float(event.payload["waited_s"]))
-            yield event
-
-    slow = SlowEc2(delays)
-    from golden_image.hooks.ami import AmiHook
-
-    real_states = AmiHook.states
-    AwsPlatform.wait, Ec2StateTrigger.run = wait, run  # type: ignore[method-assign]
-
-    class Patch:  # SlowEc2.install expects a monkeypatch-like object
-        def setattr(self, target: Any, name: str, value: Any) -> None:
-            setattr(target, name, value)
-
-    slow.install(Patch())
-    started = time.perf_counter()
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # undone after the run
+        patch.setattr(AwsPlatform, "wait", wait)
+        events = record_trigger_events(patch)
+        SlowEc2(delays).install(patch)
+        started = time.perf_counter()
         result = run_family_dag(spec, {"force": True, "reason": "benchmark"})
-    finally:
-        AwsPlatform.wait, Ec2StateTrigger.run = real_wait, real_run  # type: ignore[method-assign]
-        AmiHook.states = real_states  # type: ignore[method-assign]
-    total = time.perf_counter() - started
+        total = time.perf_counter() - started
     assert result["state"] == "success", result
+    deferred = [float(event["waited_s"]) for event in events]
     in_worker, in_trigger = sum(held), sum(deferred)
     return {
         "deferrable": deferrable,

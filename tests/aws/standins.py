@@ -98,3 +98,19 @@ class SlowEc2:
             return found
 
         monkeypatch.setattr(AmiHook, "states", states)
+
+
+def record_trigger_events(monkeypatch: Any) -> list[dict[str, Any]]:
+    """Every event an Ec2StateTrigger fires from now on (tests and the deferral benchmark)."""
+    from golden_image.triggers.ec2 import Ec2StateTrigger
+
+    events: list[dict[str, Any]] = []
+    real = Ec2StateTrigger.run
+
+    async def run(self: Ec2StateTrigger) -> Any:
+        async for event in real(self):
+            events.append(dict(event.payload))
+            yield event
+
+    monkeypatch.setattr(Ec2StateTrigger, "run", run)
+    return events

@@ -18,10 +18,9 @@ import yaml
 
 from golden_image.cli import run_family_dag
 from golden_image.spec import load_families
-from golden_image.triggers.ec2 import Ec2StateTrigger
 from tests.aws.iam_moto import POLICY, actions_only, admin_client, pipeline_hook
 from tests.aws.motoserver import STAND_INS
-from tests.aws.standins import SlowEc2
+from tests.aws.standins import SlowEc2, record_trigger_events
 
 pytestmark = pytest.mark.e2e
 PROJECT = Path(__file__).resolve().parents[2]
@@ -31,16 +30,7 @@ ACCOUNT = "111122223333"
 
 @pytest.fixture
 def trigger_events(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    real = Ec2StateTrigger.run
-
-    async def run(self: Ec2StateTrigger):  # type: ignore[no-untyped-def]
-        async for event in real(self):
-            events.append(dict(event.payload))
-            yield event
-
-    monkeypatch.setattr(Ec2StateTrigger, "run", run)
-    return events
+    return record_trigger_events(monkeypatch)
 
 
 def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-untyped-def]
