@@ -75,17 +75,19 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
     from golden_image.hooks.ansible import AnsibleHook
     from golden_image.hooks.packer import PackerHook
     from golden_image.hooks.testinfra import TestinfraHook
-    from golden_image.platforms.base import SshTarget
     from golden_image.spec import load_families
+    from golden_image.values import Target
 
     spec = load_families(PROJECT / "include" / "images", PROJECT / "include").families["debian12-base"]
-    platform = steps.get_platform(spec)
+    from golden_image.platforms import get_platform
+
+    platform = get_platform(spec)
     platform.resolve_source(spec)  # build the cached base once, outside the timings
     prepare_airflow()
 
     def plain(run_id: str) -> None:
         decision = steps.check_patches(spec, platform, run_id=run_id, force=True, reason="benchmark")
-        builder = SshTarget.from_dict(
+        builder = Target.from_dict(
             steps.launch(platform, spec, decision["source"]["image_id"], role="builder", run_id=run_id)
         )
         try:
@@ -103,9 +105,7 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
             )
         finally:
             platform.terminate_instance(builder.instance_id)
-        tester = SshTarget.from_dict(
-            steps.launch(platform, spec, image["image_id"], role="test", run_id=run_id)
-        )
+        tester = Target.from_dict(steps.launch(platform, spec, image["image_id"], role="test", run_id=run_id))
         try:
             steps.validate_image(spec, platform, tester, image["image_id"], TestinfraHook(), lambda _: None)
         finally:

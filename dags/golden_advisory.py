@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param
 
-from golden_image.operators.steps import AdvisoryMatchOperator
+from golden_image.operators.maintenance import AdvisoryMatchOperator
 
 with DAG(
     dag_id="golden_image_advisory",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Param
 
-from golden_image.operators.steps import JanitorOperator
+from golden_image.operators.maintenance import JanitorOperator
 
 with DAG(
     dag_id="golden_image_janitor",

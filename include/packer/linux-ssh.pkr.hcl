@@ -23,6 +23,12 @@ variable "ssh_private_key_file" {
   description = "Ephemeral key of the builder instance (set by the pipeline)."
 }
 
+variable "become" {
+  type        = bool
+  default     = false
+  description = "Run scripts through passwordless sudo (set by the pipeline: cloud images log in as admin / ec2-user)."
+}
+
 variable "update_policy" {
   type        = string
   default     = "all"
@@ -59,7 +65,7 @@ build {
       "GOLDEN_FAMILY=${var.family}",
     ]
     # cloud images log in as a sudo user (admin, ec2-user); local instances as root
-    execute_command = var.ssh_username == "root" ? "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}" : "chmod +x {{ .Path }}; sudo -n -E env {{ .Vars }} {{ .Path }}"
+    execute_command = var.become ? "chmod +x {{ .Path }}; sudo -n -E env {{ .Vars }} {{ .Path }}" : "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}"
     script          = "${path.root}/scripts/apt-upgrade.sh"
   }
 }

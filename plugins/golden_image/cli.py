@@ -24,7 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from golden_image import paths
+from golden_image import paths, pipeline
+from golden_image.errors import GoldenImageError
+from golden_image.platforms import PLATFORMS, platform_class
 from golden_image.spec import FamilySet, FamilySpec, load_families
 
 
@@ -49,9 +51,9 @@ def _deep_checks(spec: FamilySpec) -> list[str]:
         with tempfile.TemporaryDirectory(prefix="golden-validate-") as tmp:
             key = Path(tmp) / "id_ed25519"
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-            from golden_image.platforms.base import SshTarget
+            from golden_image.values import Target
 
-            dummy = SshTarget("i-validate", "127.0.0.1", 22, "root", str(key), "builder")
+            dummy = Target("i-validate", "127.0.0.1", 22, "root", str(key), "builder")
             PackerHook().validate(include / spec.packer.template, packer_variables(spec, dummy))
     except Exception as exc:
         problems.append(f"packer: {exc}")
@@ -89,7 +91,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _platform(spec: FamilySpec) -> Any:
-    from golden_image.steps import get_platform
+    from golden_image.platforms import get_platform
 
     return get_platform(spec)
 
@@ -99,9 +101,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name, spec in sorted(found.families.items()):
         published = None
-        if spec.platform == "local" and (paths.golden_home() / "catalog.sqlite").exists():
-            image = _platform(spec).published_image(spec)
-            published = image.image_id if image else None
+        if platform_class(spec.platform).offline_catalog:
+            try:
+                image = _platform(spec).published_image(spec)
+                published = image.image_id if image else None
+            except (OSError, GoldenImageError) as exc:
+                published = f"? ({exc})"
         rows.append(
             {
                 "family": name,
@@ -143,7 +148,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     spec = _get(args.family)
     _print(
-        spec.model_dump(mode="json") | {"dag_id": spec.dag_id, "pointer": spec.pointer},
+        spec.model_dump(mode="json")
+        | {"dag_id": spec.dag_id, "pointer": spec.pointer, "steps": pipeline.describe()},
         args.json,
         render_doc(spec),
     )
@@ -206,8 +212,8 @@ def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
     run = dag.test(run_conf=conf)
     instances = run.get_task_instances()
     found = {ti.task_id: str(ti.state) for ti in instances}
-    check = next((ti for ti in instances if ti.task_id == "check_patches"), None)
-    decision = check.xcom_pull(task_ids="check_patches") if check is not None else None
+    check = next((ti for ti in instances if ti.task_id == pipeline.DECISION_TASK), None)
+    decision = check.xcom_pull(task_ids=pipeline.DECISION_TASK) if check is not None else None
     states = {task_id: found[task_id] for task_id in dag.task_ids if task_id in found}  # pipeline order
     return {
         "dag_id": spec.dag_id,
@@ -244,7 +250,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
     if captured is not None:
         result["stored_at"] = platform.image_locations(captured.image_id)
         result["manifest"] = captured.manifest
-    skipped = result["tasks"].get("launch_builder") == "skipped"
+    skipped = result["tasks"].get(pipeline.PIPELINE[1].task_id) == "skipped"  # the step after the decision
     if args.json:
         _print(result, True, "")
     else:
@@ -258,7 +264,8 @@ def cmd_bake(args: argparse.Namespace) -> int:
         elif captured is not None:
             manifest = captured.manifest
             print(f"\nimage      {captured.image_id}  version {captured.version}  status {captured.status}")
-            print(f"sha256     {captured.sha256}")
+            for fact, value in captured.artifact.items():
+                print(f"{fact:<10} {value}")
             print(f"source     {manifest.get('source', {}).get('description')}")
             print(f"packages   {len(manifest.get('packages', []))}")
             print(
@@ -287,7 +294,7 @@ def cmd_source(args: argparse.Namespace) -> int:
 def cmd_janitor(args: argparse.Namespace) -> int:
     from golden_image.steps import janitor
 
-    platforms = ("local", "aws") if args.platform == "all" else (args.platform,)
+    platforms = tuple(PLATFORMS) if args.platform == "all" else (args.platform,)
     result = janitor(older_than_s=args.ttl_hours * 3600, platforms=platforms)
     lines = [
         f"{where}: removed {len(items)}: {' '.join(items) or '-'}"
@@ -325,17 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--refresh", action="store_true", help="rebuild the base from the Debian archive")
     janitor = add("janitor", cmd_janitor, "remove stale instances")
     janitor.add_argument("--ttl-hours", type=float, default=6.0)
-    janitor.add_argument("--platform", choices=["local", "aws", "all"], default="all")
+    janitor.add_argument("--platform", choices=[*PLATFORMS, "all"], default="all")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from golden_image.platforms.base import PlatformError
-
     try:
         return int(args.func(args))
-    except PlatformError as exc:  # the message says what to do next; a traceback would bury it
+    except GoldenImageError as exc:  # the message says what to do next; a traceback would bury it
         print(f"golden {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

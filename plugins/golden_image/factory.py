@@ -4,47 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param
 from airflow.sdk.definitions._internal.types import NOTSET
 
-from golden_image.operators.steps import (
-    AnsibleProvisionOperator,
-    BuilderLaunchOperator,
-    BuilderTerminateOperator,
-    FamilyFileErrorOperator,
-    ImageCaptureOperator,
-    ImageCleanupOperator,
-    ImagePublishOperator,
-    ImageShareOperator,
-    ImageValidateOperator,
-    PackerBakeOperator,
-    PatchCheckOperator,
-    TestInstanceLaunchOperator,
-    TestInstanceTerminateOperator,
-)
-from golden_image.spec import FamilySpec, SpecError
+from golden_image import pipeline
+from golden_image.operators import family as operators
+from golden_image.operators.family import FamilyFileErrorOperator
+from golden_image.spec import FamilySpec, SpecError, dag_id_for
 
 START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
-STEPS = (
-    "check_patches",
-    "launch_builder",
-    "bake_packer",
-    "provision_ansible",
-    "capture_image",
-    "launch_test_instance",
-    "validate_image",
-    "share_image",
-    "publish_image",
-    "cleanup_images",
-)
-
-
-def dag_id_for(family: str) -> str:
-    return "golden_image__" + re.sub(r"[^A-Za-z0-9_]", "_", family)
 
 
 def family_asset(spec: FamilySpec) -> Asset:
@@ -110,6 +81,8 @@ PARAMS = _params()
 
 
 def build_family_dag(spec: FamilySpec) -> DAG:
+    """Render ``pipeline.PIPELINE`` for one family: one task per step (one per region for mapped
+    steps), the steps' upstreams, and each teardown paired with its setup."""
     common: dict[str, Any] = {
         "family": spec.name,
         "spec": spec.model_dump(mode="json"),
@@ -128,32 +101,28 @@ def build_family_dag(spec: FamilySpec) -> DAG:
         default_args={"owner": ", ".join(spec.owners), "retries": 0},
         params={name: copy.copy(param) for name, param in PARAMS.items()},
     )
-    retry: dict[str, Any] = {"retries": 2, "retry_delay": timedelta(seconds=20)}
+    tasks: dict[str, Any] = {}
     with dag:
-        check = PatchCheckOperator(task_id="check_patches", **common)
-        builder = BuilderLaunchOperator(task_id="launch_builder", **common)
-        bake = PackerBakeOperator(task_id="bake_packer", execution_timeout=timedelta(hours=2), **common)
-        provision = AnsibleProvisionOperator(
-            task_id="provision_ansible", execution_timeout=timedelta(hours=2), **common
-        )
-        capture = ImageCaptureOperator(task_id="capture_image", **common)
-        drop_builder = BuilderTerminateOperator(task_id="terminate_builder", **common)
-        tester = TestInstanceLaunchOperator(task_id="launch_test_instance", **common)
-        validate = ImageValidateOperator(
-            task_id="validate_image", execution_timeout=timedelta(hours=1), **common
-        )
-        drop_tester = TestInstanceTerminateOperator(task_id="terminate_test_instance", **common)
-        share = ImageShareOperator.partial(task_id="share_image", **retry, **common).expand(
-            region=list(spec.distribution.regions)
-        )
-        publish = ImagePublishOperator(
-            task_id="publish_image", outlets=[family_asset(spec)], **retry, **common
-        )
-        cleanup = ImageCleanupOperator(task_id="cleanup_images", **retry, **common)
-
-        check >> builder >> bake >> provision >> capture >> drop_builder.as_teardown(setups=builder)
-        capture >> tester >> validate >> drop_tester.as_teardown(setups=tester)
-        validate >> share >> publish >> cleanup
+        for step in pipeline.PIPELINE:
+            kwargs: dict[str, Any] = {**common, **step.options, "inputs": step.inputs}
+            if step.retries:
+                kwargs |= {"retries": step.retries, "retry_delay": timedelta(seconds=pipeline.RETRY_DELAY_S)}
+            if step.timeout_minutes:
+                kwargs["execution_timeout"] = timedelta(minutes=step.timeout_minutes)
+            if step.emits_asset:
+                kwargs["outlets"] = [family_asset(spec)]
+            operator = getattr(operators, step.operator)
+            if step.per_region:
+                task = operator.partial(task_id=step.task_id, **kwargs).expand(
+                    region=list(spec.distribution.regions)
+                )
+            else:
+                task = operator(task_id=step.task_id, **kwargs)
+            for upstream in step.after:
+                tasks[upstream] >> task
+            if step.teardown_of:
+                task.as_teardown(setups=tasks[step.teardown_of])
+            tasks[step.task_id] = task
     return dag
 
 
@@ -214,10 +183,14 @@ def render_doc(spec: FamilySpec) -> str:
         ("Retention", f"keep {spec.retention.keep}, minimum age {spec.retention.min_age_days} days"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    steps = " → ".join(f"`{s}`" for s in STEPS)
+    steps = "\n".join(
+        f"| `{row['task_id']}` | {', '.join(f'`{a}`' for a in row['after']) or '-'} | {row['does']} "
+        f"| {'; '.join(row['notes'])} |"
+        for row in pipeline.describe()
+    )
     return (
         f"# Golden image family `{spec.name}`\n\n| | |\n|---|---|\n{table}\n\n"
-        f"**Steps:** {steps} (`share_image` is one mapped task per region); teardowns "
-        "`terminate_builder` and `terminate_test_instance` always run.\n\n"
-        "Trigger with `force` to rebuild even when nothing changed; the `reason` is recorded in the manifest."
+        f"## Steps\n\n| task | after | does | |\n|---|---|---|---|\n{steps}\n\n"
+        "Teardowns always run once their setup ran. Trigger with `force` to rebuild even when nothing "
+        "changed; the `reason` is recorded in the manifest."
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 from airflow.sdk import DAG
 
 from golden_image import paths
-from golden_image.factory import build_error_dag, build_family_dag, dag_id_for
-from golden_image.spec import SpecError, load_families
+from golden_image.factory import build_error_dag, build_family_dag
+from golden_image.spec import SpecError, dag_id_for, load_families
 
 log = logging.getLogger(__name__)
 

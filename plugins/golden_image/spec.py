@@ -276,7 +276,7 @@ class FamilySpec(Strict):
 
     @property
     def dag_id(self) -> str:
-        return f"golden_image__{self.name.replace('-', '_')}"
+        return dag_id_for(self.name)
 
     @property
     def pointer(self) -> str:
@@ -294,6 +294,11 @@ class FamilySpec(Strict):
     @property
     def primary_region(self) -> str:
         return self.distribution.regions[0]
+
+
+def dag_id_for(family: str) -> str:
+    """The DAG id of a family (or of a broken family file's stand-in, named by its file stem)."""
+    return "golden_image__" + re.sub(r"[^A-Za-z0-9_]", "_", family)
 
 
 def default_pointer(family: str) -> str:

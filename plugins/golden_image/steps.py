@@ -22,9 +22,12 @@ from golden_image.decisions import (
     decide_rebuild,
     parse_apt_simulation,
 )
+from golden_image.errors import StepError, ValidationFailed
 from golden_image.hooks.ssh import run_ssh
-from golden_image.platforms.base import Platform, SshTarget
+from golden_image.platforms import PLATFORMS, get_platform, platform_class
+from golden_image.platforms.base import Platform
 from golden_image.spec import FamilySpec
+from golden_image.values import Target
 
 log = logging.getLogger(__name__)
 Emit = Callable[[str], None]
@@ -34,22 +37,6 @@ APT_CHECK = (
     "export DEBIAN_FRONTEND=noninteractive; apt-get update -q -o Acquire::Retries=3 >/dev/null && "
     "apt-get -s -o Debug::NoLocking=1 dist-upgrade"
 )
-
-
-class StepError(RuntimeError):
-    """A step failed in a way the user can act on; the message says how."""
-
-
-def get_platform(spec: FamilySpec, *, defer_waits: bool = False) -> Platform:
-    """The family's platform. With ``defer_waits`` a cloud wait raises ``NotReady`` instead of
-    blocking, so an operator can defer (the aws platform; local steps never wait)."""
-    if spec.platform == "aws":
-        from golden_image.platforms.aws import AwsPlatform
-
-        return AwsPlatform.for_family(spec, defer_waits=defer_waits)
-    from golden_image.platforms.local import LocalPlatform
-
-    return LocalPlatform(paths.golden_home())
 
 
 def version_for(run_after: float) -> str:
@@ -99,7 +86,7 @@ def check_patches(
         log.info("check_patches: %s", line)
     return {
         **decision.to_dict(),
-        "source": {"image_id": source.image_id, "digest": source.digest, "description": source.description},
+        "source": source.to_dict(),
         "published_image_id": published.image_id if published else None,
         "trigger_reason": reason,
     }
@@ -112,19 +99,20 @@ def launch(platform: Platform, spec: FamilySpec, image_id: str, *, role: str, ru
     ).to_dict()
 
 
-def packer_variables(spec: FamilySpec, target: SshTarget) -> dict[str, Any]:
+def packer_variables(spec: FamilySpec, target: Target) -> dict[str, Any]:
     return {
         **spec.packer.vars,
         "ssh_host": target.host,
         "ssh_port": target.port,
         "ssh_username": target.user,
         "ssh_private_key_file": target.key_file,
+        "become": target.escalates,
         "update_policy": spec.patch_policy.updates,
         "family": spec.name,
     }
 
 
-def bake_packer(spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | None = None) -> dict[str, Any]:
+def bake_packer(spec: FamilySpec, target: Target, hook: Any, emit: Emit | None = None) -> dict[str, Any]:
     template = paths.include_dir() / spec.packer.template
     result = hook.build(template, packer_variables(spec, target), on_line=emit)
     log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)
@@ -136,7 +124,7 @@ def bake_packer(spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | Non
 
 
 def provision_ansible(
-    spec: FamilySpec, target: SshTarget, hook: Any, emit: Emit | None = None
+    spec: FamilySpec, target: Target, hook: Any, emit: Emit | None = None
 ) -> dict[str, Any]:
     if spec.ansible is None:
         return {"status": "skipped", "reason": "family has no ansible step"}
@@ -159,7 +147,7 @@ def git_revision() -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
-def installed_packages(target: SshTarget) -> list[dict[str, str]]:
+def installed_packages(target: Target) -> list[dict[str, str]]:
     output = run_ssh(target, "dpkg-query -W -f '${Package}\\t${Version}\\n'").stdout
     return [
         dict(zip(("name", "version"), line.split("\t", 1), strict=True))
@@ -175,7 +163,7 @@ def spec_digest(spec: FamilySpec) -> str:
 def capture_image(
     spec: FamilySpec,
     platform: Platform,
-    target: SshTarget,
+    target: Target,
     *,
     run_id: str,
     version: str,
@@ -210,7 +198,7 @@ def capture_image(
         "ansible": _ansible_brief(ansible),
     }
     image = platform.capture_image(target, spec=spec, run_id=run_id, version=version, manifest=manifest)
-    log.info("captured %s (%s, %d packages)", image.image_id, image.sha256[:12], len(packages))
+    log.info("captured %s (%s, %d packages)", image.image_id, image.artifact, len(packages))
     return image.to_json()
 
 
@@ -224,18 +212,19 @@ def _ansible_brief(summary: dict[str, Any] | None) -> dict[str, Any]:
 def validate_image(
     spec: FamilySpec,
     platform: Platform,
-    target: SshTarget,
+    target: Target,
     image_id: str,
     hook: Any,
     emit: Emit | None = None,
 ) -> dict[str, Any]:
     """Testinfra suites + hygiene on a fresh instance; the result is stored with the image."""
-    if spec.os != "linux":
-        raise StepError("Pester validation runs on the aws platform only")
     suites = [paths.include_dir() / suite for suite in spec.validation.testinfra]
     hygiene = None
     if spec.validation.hygiene.enabled:
-        hygiene = {**spec.validation.hygiene.model_dump(), "host_keys_absent": spec.platform == "local"}
+        hygiene = {
+            **spec.validation.hygiene.model_dump(),
+            "host_keys_absent": platform.checks_host_keys_absent,
+        }
     report = hook.run(target, suites, hygiene=hygiene, on_line=emit)
     summary = {
         **report.to_dict(),
@@ -247,7 +236,7 @@ def validate_image(
     platform.record_validation(image_id, passed=report.passed, report=summary, junit_xml=report.junit_xml)
     if not report.passed:
         failed = "; ".join(f"{t['test']}: {t['message'][:200]}" for t in report.failed_tests[:5])
-        raise StepError(
+        raise ValidationFailed(
             f"image {image_id} failed validation ({report.failures} failed, {report.errors} errors of "
             f"{report.tests}); it is marked rejected and will not be published. {failed}"
         )
@@ -281,31 +270,25 @@ def cleanup_images(
     return platform.cleanup(spec, dry_run=dry_run, now=time.time() if now is None else now)
 
 
-def janitor(*, older_than_s: float, platforms: tuple[str, ...] = ("local", "aws")) -> dict[str, Any]:
-    """Remove what killed runs left behind on every platform in use: the local store always, and
-    each AWS connection the aws families use, in every region any of them uses. One unreachable
-    account does not stop the others; its error is returned for the caller to report."""
+def janitor(*, older_than_s: float, platforms: tuple[str, ...] = tuple(PLATFORMS)) -> dict[str, Any]:
+    """Remove what killed runs left behind on every platform in use (each platform says what it
+    sweeps for the families: the local store; each AWS connection in every region it is used in).
+    One unreachable account does not stop the others; its error is returned for the caller to report."""
     from golden_image.spec import load_families
 
+    families = list(load_families(paths.images_dir(), paths.include_dir()).families.values())
     removed: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
-    if "local" in platforms:
-        from golden_image.platforms.local import LocalPlatform
-
-        removed["local"] = LocalPlatform(paths.golden_home()).janitor(older_than_s=older_than_s)
-    if "aws" in platforms:
-        from golden_image.platforms.aws import AwsPlatform
-
-        by_connection: dict[str, tuple[FamilySpec, set[str]]] = {}  # each region is swept once
-        for spec in load_families(paths.images_dir(), paths.include_dir()).families.values():
-            if spec.platform == "aws":
-                _, regions = by_connection.setdefault(spec.aws_settings.aws_conn_id, (spec, set()))
-                regions.update(spec.distribution.regions)
-        for conn_id, (spec, regions) in by_connection.items():
-            label = f"aws:{conn_id}:{','.join(sorted(regions))}"
+    for name in platforms:
+        try:
+            sweeps = platform_class(name).sweeps(families)
+        except Exception as exc:
+            log.error("janitor %s failed: %s", name, exc)
+            errors[name] = str(exc)
+            continue
+        for label, make_platform in sweeps:
             try:
-                platform = AwsPlatform.for_family(spec, regions=sorted(regions))
-                removed[label] = platform.janitor(older_than_s=older_than_s)
+                removed[label] = make_platform().janitor(older_than_s=older_than_s)
             except Exception as exc:
                 log.error("janitor %s failed: %s", label, exc)
                 errors[label] = str(exc)

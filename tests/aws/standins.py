@@ -4,7 +4,10 @@ real local instance (LocalPlatform) of the image its AMI stands for.
 ``LocalBackedResolver`` is an ``AddressResolver`` named in the test connection's extras
 (``extra.golden_image.address_resolver``), so Airflow tasks in any process find it. It keeps no
 state of its own: the local catalog maps AMI -> local image (run_id = AMI id) and EC2 instance ->
-local instance (run_id = instance id). A base AMI nobody captured stands for the Debian base.
+local instance (run_id = instance id). The pipeline tells it nothing about captures: an AMI made
+from a builder is mirrored (the builder's local instance captured) the first time something
+needs it, when an instance is launched from it or when its builder is released, whichever comes
+first. A base AMI nobody captured stands for the Debian base.
 """
 
 from __future__ import annotations
@@ -14,28 +17,63 @@ from pathlib import Path
 from typing import Any
 
 from golden_image import paths
-from golden_image.platforms.base import SshTarget
+from golden_image.hooks.ami import AmiHook, tag_value
 from golden_image.platforms.local import LocalPlatform
+from golden_image.values import Target
 from tests.specs import family_spec
 
 MIRROR = "aws-mirror"
 
 
 class LocalBackedResolver:
-    def __init__(self, *, user: str = "admin") -> None:
+    def __init__(
+        self, *, user: str = "admin", aws_conn_id: str = "aws_default", region: str | None = None
+    ) -> None:
         self.user = user
         self.local = LocalPlatform(paths.golden_home())
+        self.aws_conn_id = aws_conn_id
+        self.region = region
+
+    def _ec2(self) -> Any:
+        return AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region).conn
+
+    def _local_instance(self, instance_id: str) -> Any:
+        return next((r for r in self.local.catalog.instances() if r.run_id == instance_id), None)
 
     def _local_image(self, ami: str) -> str:
         captured = self.local.find_captured(MIRROR, ami)
         if captured is not None:
             return captured.image_id
+        image = self._ec2().describe_images(ImageIds=[ami])["Images"][0]
+        run_id = tag_value(image, "golden:run-id")
+        builders = self._builders(run_id) if run_id else []
+        if builders:
+            return self._mirror(ami, builders[0])
         return self.local.resolve_source(family_spec(MIRROR)).image_id
 
-    def _local_instance(self, instance_id: str) -> Any:
-        return next((r for r in self.local.catalog.instances() if r.run_id == instance_id), None)
+    def _builders(self, run_id: str) -> list[Any]:
+        """The live local stand-ins of the run's EC2 builders."""
+        filters = [
+            {"Name": "tag:golden:run-id", "Values": [run_id]},
+            {"Name": "tag:golden:role", "Values": ["builder"]},
+        ]
+        reservations = self._ec2().describe_instances(Filters=filters)["Reservations"]
+        ids = [i["InstanceId"] for r in reservations for i in r["Instances"]]
+        return [row for row in map(self._local_instance, ids) if row is not None]
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> SshTarget:
+    def _mirror(self, ami: str, builder: Any) -> str:
+        """Capture the builder's stand-in as the local image that stands for ``ami`` (once)."""
+        with self.local.store.lock("stand-in-mirror"):
+            captured = self.local.find_captured(MIRROR, ami)
+            if captured is None:
+                key = str(Path(builder.dir) / "ssh" / "id_ed25519")
+                target = Target(builder.instance_id, "127.0.0.1", builder.port, "root", key, "builder")
+                captured = self.local.capture_image(
+                    target, spec=family_spec(MIRROR), run_id=ami, version="mirror", manifest={}
+                )
+            return captured.image_id
+
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target:
         row = self._local_instance(instance["InstanceId"])
         if row is None:
             local = self.local.launch_instance(
@@ -48,22 +86,26 @@ class LocalBackedResolver:
             port, key = local.port, local.key_file
         else:
             port, key = row.port, str(Path(row.dir) / "ssh" / "id_ed25519")
-        return SshTarget(instance["InstanceId"], "127.0.0.1", port, "root", key, role)
-
-    def image_created(self, instance_id: str, image_id: str) -> None:
-        row = self._local_instance(instance_id)
-        if row is not None and self.local.find_captured(MIRROR, image_id) is None:
-            target = SshTarget(
-                row.instance_id, "127.0.0.1", row.port, "root", str(Path(row.dir) / "ssh" / "id_ed25519"), "x"
-            )
-            self.local.capture_image(
-                target, spec=family_spec(MIRROR), run_id=image_id, version="mirror", manifest={}
-            )
+        return Target(instance["InstanceId"], "127.0.0.1", port, "root", key, role)
 
     def released(self, instance_id: str) -> None:
+        """Terminate the stand-in; a builder's AMIs are mirrored first (nothing could later)."""
         row = self._local_instance(instance_id)
-        if row is not None:
-            self.local.terminate_instance(row.instance_id)
+        if row is None:
+            return
+        if row.role == "builder":
+            run_ids = [
+                tag_value(i, "golden:run-id")
+                for r in self._ec2().describe_instances(InstanceIds=[instance_id])["Reservations"]
+                for i in r["Instances"]
+            ]
+            for run_id in filter(None, run_ids):
+                images = self._ec2().describe_images(
+                    Owners=["self"], Filters=[{"Name": "tag:golden:run-id", "Values": [run_id]}]
+                )["Images"]
+                for image in images:
+                    self._mirror(image["ImageId"], row)
+        self.local.terminate_instance(row.instance_id)
 
 
 class SlowEc2:

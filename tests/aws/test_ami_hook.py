@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from golden_image.errors import PlatformError
 from golden_image.hooks.ami import FAMILY_TAG, AmiHook
-from golden_image.platforms.base import PlatformError
 from golden_image.spec import AwsSource
 
 
@@ -40,11 +40,16 @@ def test_source_newest_by_name_filter(hook: AmiHook) -> None:
         hook.resolve_source(AwsSource(owners=[account], name_filter="ubuntu-*"))
 
 
+VALIDATED = {"Key": "golden:status", "Value": "validated"}
+
+
 def bake(hook: AmiHook, instance_id: str, family: str, n: int) -> str:
     image = hook.conn.create_image(
         InstanceId=instance_id,
         Name=f"golden-{family}-{n}",
-        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": FAMILY_TAG, "Value": family}]}],
+        TagSpecifications=[
+            {"ResourceType": "image", "Tags": [{"Key": FAMILY_TAG, "Value": family}, VALIDATED]}
+        ],
     )
     time.sleep(1.1)
     return str(image["ImageId"])

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from golden_image.errors import PlatformError
 from golden_image.hooks.ami import FAMILY_TAG, AmiHook
-from golden_image.platforms.base import PlatformError
 
 TAGS = {FAMILY_TAG: "web", "golden:run-id": "manual__1", "golden:role": "builder"}
 

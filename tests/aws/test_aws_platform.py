@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from golden_image import steps
+from golden_image.errors import NotReady
 from golden_image.hooks.ansible import AnsibleHook
 from golden_image.hooks.packer import PackerHook
 from golden_image.hooks.testinfra import TestinfraHook
 from golden_image.platforms.aws import AwsPlatform
-from golden_image.platforms.base import NotReady, SshTarget
 from golden_image.platforms.local import LocalPlatform
 from golden_image.spec import FamilySpec
+from golden_image.values import Target
 from tests.specs import family_spec
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,7 @@ def test_bake_capture_validate_share_publish_on_moto(
 
     decision = steps.check_patches(aws_spec, aws, run_id=run_id)
     assert decision["rebuild"] and decision["source"]["image_id"] == base_ami
-    builder = SshTarget.from_dict(steps.launch(aws, aws_spec, base_ami, role="builder", run_id=run_id))
+    builder = Target.from_dict(steps.launch(aws, aws_spec, base_ami, role="builder", run_id=run_id))
     assert builder.instance_id.startswith("i-")  # the EC2 instance, reached through its stand-in
     packer = steps.bake_packer(aws_spec, builder, PackerHook())
     ansible = steps.provision_ansible(aws_spec, builder, AnsibleHook())
@@ -72,11 +73,11 @@ def test_bake_capture_validate_share_publish_on_moto(
     assert steps.capture_image(aws_spec, aws, builder, **capture)["image_id"] == image["image_id"]  # a retry
     assert aws.terminate_instance(builder.instance_id)
 
-    tester = SshTarget.from_dict(steps.launch(aws, aws_spec, image["image_id"], role="test", run_id=run_id))
+    tester = Target.from_dict(steps.launch(aws, aws_spec, image["image_id"], role="test", run_id=run_id))
     report = steps.validate_image(aws_spec, aws, tester, image["image_id"], TestinfraHook())
     aws.terminate_instance(tester.instance_id)
     assert report["passed"] and report["tests"] >= 20
-    assert list(aws.key_dir.glob("golden-*")) == []  # ephemeral keys go with their instances
+    assert list(aws.keys.directory.glob("golden-*")) == []  # ephemeral keys go with their instances
 
     east = steps.share_image(aws_spec, aws, image["image_id"], "us-east-1")
     west = steps.share_image(aws_spec, aws, image["image_id"], "us-west-2")
@@ -112,4 +113,4 @@ def test_deferred_waits_raise_not_ready_with_the_trigger(aws_conn: str, base_ami
         aws.launch_instance(base_ami, role="builder", family=spec.name, run_id="r1", region="us-east-1")
     assert again.value.ids == kwargs["ids"]
     assert aws.terminate_instance(kwargs["ids"][0])
-    assert list(aws.key_dir.glob("golden-*")) == []
+    assert list(aws.keys.directory.glob("golden-*")) == []

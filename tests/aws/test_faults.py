@@ -42,7 +42,8 @@ def make_images(hook: AmiHook, base_ami: str, family: str, count: int) -> list[s
     builder = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     images = []
     for n in range(count):
-        images.append(hook.create_image(builder, f"golden-{family}-{n:03d}", {FAMILY_TAG: family}))
+        tags = {FAMILY_TAG: family, "golden:status": "validated"}
+        images.append(hook.create_image(builder, f"golden-{family}-{n:03d}", tags))
         time.sleep(0.01)
     return images
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from golden_image.errors import PlatformError
 from golden_image.hooks.ssh import run_ssh
-from golden_image.platforms.aws import SsmTunnelResolver, _port_open
-from golden_image.platforms.base import PlatformError
+from golden_image.platforms.aws.addresses import SsmTunnelResolver, _port_open
 
 pytestmark = pytest.mark.integration
 FAKE_AWS = Path(__file__).resolve().parents[1] / "data" / "fake-aws-ssm"
@@ -81,7 +81,8 @@ def test_missing_cli_and_unreachable_agent_say_what_to_do(aws_conn: str, tmp_pat
 
 
 def test_family_or_connection_chooses_the_ssm_tunnel(aws_conn: str) -> None:
-    from golden_image.platforms.aws import AwsPlatform, IpAddressResolver
+    from golden_image.platforms.aws import AwsPlatform
+    from golden_image.platforms.aws.addresses import IpAddressResolver
     from tests.specs import family_spec
 
     fields = {

@@ -7,6 +7,7 @@ import importlib
 
 import pytest
 
+from golden_image.hooks.ec2_waits import evaluate
 from golden_image.triggers.ec2 import Ec2StateTrigger
 
 
@@ -40,26 +41,26 @@ def test_waits_for_slow_images(aws_conn: str, hook, base_ami: str, monkeypatch: 
     trigger = Ec2StateTrigger(
         wait="image_available", ids=[image_id], aws_conn_id=aws_conn, poll_interval=0.01, timeout=30
     )
-    real = trigger.states
+    real = trigger.poll
     polls = {"n": 0}
 
-    def slow() -> dict[str, str]:  # pending for three polls, then whatever EC2 (moto) says
+    def slow():  # type: ignore[no-untyped-def]  # pending for three polls, then what EC2 (moto) says
         polls["n"] += 1
-        return {image_id: "pending"} if polls["n"] <= 3 else real()
+        return evaluate("image_available", {image_id: "pending"}) if polls["n"] <= 3 else real()
 
-    monkeypatch.setattr(trigger, "states", slow)
+    monkeypatch.setattr(trigger, "poll", slow)
     event = first_event(trigger)
     assert event["status"] == "success" and event["polls"] == 4
 
 
 def test_failed_and_timed_out(aws_conn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     failing = Ec2StateTrigger(wait="image_available", ids=["ami-f"], aws_conn_id=aws_conn, poll_interval=0.01)
-    monkeypatch.setattr(failing, "states", lambda: {"ami-f": "failed"})
+    monkeypatch.setattr(failing, "poll", lambda: evaluate("image_available", {"ami-f": "failed"}))
     assert first_event(failing)["status"] == "error"
     stuck = Ec2StateTrigger(
         wait="image_available", ids=["ami-s"], aws_conn_id=aws_conn, poll_interval=0.01, timeout=0.05
     )
-    monkeypatch.setattr(stuck, "states", lambda: {"ami-s": "pending"})
+    monkeypatch.setattr(stuck, "poll", lambda: evaluate("image_available", {"ami-s": "pending"}))
     event = first_event(stuck)
     assert event["status"] == "timeout" and "not available" in event["message"]
 

@@ -51,9 +51,9 @@ def test_first_bake_catalogues_a_validated_published_image(families, platform, a
     assert manifest["build_reasons"] == ["no published image yet"] and manifest["trigger_reason"] == "e2e"
 
     archive = platform.catalog.location(image.image_id, "local")
-    from golden_image.platforms.local import sha256_file
+    from golden_image.platforms.local.store import sha256_file
 
-    assert sha256_file(archive) == image.sha256 == manifest["rootfs"]["sha256"]
+    assert sha256_file(archive) == image.artifact["sha256"] == manifest["rootfs"]["sha256"]
     assert (archive.parent / "validation.xml").read_text().count("<testcase") >= 20
     listing = tar_listing(archive)
     leftovers = (

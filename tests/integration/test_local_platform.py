@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from golden_image.catalog import ImageRow
+from golden_image.errors import PlatformError
 from golden_image.hooks.ssh import run_ssh
-from golden_image.platforms.base import PlatformError
-from golden_image.platforms.local import LocalPlatform, sha256_file
+from golden_image.platforms.local import LocalPlatform
+from golden_image.platforms.local.catalog import ImageRow
+from golden_image.platforms.local.store import sha256_file
 from tests.specs import family_spec
 
 pytestmark = pytest.mark.integration

@@ -1,12 +1,15 @@
-"""AmiHook: every EC2 / SSM call of the `aws` platform.
+"""AmiHook: every EC2 / SSM API call of the `aws` platform (SSM *sessions* go through the AWS
+CLI, see ``platforms/aws/addresses.py``).
 
 Credentials, region and endpoint come from the Airflow connection (``aws_conn_id``), never from
 a family file. Bulk work uses botocore's adaptive retry mode; every Describe call is paginated.
+Every API call is counted by a botocore event handler (``calls``), for tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,13 +17,23 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
+from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
 from golden_image.decisions import CleanupPlan, ImageFacts, plan_cleanup
-from golden_image.platforms.base import PlatformError, SourceImage
+from golden_image.errors import PlatformError
+from golden_image.hooks.ec2_waits import (
+    INSTANCE_LIVE_STATES,
+    INSTANCE_USING_IMAGE_STATES,
+    MISSING,
+    WAITS,
+    WaitPoll,
+    evaluate,
+)
 from golden_image.spec import AwsSource
+from golden_image.values import CAPTURED, SourceImage
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +42,24 @@ FAMILY_TAG = "golden:family"
 LAUNCH_TOKEN_TAG = "golden:launch-token"  # noqa: S105 - a tag key, not a secret
 REFERENCES_PER_CALL = 10  # DescribeImageReferences takes at most 10 image ids
 FILTER_VALUES_PER_CALL = 200
-LIVE_STATES = ["pending", "running", "stopping", "stopped"]  # an instance that can still run
+STATUS_TAG = "golden:status"
 
 
 @dataclass
 class ApiCalls:
-    """Counts the AWS API calls a piece of work made (benchmarks and tests read it)."""
+    """The AWS API calls a hook's clients made, by operation (``describe_images``: 3); one per
+    logical call and page (botocore's retries stay inside a call)."""
 
     counts: dict[str, int] = field(default_factory=dict)
 
-    def add(self, name: str, n: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
+    def watch(self, client: Any) -> Any:
+        """Count every call ``client`` makes from now on (a botocore ``before-call`` handler)."""
+        client.meta.events.register("before-call", self._on_call, unique_id=f"golden-calls-{id(self)}")
+        return client
+
+    def _on_call(self, model: Any, **_: Any) -> None:
+        name = xform_name(model.name)
+        self.counts[name] = self.counts.get(name, 0) + 1
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -56,18 +76,19 @@ class AmiHook(EC2Hook):
         super().__init__(**kwargs)
         self.calls = ApiCalls()
 
+    def get_client_type(self, *args: Any, **kwargs: Any) -> Any:
+        return self.calls.watch(super().get_client_type(*args, **kwargs))
+
     @cached_property
     def ssm(self) -> Any:
         """SSM client from the same connection (region, endpoint, credentials)."""
         from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 
-        return SsmHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, config=self.config).conn
+        hook = SsmHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, config=self.config)
+        return self.calls.watch(hook.conn)
 
     def _pages(self, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        paginator = self.conn.get_paginator(operation)
-        for page in paginator.paginate(**kwargs):
-            self.calls.add(operation)
-            yield page
+        yield from self.conn.get_paginator(operation).paginate(**kwargs)
 
     def _instances(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Every instance DescribeInstances returns for ``kwargs`` (all pages and reservations)."""
@@ -108,7 +129,6 @@ class AmiHook(EC2Hook):
         return SourceImage(newest["ImageId"], newest["ImageId"], newest.get("Name", ""))
 
     def describe_image(self, image_id: str) -> dict[str, Any]:
-        self.calls.add("describe_images")
         images = self.conn.describe_images(ImageIds=[image_id]).get("Images", [])
         if not images:
             raise PlatformError(
@@ -116,13 +136,31 @@ class AmiHook(EC2Hook):
             )
         return dict(images[0])
 
+    def poll(self, wait: str, ids: list[str]) -> WaitPoll:
+        """One look at a wait (``ec2_waits.WAITS``): the states of ``ids`` judged by its rule."""
+        return evaluate(wait, self.states(WAITS[wait].kind, ids))
+
+    def wait(self, wait: str, ids: list[str], *, poll_interval_s: float, timeout_s: float) -> WaitPoll:
+        """Poll until the wait is done; PlatformError when a resource fails or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            poll = self.poll(wait, ids)
+            if poll.failed:
+                raise PlatformError(
+                    f"{wait}: {poll.failed} in {self.region_name}; see the EC2 console for why"
+                )
+            if poll.done:
+                return poll
+            if time.monotonic() > deadline:
+                raise PlatformError(f"{wait}: still {poll.states} after {timeout_s / 60:.0f} min")
+            time.sleep(poll_interval_s)
+
     def states(self, kind: str, ids: list[str]) -> dict[str, str]:
         """The current state of each image (``kind="image"``) or instance; ``missing`` if EC2 does
         not know the id (yet: right after Create/Copy/RunInstances it may not)."""
         found: dict[str, str] = {}
         try:
             if kind == "image":
-                self.calls.add("describe_images")
                 for image in self.conn.describe_images(ImageIds=ids).get("Images", []):
                     found[image["ImageId"]] = image.get("State", "pending")
             else:
@@ -131,7 +169,7 @@ class AmiHook(EC2Hook):
         except ClientError as exc:
             if error_code(exc) not in {"InvalidAMIID.NotFound", "InvalidInstanceID.NotFound"}:
                 raise
-        return {resource_id: found.get(resource_id, "missing") for resource_id in ids}
+        return {resource_id: found.get(resource_id, MISSING) for resource_id in ids}
 
     # -- family images -----------------------------------------------------------------------------
     def family_images(self, family: str) -> list[dict[str, Any]]:
@@ -148,7 +186,6 @@ class AmiHook(EC2Hook):
 
     def parameter_value(self, name: str) -> str | None:
         """An SSM parameter's value (a family pointer or a source parameter); None if missing."""
-        self.calls.add("get_parameter")
         try:
             return str(self.ssm.get_parameter(Name=name)["Parameter"]["Value"])
         except ClientError as exc:
@@ -179,13 +216,12 @@ class AmiHook(EC2Hook):
             for page in client.get_paginator("describe_image_references").paginate(
                 ImageIds=chunk, IncludeAllResourceTypes=True
             ):
-                self.calls.add("describe_image_references")
                 used |= {ref["ImageId"] for ref in page.get("ImageReferences", [])}
         return used
 
     def _used_by_instances(self, image_ids: list[str]) -> set[str]:
         used: set[str] = set()
-        states = ["pending", "running", "stopping", "stopped", "shutting-down"]
+        states = list(INSTANCE_USING_IMAGE_STATES)
         for chunk in _chunks(image_ids, FILTER_VALUES_PER_CALL):
             filters = [
                 {"Name": "image-id", "Values": chunk},
@@ -200,7 +236,6 @@ class AmiHook(EC2Hook):
         for page in self._pages("describe_launch_templates"):
             for template in page.get("LaunchTemplates", []):
                 for version in ("$Default", "$Latest"):
-                    self.calls.add("describe_launch_template_versions")
                     versions = self.conn.describe_launch_template_versions(
                         LaunchTemplateId=template["LaunchTemplateId"], Versions=[version]
                     ).get("LaunchTemplateVersions", [])
@@ -281,7 +316,6 @@ class AmiHook(EC2Hook):
             if user_data:
                 request["UserData"] = user_data
             try:
-                self.calls.add("run_instances")
                 return dict(self.conn.run_instances(**request)["Instances"][0])
             except ClientError as exc:
                 if error_code(exc) not in {
@@ -301,7 +335,7 @@ class AmiHook(EC2Hook):
         its window is limited and some endpoints ignore it)."""
         filters = [
             {"Name": f"tag:{LAUNCH_TOKEN_TAG}", "Values": [client_token]},
-            {"Name": "instance-state-name", "Values": LIVE_STATES},
+            {"Name": "instance-state-name", "Values": list(INSTANCE_LIVE_STATES)},
         ]
         return next((dict(instance) for instance in self._instances(Filters=filters)), None)
 
@@ -321,11 +355,9 @@ class AmiHook(EC2Hook):
         return instance
 
     def terminate(self, instance_ids: list[str]) -> None:
-        self.calls.add("terminate_instances")
         self.conn.terminate_instances(InstanceIds=instance_ids)
 
     def tag(self, resource_ids: list[str], tags: dict[str, str]) -> None:
-        self.calls.add("create_tags")
         self.conn.create_tags(Resources=resource_ids, Tags=_tags(tags))
 
     def find_image_by_name(self, name: str) -> dict[str, Any] | None:
@@ -345,7 +377,6 @@ class AmiHook(EC2Hook):
             )
             return str(existing["ImageId"])
         try:
-            self.calls.add("create_image")
             image_id = str(
                 self.conn.create_image(
                     InstanceId=instance_id,
@@ -387,7 +418,6 @@ class AmiHook(EC2Hook):
         }
         if kms_key_id:
             request["KmsKeyId"] = kms_key_id
-        self.calls.add("copy_image")
         image_id = str(self.conn.copy_image(**request)["ImageId"])
         self.tag_snapshots(image_id, tags, include_image=True)
         return image_id
@@ -422,10 +452,8 @@ class AmiHook(EC2Hook):
         )
         if not permissions:
             return
-        self.calls.add("modify_image_attribute")
         self.conn.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": permissions})
         for snapshot_id in snapshot_ids(self.describe_image(image_id)) if accounts else []:
-            self.calls.add("modify_snapshot_attribute")
             self.conn.modify_snapshot_attribute(
                 SnapshotId=snapshot_id,
                 Attribute="createVolumePermission",
@@ -435,7 +463,6 @@ class AmiHook(EC2Hook):
 
     def publish(self, parameter: str, image_id: str) -> int:
         """Point the family's SSM parameter (data type aws:ec2:image) at the image; returns its version."""
-        self.calls.add("put_parameter")
         return int(
             self.ssm.put_parameter(
                 Name=parameter, Value=image_id, Type="String", DataType="aws:ec2:image", Overwrite=True
@@ -443,12 +470,13 @@ class AmiHook(EC2Hook):
         )
 
     # -- janitor -------------------------------------------------------------------------------------
-    def janitor(self, *, older_than_s: float, now: float) -> dict[str, list[str]]:
-        """Terminate pipeline instances (tagged golden:family) older than the TTL and delete
-        pipeline-tagged key pairs and security groups (by their ``golden:created-at`` tag); a group
-        still in use is left and reported."""
-        tagged = [{"Name": "tag-key", "Values": [FAMILY_TAG]}]
-        live = [*tagged, {"Name": "instance-state-name", "Values": LIVE_STATES}]
+    def janitor(self, *, older_than_s: float, now: float) -> list[str]:
+        """Terminate pipeline instances (tagged golden:family) launched longer ago than the TTL;
+        never an untagged one. Returns their ids."""
+        live = [
+            {"Name": "tag-key", "Values": [FAMILY_TAG]},
+            {"Name": "instance-state-name", "Values": list(INSTANCE_LIVE_STATES)},
+        ]
         stale = [
             instance["InstanceId"]
             for instance in self._instances(Filters=live)
@@ -456,35 +484,7 @@ class AmiHook(EC2Hook):
         ]
         if stale:
             self.terminate(stale)
-        self.calls.add("describe_key_pairs")
-        keys = [
-            k["KeyName"]
-            for k in self.conn.describe_key_pairs(Filters=tagged).get("KeyPairs", [])
-            if "CreateTime" not in k or now - k["CreateTime"].timestamp() >= older_than_s
-        ]
-        for key in keys:
-            self.calls.add("delete_key_pair")
-            self.conn.delete_key_pair(KeyName=key)
-        groups, busy = [], []
-        for page in self._pages("describe_security_groups", Filters=tagged):
-            for group in page.get("SecurityGroups", []):
-                created = tag_value(group, "golden:created-at")  # groups have no creation time of their own
-                if older_than_s > 0 and (created is None or now - float(created) < older_than_s):
-                    continue
-                try:
-                    self.calls.add("delete_security_group")
-                    self.conn.delete_security_group(GroupId=group["GroupId"])
-                    groups.append(group["GroupId"])
-                except ClientError as exc:
-                    if error_code(exc) != "DependencyViolation":
-                        raise
-                    busy.append(group["GroupId"])
-        return {
-            "instances": stale,
-            "key_pairs": keys,
-            "security_groups": groups,
-            "security_groups_in_use": busy,
-        }
+        return stale
 
     # -- cleanup -------------------------------------------------------------------------------------
     def plan_family_cleanup(
@@ -498,7 +498,7 @@ class AmiHook(EC2Hook):
                 image_id,
                 tag_value(image, FAMILY_TAG) or "",
                 image_created_at(image),
-                tag_value(image, "golden:status") or "validated",
+                image_status(image),
             )
             for image_id, image in images.items()
         ]
@@ -528,10 +528,8 @@ class AmiHook(EC2Hook):
     def deregister_with_snapshots(self, image: dict[str, Any]) -> list[str]:
         """Deregister an AMI, then delete the EBS snapshots it owned (DeregisterImage keeps them)."""
         snapshots = snapshot_ids(image)
-        self.calls.add("deregister_image")
         self.conn.deregister_image(ImageId=image["ImageId"])
         for snapshot_id in snapshots:
-            self.calls.add("delete_snapshot")
             self.conn.delete_snapshot(SnapshotId=snapshot_id)
         return snapshots
 
@@ -559,6 +557,11 @@ class AmiHook(EC2Hook):
             "snapshots_deleted": deleted,
             "api_calls": dict(self.calls.counts),
         }
+
+
+def image_status(image: dict[str, Any]) -> str:
+    """An AMI's pipeline status; an AMI without the tag was never validated (``captured``)."""
+    return tag_value(image, STATUS_TAG) or CAPTURED
 
 
 def tag_value(resource: dict[str, Any], key: str) -> str | None:

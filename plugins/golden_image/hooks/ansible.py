@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golden_image.errors import AnsibleError, UserError
 from golden_image.hooks.ssh import SSH_OPTIONS
-from golden_image.platforms.base import SshTarget
+from golden_image.values import Target
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,6 @@ RESULT_EVENTS = {
     "runner_on_skipped": "skipped",
     "runner_on_unreachable": "unreachable",
 }
-
-
-class AnsibleError(RuntimeError):
-    def __init__(self, message: str, summary: AnsibleSummary) -> None:
-        super().__init__(message)
-        self.summary = summary
 
 
 @dataclass
@@ -104,7 +99,7 @@ class AnsibleHook:
         local = Path(sys.executable).parent / "ansible-playbook"
         found = str(local) if local.exists() else shutil.which("ansible-playbook")
         if not found:
-            raise RuntimeError("ansible-playbook is not installed; run `make setup` (ansible-core is pinned)")
+            raise UserError("ansible-playbook is not installed; run `make setup` (ansible-core is pinned)")
         return found
 
     def syntax_check(self, playbook: Path) -> None:
@@ -118,7 +113,7 @@ class AnsibleHook:
             check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(
+            raise UserError(
                 f"ansible-playbook --syntax-check {playbook.name}: {(done.stderr or done.stdout).strip()}"
             )
 
@@ -140,7 +135,7 @@ class AnsibleHook:
 
     def run_playbook(
         self,
-        target: SshTarget,
+        target: Target,
         playbook: Path,
         extra_vars: dict[str, Any],
         *,
@@ -169,7 +164,7 @@ class AnsibleHook:
                         "ansible_host": target.host,
                         "ansible_port": target.port,
                         "ansible_user": target.user,
-                        "ansible_become": target.user != "root",  # cloud images log in as admin/ec2-user
+                        "ansible_become": target.escalates,  # cloud images log in as admin/ec2-user
                         "ansible_ssh_private_key_file": target.key_file,
                         "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
                         "ansible_python_interpreter": "/usr/bin/python3",

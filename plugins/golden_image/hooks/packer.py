@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golden_image.errors import PackerError
+
 log = logging.getLogger(__name__)
 
 COMMA = "%!(PACKER_COMMA)"
-
-
-class PackerError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from golden_image.platforms.base import SshTarget
+from golden_image.errors import SshError
+from golden_image.values import Target
 
 SSH_OPTIONS = [
     "-o",
@@ -22,10 +23,6 @@ SSH_OPTIONS = [
 ]
 
 
-class SshError(RuntimeError):
-    pass
-
-
 @dataclass(frozen=True)
 class SshResult:
     exit_code: int
@@ -33,7 +30,7 @@ class SshResult:
     stderr: str
 
 
-def ssh_command(target: SshTarget) -> list[str]:
+def ssh_command(target: Target) -> list[str]:
     return [
         "ssh",
         *SSH_OPTIONS,
@@ -45,13 +42,13 @@ def ssh_command(target: SshTarget) -> list[str]:
     ]
 
 
-def as_root(target: SshTarget, command: str) -> str:
-    """``command`` as root: itself for root, through passwordless sudo for a cloud image's user."""
-    return command if target.user == "root" else f"sudo -n sh -c {shlex.quote(command)}"
+def as_root(target: Target, command: str) -> str:
+    """``command`` as root: itself for root, through passwordless sudo when the target escalates."""
+    return command if not target.escalates else f"sudo -n sh -c {shlex.quote(command)}"
 
 
 def run_ssh(
-    target: SshTarget,
+    target: Target,
     command: str,
     *,
     stdin: str | None = None,

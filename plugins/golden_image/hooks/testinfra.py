@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from golden_image.platforms.base import SshTarget
+from golden_image.errors import UserError
+from golden_image.values import Target
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,11 @@ class TestinfraHook:
                 cwd=tmp,
             )
         if done.returncode != 0:
-            raise RuntimeError(
-                f"collecting {', '.join(s.name for s in suites)} failed:\n{done.stdout[-3000:]}"
-            )
+            raise UserError(f"collecting {', '.join(s.name for s in suites)} failed:\n{done.stdout[-3000:]}")
 
     def run(
         self,
-        target: SshTarget,
+        target: Target,
         suites: list[Path],
         *,
         hygiene: dict[str, Any] | None = None,
@@ -123,7 +122,7 @@ class TestinfraHook:
         if hygiene is not None:
             suites = [HYGIENE_SUITE, *suites]
         if not suites:
-            raise RuntimeError("no Testinfra suites to run: list some under validation.testinfra")
+            raise UserError("no Testinfra suites to run: list some under validation.testinfra")
         with tempfile.TemporaryDirectory(prefix="golden-testinfra-") as tmp:
             config = Path(tmp) / "ssh_config"
             config.write_text(
@@ -143,7 +142,7 @@ class TestinfraHook:
                     "junit_family=xunit2",
                     f"--hosts=paramiko://{target.user}@{target.host}:{target.port}",
                     f"--ssh-config={config}",
-                    *(["--sudo"] if target.user != "root" else []),
+                    *(["--sudo"] if target.escalates else []),
                 ],
             )
             env = {**os.environ, "GOLDEN_HYGIENE": json.dumps(hygiene or {})}

@@ -1,100 +1,70 @@
-"""The Platform interface every backend (local, aws) implements, and the values it hands out."""
+"""The Platform interface every backend implements (see ``platforms/__init__.py`` for the registry).
+
+A platform hands out instances (as :class:`~golden_image.values.Target`) and keeps images
+(as :class:`~golden_image.values.ImageRecord`); everything it does on a host or in a cloud
+account goes through its own modules and hooks. Its class attributes are the rules that differ
+between platforms, so steps never ask which platform they are on.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
-from golden_image.catalog import ImageRow
 from golden_image.spec import FamilySpec
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """How Packer, Ansible and Testinfra reach an instance: always SSH to an address we hand out."""
-
-    instance_id: str
-    host: str
-    port: int
-    user: str
-    key_file: str
-    role: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SshTarget:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class SourceImage:
-    image_id: str
-    digest: str
-    description: str
-
-
-class PlatformError(RuntimeError):
-    """A platform call failed; the message says what to do next."""
-
-
-class NotReady(Exception):
-    """A cloud resource the step created is not ready yet.
-
-    Raised instead of blocking when waits are deferred: the operator defers to a trigger for
-    ``wait`` on ``ids`` (``trigger_kwargs`` are the trigger's arguments) and, when it fires, runs
-    the same (idempotent) step again, which finds what it created and goes on.
-    """
-
-    def __init__(
-        self,
-        wait: str,
-        ids: list[str],
-        region: str | None,
-        states: dict[str, str],
-        trigger_kwargs: dict[str, Any],
-    ) -> None:
-        super().__init__(f"waiting for {wait} of {', '.join(ids)} in {region}: {states}")
-        self.wait = wait
-        self.ids = ids
-        self.region = region
-        self.states = states
-        self.trigger_kwargs = trigger_kwargs
+from golden_image.values import ImageRecord, SourceImage, Target
 
 
 class Platform(Protocol):
-    name: str
+    name: ClassVar[str]
+    checks_host_keys_absent: ClassVar[bool]
+    """Whether a fresh test instance of a good image has no SSH host keys on disk (hygiene)."""
+    offline_catalog: ClassVar[bool]
+    """Whether its images can be listed without network or credentials (``golden list``)."""
+
+    @classmethod
+    def for_family(cls, spec: FamilySpec, *, defer_waits: bool = False) -> Platform:
+        """The platform a family's steps run on. With ``defer_waits`` a cloud wait raises
+        ``NotReady`` instead of blocking, so an operator can defer."""
+        ...
+
+    @classmethod
+    def sweeps(cls, families: Sequence[FamilySpec]) -> Sequence[tuple[str, Callable[[], Platform]]]:
+        """What the janitor sweeps for these families, each place once: (label, how to make the
+        platform there); made one by one so one unreachable account does not stop the others."""
+        ...
 
     def resolve_source(self, spec: FamilySpec, *, refresh: bool = False) -> SourceImage: ...
 
-    def published_image(self, spec: FamilySpec) -> ImageRow | None: ...
+    def published_image(self, spec: FamilySpec) -> ImageRecord | None: ...
 
     def launch_instance(
         self, image_id: str, *, role: str, family: str, run_id: str, region: str
-    ) -> SshTarget: ...
+    ) -> Target: ...
 
     def terminate_instance(self, instance_id: str) -> bool: ...
 
     def capture_image(
-        self, target: SshTarget, *, spec: FamilySpec, run_id: str, version: str, manifest: dict[str, Any]
-    ) -> ImageRow: ...
+        self, target: Target, *, spec: FamilySpec, run_id: str, version: str, manifest: dict[str, Any]
+    ) -> ImageRecord: ...
 
-    def find_captured(self, family: str, run_id: str) -> ImageRow | None: ...
+    def find_captured(self, family: str, run_id: str) -> ImageRecord | None: ...
 
     def record_validation(
         self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
     ) -> None: ...
 
     def copy_image(self, image_id: str, region: str) -> str:
-        """The id of the image's copy in ``region`` (copied if missing; idempotent)."""
+        """The id of the image's copy in ``region`` (copied if missing; idempotent; validated only)."""
         ...
 
     def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]: ...
 
-    def publish(self, spec: FamilySpec, image_id: str, region: str, run_id: str) -> str | None: ...
+    def publish(self, spec: FamilySpec, image_id: str, region: str, run_id: str) -> str | None:
+        """Point the family's pointer in ``region`` at the image (validated only); the previous value."""
+        ...
 
-    def images(self, family: str) -> list[ImageRow]: ...
+    def images(self, family: str) -> list[ImageRecord]: ...
 
     def image_locations(self, image_id: str) -> dict[str, str]: ...
 

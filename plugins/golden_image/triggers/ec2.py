@@ -1,7 +1,9 @@
 """Deferrable EC2 waits: instances running, AMIs (and their region copies) available.
 
-While EC2 works the task is deferred and holds no worker slot. The boto3 call of each poll runs
-in a thread (``asyncio.to_thread``), so the triggerer's event loop never blocks and no async AWS
+The trigger only waits: what a wait means (the resource, the state it wants, the states that
+fail it) is ``hooks/ec2_waits.py``, evaluated by ``AmiHook.poll`` as the blocking wait does.
+While EC2 works the task is deferred and holds no worker slot. Each poll's boto3 call runs in a
+thread (``asyncio.to_thread``), so the triggerer's event loop never blocks and no async AWS
 client (aiobotocore, which pins an older botocore) is needed.
 """
 
@@ -10,36 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-
-@dataclass(frozen=True)
-class Wait:
-    """What an EC2 resource must reach, and which states mean it never will."""
-
-    kind: str  # "image" | "instance"
-    want: str
-    failed: frozenset[str]
-
-    def failures(self, states: dict[str, str]) -> dict[str, str]:
-        """The resources that will never get there (the wait has failed if any)."""
-        return {resource_id: state for resource_id, state in states.items() if state in self.failed}
-
-    def done(self, states: dict[str, str]) -> bool:
-        return all(state == self.want for state in states.values())
-
-
-WAITS = {
-    "image_available": Wait(
-        "image", "available", frozenset({"failed", "invalid", "error", "deregistered", "disabled"})
-    ),
-    "instance_running": Wait(
-        "instance", "running", frozenset({"shutting-down", "terminated", "stopping", "stopped"})
-    ),
-}
+from golden_image.hooks.ec2_waits import WAITS, WaitPoll
 
 
 class Ec2StateTrigger(BaseTrigger):
@@ -79,33 +56,34 @@ class Ec2StateTrigger(BaseTrigger):
             },
         )
 
-    def states(self) -> dict[str, str]:
+    def poll(self) -> WaitPoll:
         """One poll (runs in a thread). The hook and its boto3 client are made once per trigger:
         building a client holds the GIL for a few hundred ms, which stalls the triggerer's loop."""
         if self._hook is None:
             from golden_image.hooks.ami import AmiHook
 
             self._hook = AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        return dict(self._hook.states(WAITS[self.wait].kind, self.ids))
+        poll: WaitPoll = self._hook.poll(self.wait, self.ids)
+        return poll
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        wait = WAITS[self.wait]
         started = time.monotonic()
         polls = 0
         while True:
             polls += 1
-            states = await asyncio.to_thread(self.states)
-            base = {"wait": self.wait, "ids": self.ids, "states": states, "polls": polls}
-            failed = wait.failures(states)
+            poll = await asyncio.to_thread(self.poll)
+            base = {"wait": self.wait, "ids": self.ids, "states": poll.states, "polls": polls}
             waited = round(time.monotonic() - started, 3)
-            if failed:
-                yield TriggerEvent({**base, "status": "error", "waited_s": waited, "message": f"{failed}"})
+            if poll.failed:
+                yield TriggerEvent(
+                    {**base, "status": "error", "waited_s": waited, "message": f"{poll.failed}"}
+                )
                 return
-            if wait.done(states):
+            if poll.done:
                 yield TriggerEvent({**base, "status": "success", "waited_s": waited})
                 return
             if waited >= self.timeout:
-                message = f"not {wait.want} after {self.timeout:.0f} s: {states}"
+                message = f"not {WAITS[self.wait].want} after {self.timeout:.0f} s: {poll.states}"
                 yield TriggerEvent({**base, "status": "timeout", "waited_s": waited, "message": message})
                 return
             await asyncio.sleep(self.poll_interval)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golden_image.values import ImageRecord
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     image_id TEXT PRIMARY KEY,
@@ -81,6 +83,8 @@ CREATE TABLE IF NOT EXISTS instances (
 
 @dataclass
 class ImageRow:
+    """A row of the images table (sources and family images) of the local store."""
+
     image_id: str
     kind: str
     family: str
@@ -95,10 +99,21 @@ class ImageRow:
     manifest: dict[str, Any] = field(default_factory=dict)
     regions: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out.pop("manifest")
-        return out
+    def to_record(self) -> ImageRecord:
+        """The platform-neutral record; the archive's digest and size are its artifact."""
+        return ImageRecord(
+            image_id=self.image_id,
+            family=self.family,
+            version=self.version,
+            run_id=self.run_id,
+            status=self.status,
+            created_at=self.created_at,
+            source_image_id=self.source_image_id,
+            source_digest=self.source_digest,
+            regions=list(self.regions),
+            artifact={"sha256": self.sha256, "bytes": self.size},
+            manifest=self.manifest,
+        )
 
 
 @dataclass

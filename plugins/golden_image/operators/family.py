@@ -1,7 +1,10 @@
-"""Thin operators, one per pipeline step: XCom in, a call into ``golden_image.steps``, XCom out.
+"""The operators of a family DAG, one per pipeline step (``golden_image.pipeline``), thin: XCom in,
+a call into ``golden_image.steps``, XCom out; defer on NotReady; cancel on kill.
 
-Nothing heavy is imported at module level: the DAG processor imports this module for every
-family file, so hooks and platforms are imported inside ``execute``.
+Each operator reads its inputs through its pipeline entry's ``inputs`` (name -> task id), so no
+operator knows another task's id. Nothing heavy is imported at module level: the DAG processor
+imports this module for every family file, so hooks and platforms are imported inside
+``execute``.
 """
 
 from __future__ import annotations
@@ -15,19 +18,30 @@ from airflow.sdk.exceptions import AirflowFailException
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from golden_image.platforms.base import Platform, SshTarget
+    from golden_image.platforms.base import Platform
     from golden_image.spec import FamilySpec
+    from golden_image.values import Target
 
 
 class GoldenImageOperator(BaseOperator):
-    """Base: carries the family's validated spec (as plain data) and resolves platform and XComs."""
+    """Base: carries the family's validated spec (as plain data) and its inputs; resolves the
+    platform; turns the pipeline's errors into Airflow's (retry or fail at once)."""
 
     ui_color = "#e8f1fa"
 
-    def __init__(self, *, family: str, spec: dict[str, Any], deferrable: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        family: str,
+        spec: dict[str, Any],
+        inputs: dict[str, str] | None = None,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.family = family
         self.spec_data = spec
+        self.inputs = dict(inputs or {})
         self.deferrable = deferrable
 
     @property
@@ -38,7 +52,7 @@ class GoldenImageOperator(BaseOperator):
         return FamilySpec.model_validate(self.spec_data, context={"include_dir": paths.include_dir()})
 
     def platform(self, spec: FamilySpec) -> Platform:
-        from golden_image.steps import get_platform
+        from golden_image.platforms import get_platform
 
         return get_platform(spec, defer_waits=self.deferrable)
 
@@ -46,9 +60,10 @@ class GoldenImageOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
-        """Run the step; if a cloud resource it made is not ready, defer (free the worker slot)
-        and run the same idempotent step again when the trigger fires."""
-        from golden_image.platforms.base import NotReady
+        """Run the step. If a cloud resource it made is not ready, defer (free the worker slot)
+        and run the same idempotent step again when the trigger fires. A failure the user must
+        fix fails the task at once; anything else is left to Airflow's retries."""
+        from golden_image.errors import GoldenImageError, NotReady
 
         try:
             return self.run_step(context)
@@ -57,6 +72,12 @@ class GoldenImageOperator(BaseOperator):
 
             self.log.info("deferring: %s", pending)
             self.defer(trigger=Ec2StateTrigger(**pending.trigger_kwargs), method_name="resume")
+        except GoldenImageError as exc:
+            for line in exc.details:
+                self.log.info("%s", line)
+            if not exc.retryable:
+                raise AirflowFailException(str(exc)) from None
+            raise
 
     def resume(self, context: Context, event: dict[str, Any]) -> Any:
         if event.get("status") != "success":
@@ -69,17 +90,24 @@ class GoldenImageOperator(BaseOperator):
         )
         return self.execute(context)
 
-    @staticmethod
-    def pulled(context: Context, task_id: str) -> Any:
-        return context["ti"].xcom_pull(task_ids=task_id)
+    def input(self, context: Context, name: str) -> Any:
+        """The return value of the task that provides this step's input ``name``."""
+        return context["ti"].xcom_pull(task_ids=self.inputs[name])
 
-    def target(self, context: Context, task_id: str) -> SshTarget:
-        from golden_image.platforms.base import SshTarget
+    def target(self, context: Context, name: str = "target") -> Target:
+        from golden_image.values import Target
 
-        data = self.pulled(context, task_id)
+        data = self.input(context, name)
         if not data:
+            task_id = self.inputs[name]
             raise AirflowFailException(f"no instance from {task_id}; re-run the DAG from {task_id}")
-        return SshTarget.from_dict(data)
+        return Target.from_dict(data)
+
+    def image_id(self, context: Context) -> str:
+        image = self.input(context, "image") or {}
+        if not image.get("image_id"):
+            raise AirflowFailException(f"{self.inputs['image']} returned no image")
+        return str(image["image_id"])
 
     def emit(self, line: str) -> None:
         self.log.info("%s", line)
@@ -119,89 +147,55 @@ class PatchCheckOperator(GoldenImageOperator, SkipMixin):
 
 
 class InstanceLaunchOperator(GoldenImageOperator):
-    """Launch an instance; subclasses say which role and which task's image it boots."""
+    """Setup: an instance in ``role`` from the source image (input ``source``: the decision) or
+    from a captured image (input ``image``)."""
 
-    role = ""
-    image_from = ""
+    def __init__(self, *, role: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.role = role
 
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
+        if "source" in self.inputs:
+            image_id = (self.input(context, "source") or {}).get("source", {}).get("image_id")
+            if not image_id:
+                raise AirflowFailException(f"{self.inputs['source']} returned no source image to launch from")
+        else:
+            image_id = self.image_id(context)
         spec = self.spec
-        upstream = self.pulled(context, self.image_from) or {}
-        image_id = (
-            upstream.get("source", {}).get("image_id") if self.role == "builder" else upstream.get("image_id")
-        )
-        if not image_id:
-            raise AirflowFailException(f"{self.image_from} returned no image to launch from")
         return steps.launch(self.platform(spec), spec, image_id, role=self.role, run_id=context["run_id"])
-
-
-class BuilderLaunchOperator(InstanceLaunchOperator):
-    """Setup: the builder instance, from the source image check_patches resolved."""
-
-    role = "builder"
-    image_from = "check_patches"
-
-
-class TestInstanceLaunchOperator(InstanceLaunchOperator):
-    """Setup: a fresh instance from the newly captured image, for validation."""
-
-    __test__ = False
-    role = "test"
-    image_from = "capture_image"
 
 
 class InstanceTerminateOperator(GoldenImageOperator):
     """Teardown: always terminates the instance its setup task launched (idempotent)."""
 
     ui_color = "#f8d7da"
-    launched_by = ""
 
     def run_step(self, context: Context) -> bool:
-        data = self.pulled(context, self.launched_by)
+        data = self.input(context, "instance")
         if not data:
-            self.log.info("%s launched nothing; nothing to terminate", self.launched_by)
+            self.log.info("%s launched nothing; nothing to terminate", self.inputs["instance"])
             return False
-        spec = self.spec
-        return self.platform(spec).terminate_instance(data["instance_id"])
-
-
-class BuilderTerminateOperator(InstanceTerminateOperator):
-    launched_by = "launch_builder"
-
-
-class TestInstanceTerminateOperator(InstanceTerminateOperator):
-    __test__ = False
-    launched_by = "launch_test_instance"
+        return self.platform(self.spec).terminate_instance(data["instance_id"])
 
 
 class PackerBakeOperator(GoldenImageOperator):
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
-        from golden_image.hooks.packer import PackerError, PackerHook
+        from golden_image.hooks.packer import PackerHook
 
         self._hook = PackerHook()
-        try:
-            return steps.bake_packer(self.spec, self.target(context, "launch_builder"), self._hook, self.emit)
-        except PackerError as exc:
-            raise AirflowFailException(str(exc)) from None
+        return steps.bake_packer(self.spec, self.target(context), self._hook, self.emit)
 
 
 class AnsibleProvisionOperator(GoldenImageOperator):
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
-        from golden_image.hooks.ansible import AnsibleError, AnsibleHook
+        from golden_image.hooks.ansible import AnsibleHook
 
         self._hook = AnsibleHook()
-        try:
-            return steps.provision_ansible(
-                self.spec, self.target(context, "launch_builder"), self._hook, self.emit
-            )
-        except AnsibleError as exc:
-            for task in exc.summary.tasks:
-                self.log.info("  %-10s %s", task["status"], task["task"])
-            raise AirflowFailException(str(exc)) from None
+        return steps.provision_ansible(self.spec, self.target(context), self._hook, self.emit)
 
 
 class ImageCaptureOperator(GoldenImageOperator):
@@ -209,16 +203,15 @@ class ImageCaptureOperator(GoldenImageOperator):
         from golden_image import steps
 
         spec = self.spec
-        run_after = context["dag_run"].run_after
         return steps.capture_image(
             spec,
             self.platform(spec),
-            self.target(context, "launch_builder"),
+            self.target(context),
             run_id=context["run_id"],
-            version=steps.version_for(run_after.timestamp()),
-            decision=self.pulled(context, "check_patches") or {},
-            packer=self.pulled(context, "bake_packer"),
-            ansible=self.pulled(context, "provision_ansible"),
+            version=steps.version_for(context["dag_run"].run_after.timestamp()),
+            decision=self.input(context, "decision") or {},
+            packer=self.input(context, "packer"),
+            ansible=self.input(context, "ansible"),
         )
 
 
@@ -228,19 +221,10 @@ class ImageValidateOperator(GoldenImageOperator):
         from golden_image.hooks.testinfra import TestinfraHook
 
         spec = self.spec
-        image = self.pulled(context, "capture_image") or {}
         self._hook = TestinfraHook()
-        try:
-            return steps.validate_image(
-                spec,
-                self.platform(spec),
-                self.target(context, "launch_test_instance"),
-                image["image_id"],
-                self._hook,
-                self.emit,
-            )
-        except steps.StepError as exc:
-            raise AirflowFailException(str(exc)) from None
+        return steps.validate_image(
+            spec, self.platform(spec), self.target(context), self.image_id(context), self._hook, self.emit
+        )
 
 
 class ImageShareOperator(GoldenImageOperator):
@@ -254,8 +238,7 @@ class ImageShareOperator(GoldenImageOperator):
         from golden_image import steps
 
         spec = self.spec
-        image_id = self.pulled(context, "capture_image")["image_id"]
-        return steps.share_image(spec, self.platform(spec), image_id, self.region)
+        return steps.share_image(spec, self.platform(spec), self.image_id(context), self.region)
 
 
 class ImagePublishOperator(GoldenImageOperator):
@@ -265,12 +248,12 @@ class ImagePublishOperator(GoldenImageOperator):
         from golden_image import steps
 
         spec = self.spec
-        image = self.pulled(context, "capture_image")
-        result = steps.publish_image(spec, self.platform(spec), image["image_id"], context["run_id"])
+        image = self.input(context, "image") or {}
+        result = steps.publish_image(spec, self.platform(spec), self.image_id(context), context["run_id"])
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
                 "image_id": image["image_id"],
-                "version": image["version"],
+                "version": image.get("version", ""),
                 "pointer": spec.pointer,
                 "regions": ",".join(spec.distribution.regions),
             }
@@ -300,31 +283,3 @@ class FamilyFileErrorOperator(BaseOperator):
         for line in self.errors:
             self.log.error("%s", line)
         raise AirflowFailException("family file is invalid:\n" + "\n".join(self.errors))
-
-
-class JanitorOperator(BaseOperator):
-    """Remove instances (local: processes, mounts, files; aws: pipeline-tagged instances, key pairs,
-    security groups, ephemeral keys) left behind by killed runs."""
-
-    def __init__(self, *, ttl_hours: float = 6.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.ttl_hours = ttl_hours
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        from golden_image import steps
-
-        ttl = float(context["params"].get("ttl_hours", self.ttl_hours))
-        result = steps.janitor(older_than_s=ttl * 3600)
-        if result["errors"]:  # the others were cleaned; fail so someone looks at these
-            raise AirflowFailException(f"janitor could not clean: {result['errors']}")
-        return result
-
-
-class AdvisoryMatchOperator(BaseOperator):
-    """Which families' published images contain the advisory's packages (from their manifests)."""
-
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        from golden_image import steps
-
-        params = context["params"]
-        return steps.families_affected_by(str(params["advisory"]), list(params["packages"]))

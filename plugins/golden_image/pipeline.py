@@ -1,0 +1,174 @@
+"""The pipeline of a family DAG, described once, as data.
+
+The factory renders this list into tasks; the DAG's doc and ``golden show`` describe it; each
+operator reads its inputs (which task's XCom holds what it needs) from its entry. Adding a step
+(a Windows sysprep, a vulnerability scan, an approval) is one entry here, an operator and, where
+the next step should wait for it, a changed ``after``.
+
+Pure: no Airflow import, so the CLI can describe a pipeline without loading Airflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DECISION_TASK = "check_patches"
+"""The step whose XCom says whether (and why) the run rebuilds."""
+
+
+@dataclass(frozen=True)
+class Step:
+    task_id: str
+    operator: str
+    """Class name in ``golden_image.operators.family``."""
+    doc: str
+    after: tuple[str, ...] = ()
+    """Upstream task ids."""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """What the operator reads -> the task whose return value holds it."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Extra operator arguments (e.g. the role of an instance)."""
+    teardown_of: str | None = None
+    """This step is the teardown of that (setup) step: it always runs once the setup ran."""
+    retries: int = 0
+    timeout_minutes: int | None = None
+    per_region: bool = False
+    """One mapped task instance per region of the family (a failed region is retried alone)."""
+    emits_asset: bool = False
+    """Updates the family's Asset (downstream DAGs and layered families schedule on it)."""
+
+
+PIPELINE: tuple[Step, ...] = (
+    Step(
+        DECISION_TASK,
+        "PatchCheckOperator",
+        "decide rebuild or skip (new source, pending updates, age, forced); skip skips all but teardowns",
+    ),
+    Step(
+        "launch_builder",
+        "InstanceLaunchOperator",
+        "start a builder instance from the source image",
+        after=(DECISION_TASK,),
+        inputs={"source": DECISION_TASK},
+        options={"role": "builder"},
+    ),
+    Step(
+        "bake_packer",
+        "PackerBakeOperator",
+        "packer build (null builder) against the builder: OS updates, packages",
+        after=("launch_builder",),
+        inputs={"target": "launch_builder"},
+        timeout_minutes=120,
+    ),
+    Step(
+        "provision_ansible",
+        "AnsibleProvisionOperator",
+        "ansible-runner applies the family's playbook to the builder",
+        after=("bake_packer",),
+        inputs={"target": "launch_builder"},
+        timeout_minutes=120,
+    ),
+    Step(
+        "capture_image",
+        "ImageCaptureOperator",
+        "generalise the builder and capture it as an image with its manifest",
+        after=("provision_ansible",),
+        inputs={
+            "target": "launch_builder",
+            "decision": DECISION_TASK,
+            "packer": "bake_packer",
+            "ansible": "provision_ansible",
+        },
+    ),
+    Step(
+        "terminate_builder",
+        "InstanceTerminateOperator",
+        "remove the builder, whatever happened",
+        after=("capture_image",),
+        inputs={"instance": "launch_builder"},
+        teardown_of="launch_builder",
+    ),
+    Step(
+        "launch_test_instance",
+        "InstanceLaunchOperator",
+        "start a fresh instance from the new image",
+        after=("capture_image",),
+        inputs={"image": "capture_image"},
+        options={"role": "test"},
+    ),
+    Step(
+        "validate_image",
+        "ImageValidateOperator",
+        "Testinfra suites + hygiene checks on the fresh instance; a failed image is rejected",
+        after=("launch_test_instance",),
+        inputs={"target": "launch_test_instance", "image": "capture_image"},
+        timeout_minutes=60,
+    ),
+    Step(
+        "terminate_test_instance",
+        "InstanceTerminateOperator",
+        "remove the test instance, whatever happened",
+        after=("validate_image",),
+        inputs={"instance": "launch_test_instance"},
+        teardown_of="launch_test_instance",
+    ),
+    Step(
+        "share_image",
+        "ImageShareOperator",
+        "copy the validated image to the region and grant the family's accounts there",
+        after=("validate_image",),
+        inputs={"image": "capture_image"},
+        retries=2,
+        per_region=True,
+    ),
+    Step(
+        "publish_image",
+        "ImagePublishOperator",
+        "move the family's pointer in every region; emit the family's Asset event",
+        after=("share_image",),
+        inputs={"image": "capture_image"},
+        retries=2,
+        emits_asset=True,
+    ),
+    Step(
+        "cleanup_images",
+        "ImageCleanupOperator",
+        "retire old images by the retention rule (never published or in-use ones)",
+        after=("publish_image",),
+        retries=2,
+    ),
+)
+
+RETRY_DELAY_S = 20
+
+
+def check(pipeline: tuple[Step, ...] = PIPELINE) -> None:
+    """Raise ValueError unless every reference in the pipeline names an earlier step."""
+    seen: set[str] = set()
+    for step in pipeline:
+        referenced = {*step.after, *step.inputs.values(), *([step.teardown_of] if step.teardown_of else [])}
+        unknown = sorted(referenced - seen)
+        if unknown or step.task_id in seen:
+            raise ValueError(f"step {step.task_id}: unknown or later steps {unknown} (or a duplicate id)")
+        seen.add(step.task_id)
+
+
+def describe(pipeline: tuple[Step, ...] = PIPELINE) -> list[dict[str, Any]]:
+    """The steps as rows for people (``golden show``, the DAG's doc)."""
+    setups = {step.teardown_of for step in pipeline if step.teardown_of}
+    rows = []
+    for step in pipeline:
+        notes = []
+        if step.task_id in setups:
+            notes.append("setup")
+        if step.teardown_of:
+            notes.append(f"teardown of {step.teardown_of}")
+        if step.per_region:
+            notes.append("one per region")
+        if step.retries:
+            notes.append(f"retries {step.retries}")
+        if step.timeout_minutes:
+            notes.append(f"timeout {step.timeout_minutes} min")
+        rows.append({"task_id": step.task_id, "after": list(step.after), "does": step.doc, "notes": notes})
+    return rows

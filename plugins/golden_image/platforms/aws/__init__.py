@@ -1,0 +1,310 @@
+"""The `aws` platform: the Platform interface over EC2 AMIs, every API call through AmiHook.
+
+The adapter; beside it: ``settings.py`` (spec block + connection extras), ``addresses.py``
+(how the tools reach an instance: IP or SSM tunnel), ``keys.py`` (ephemeral SSH keys) and
+``manifests.py`` (full manifests).
+
+Builder and test instances get an ephemeral SSH key through cloud-init user data (no EC2 key
+pair); capture uses a deterministic AMI name so a retried task finds its own image; each
+region's copy is re-encrypted with that region's KMS key and granted to the family's accounts /
+organisations / OUs; the family's pointer is an SSM parameter (``aws:ec2:image``) per region.
+Waits either block (CLI, scripts) or, with ``defer_waits``, raise :class:`NotReady` so the
+operator defers to a trigger and runs the same idempotent step again when it fires.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from golden_image import paths
+from golden_image.errors import NotReady, PlatformError
+from golden_image.hooks.ami import (
+    FAMILY_TAG,
+    LAUNCH_TOKEN_TAG,
+    STATUS_TAG,
+    AmiHook,
+    image_status,
+    tag_value,
+)
+from golden_image.platforms.aws.addresses import AddressResolver, make_resolver
+from golden_image.platforms.aws.images import ami_name, capture_tags, image_record
+from golden_image.platforms.aws.keys import EphemeralKeys
+from golden_image.platforms.aws.manifests import ManifestStore
+from golden_image.platforms.aws.settings import Network, network_for
+from golden_image.spec import AwsSettings, FamilySpec
+from golden_image.values import REJECTED, VALIDATED, ImageRecord, SourceImage, Target
+
+
+class AwsPlatform:
+    name = "aws"
+    checks_host_keys_absent = False
+    """cloud-init generates host keys when a test instance boots: their absence cannot be checked."""
+    offline_catalog = False
+
+    def __init__(
+        self,
+        *,
+        settings: AwsSettings,
+        regions: list[str],
+        resolver: AddressResolver,
+        network: Network | None = None,
+        defer_waits: bool = False,
+    ) -> None:
+        if not regions:
+            raise ValueError("an aws platform needs at least one region (the first is where it builds)")
+        self.settings = settings
+        self.regions = list(regions)
+        self.resolver = resolver
+        self.network = network or Network()
+        self.defer_waits = defer_waits
+        self.keys = EphemeralKeys(paths.golden_home() / "aws" / "keys")
+        self.manifests = ManifestStore(paths.golden_home() / "aws" / "manifests")
+        self._hooks: dict[str, AmiHook] = {}
+
+    @classmethod
+    def for_family(
+        cls, spec: FamilySpec, *, defer_waits: bool = False, regions: list[str] | None = None
+    ) -> AwsPlatform:
+        """Settings from the spec's ``aws`` block and the connection's extras; ``regions``
+        (default: the family's) for work across families, like the janitor's."""
+        settings = spec.aws_settings
+        network = network_for(spec)
+        resolver = make_resolver(
+            network,
+            user=settings.ssh_user,
+            aws_conn_id=settings.aws_conn_id,
+            region=spec.primary_region,
+            state_dir=paths.golden_home() / "aws" / "tunnels",
+        )
+        return cls(
+            settings=settings,
+            regions=regions or list(spec.distribution.regions),
+            resolver=resolver,
+            network=network,
+            defer_waits=defer_waits,
+        )
+
+    @classmethod
+    def sweeps(cls, families: Sequence[FamilySpec]) -> list[tuple[str, Callable[[], AwsPlatform]]]:
+        """One platform per AWS connection the aws families use, covering each of their regions once."""
+        by_connection: dict[str, tuple[FamilySpec, set[str]]] = {}
+        for spec in families:
+            if spec.platform == cls.name:
+                _, regions = by_connection.setdefault(spec.aws_settings.aws_conn_id, (spec, set()))
+                regions.update(spec.distribution.regions)
+        return [
+            (
+                f"aws:{conn_id}:{','.join(sorted(regions))}",
+                functools.partial(cls.for_family, spec, regions=sorted(regions)),
+            )
+            for conn_id, (spec, regions) in by_connection.items()
+        ]
+
+    @property
+    def region(self) -> str:
+        """The primary region: builders run and images are captured here."""
+        return self.regions[0]
+
+    def hook(self, region: str | None = None) -> AmiHook:
+        """The region's hook (default: the primary region)."""
+        region = region or self.region
+        if region not in self._hooks:
+            self._hooks[region] = AmiHook(aws_conn_id=self.settings.aws_conn_id, region_name=region)
+        return self._hooks[region]
+
+    def wait(self, wait: str, ids: list[str], region: str | None = None) -> None:
+        """Until ``ids`` reach the wait's state: blocks, or raises NotReady when waits are deferred."""
+        hook, timeout_s = self.hook(region), self.settings.wait_timeout_minutes * 60.0
+        if not self.defer_waits:
+            hook.wait(wait, ids, poll_interval_s=self.settings.poll_interval_s, timeout_s=timeout_s)
+            return
+        poll = hook.poll(wait, ids)
+        if poll.failed:
+            raise PlatformError(f"{wait}: {poll.failed} in {hook.region_name}; see the EC2 console for why")
+        if not poll.done:
+            trigger = {"wait": wait, "ids": ids, "aws_conn_id": self.settings.aws_conn_id,
+                       "region_name": hook.region_name, "poll_interval": self.settings.poll_interval_s,
+                       "timeout": timeout_s}  # fmt: skip
+            raise NotReady(wait, ids, hook.region_name, poll.states, trigger)
+
+    # -- sources and images ------------------------------------------------------------------------
+    def resolve_source(self, spec: FamilySpec, *, refresh: bool = False) -> SourceImage:
+        hook = self.hook(spec.primary_region)
+        if (parent_pointer := spec.source_pointer) is not None:
+            image_id = hook.parameter_value(parent_pointer)
+            if image_id is None:
+                raise PlatformError(
+                    f"source family '{spec.source.family}' has no published AMI in {spec.primary_region} "
+                    f"({parent_pointer}); bake {spec.source.family} first"
+                )
+            return SourceImage(image_id, image_id, f"family {spec.source.family} ({parent_pointer})")
+        assert spec.source.aws is not None
+        return hook.resolve_source(spec.source.aws)
+
+    def published_image(self, spec: FamilySpec) -> ImageRecord | None:
+        hook = self.hook(spec.primary_region)
+        image_id = hook.parameter_value(spec.pointer)
+        return self._record(hook.describe_image(image_id)) if image_id else None
+
+    def find_captured(self, family: str, run_id: str) -> ImageRecord | None:
+        for image in self.hook().family_images(family):
+            if tag_value(image, "golden:run-id") == run_id:
+                self.wait("image_available", [image["ImageId"]])
+                return self._record(self.hook().describe_image(image["ImageId"]))
+        return None
+
+    def images(self, family: str) -> list[ImageRecord]:
+        return sorted(
+            (self._record(i) for i in self.hook().family_images(family)), key=lambda r: r.created_at
+        )
+
+    def image_locations(self, image_id: str) -> dict[str, str]:
+        name = self.hook().describe_image(image_id)["Name"]
+        found = {region: self.hook(region).find_image_by_name(name) for region in self.regions}
+        return {region: image["ImageId"] for region, image in found.items() if image}
+
+    def _record(self, image: dict[str, Any]) -> ImageRecord:
+        return image_record(image, self.manifests.load(image["ImageId"]), str(self.hook().region_name))
+
+    # -- instances ---------------------------------------------------------------------------------
+    def launch_instance(self, image_id: str, *, role: str, family: str, run_id: str, region: str) -> Target:
+        """Idempotent: a retry (or the resume after a deferred wait) gets the same instance back."""
+        hook = self.hook(region)
+        token = hashlib.sha256(f"{family}/{run_id}/{role}".encode()).hexdigest()[:32]
+        key_file, public_key = self.keys.ensure(token)
+        instance = hook.run_instance(
+            image_id=image_id,
+            instance_types=self.settings.instance_types,
+            client_token=token,
+            tags={FAMILY_TAG: family, "golden:run-id": run_id, "golden:role": role},
+            user_data=f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\n",
+            subnet_id=self.network.subnet_id,
+            security_group_ids=self.network.security_group_ids or None,
+            instance_profile=self.network.instance_profile,
+        )
+        self.wait("instance_running", [instance["InstanceId"]], region)
+        running = hook.describe_instance(instance["InstanceId"])  # addresses are final once running
+        return self.resolver.target_for(running, role=role, key_file=str(key_file))
+
+    def terminate_instance(self, instance_id: str) -> bool:
+        """Terminate and forget the instance's ephemeral key; an already-gone instance is fine."""
+        hook = self.hook()
+        instance = hook.find_instance(instance_id)
+        if instance is not None:
+            hook.terminate([instance_id])
+            if token := tag_value(instance, LAUNCH_TOKEN_TAG):
+                self.keys.forget(token)
+        self.resolver.released(instance_id)
+        return instance is not None
+
+    # -- capture and validation --------------------------------------------------------------------
+    def capture_image(
+        self, target: Target, *, spec: FamilySpec, run_id: str, version: str, manifest: dict[str, Any]
+    ) -> ImageRecord:
+        """CreateImage (EC2 shuts the generalised builder down cleanly before the snapshot), then
+        wait for ``available``."""
+        hook = self.hook(spec.primary_region)
+        tags = capture_tags(spec, version=version, run_id=run_id, manifest=manifest)
+        image_id = hook.create_image(target.instance_id, ami_name(spec.name, version, run_id), tags)
+        self.manifests.save(image_id, {**manifest, "image_id": image_id, "region": spec.primary_region})
+        self.wait("image_available", [image_id], spec.primary_region)
+        return self._record(hook.describe_image(image_id))
+
+    def record_validation(
+        self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
+    ) -> None:
+        hook = self.hook()
+        image = hook.describe_image(image_id)
+        tags = {
+            FAMILY_TAG: tag_value(image, FAMILY_TAG) or "",  # the policy only lets tagged requests tag
+            STATUS_TAG: VALIDATED if passed else REJECTED,
+            "golden:tests": f"{report.get('tests', 0)} run, {report.get('failures', 0)} failed",
+        }
+        hook.tag([image_id], tags)
+        self.manifests.add_validation(image_id, report, junit_xml)
+
+    # -- share and publish -------------------------------------------------------------------------
+    @staticmethod
+    def _require_validated(image: dict[str, Any], doing: str) -> None:
+        if image_status(image) != VALIDATED:
+            raise PlatformError(
+                f"refusing to {doing} {image['ImageId']}: it is {image_status(image)}; "
+                "only validated images are shared or published",
+                retryable=False,
+            )
+
+    def copy_image(self, image_id: str, region: str) -> str:
+        """The image's copy in ``region`` (encrypted with the region's KMS key when one is set)."""
+        primary = self.hook()
+        image = primary.describe_image(image_id)
+        self._require_validated(image, "share")
+        if region == primary.region_name:
+            return image_id
+        copied = self.hook(region).copy_image_here(
+            source_image_id=image_id,
+            source_region=str(primary.region_name),
+            name=image["Name"],
+            client_token=f"{image_id}-{region}",
+            tags={t["Key"]: t["Value"] for t in image.get("Tags", [])},
+            kms_key_id=self.settings.kms_keys.get(region),
+        )
+        self.wait("image_available", [copied], region)
+        return copied
+
+    def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]:
+        """Launch (and snapshot) permission in one region; never public."""
+        self.hook(region).share_image(
+            image_id,
+            accounts=accounts,
+            organizations=self.settings.organizations,
+            organizational_units=self.settings.organizational_units,
+        )
+        return [*accounts, *self.settings.organizations, *self.settings.organizational_units]
+
+    def publish(self, spec: FamilySpec, image_id: str, region: str, run_id: str) -> str | None:
+        """Point the region's SSM parameter at the region's copy; only a validated copy."""
+        hook = self.hook(region)
+        regional = hook.find_image_by_name(self.hook().describe_image(image_id)["Name"])
+        if regional is None:
+            raise PlatformError(
+                f"refusing to publish {image_id} in {region}: it was not copied there", retryable=False
+            )
+        self._require_validated(regional, "publish")
+        previous = hook.parameter_value(spec.pointer)
+        hook.publish(spec.pointer, regional["ImageId"])
+        return previous
+
+    # -- cleanup and janitor -----------------------------------------------------------------------
+    def cleanup(self, spec: FamilySpec, *, dry_run: bool, now: float) -> dict[str, Any]:
+        """Per region: keep N / minimum age, never the published AMI, one in use, or another family's."""
+        regions = {
+            region: self.hook(region).cleanup_family(
+                spec.name,
+                keep=spec.retention.keep,
+                min_age_days=spec.retention.min_age_days,
+                pointer=spec.pointer,
+                now=now,
+                dry_run=dry_run,
+            )
+            for region in spec.distribution.regions
+        }
+        return {
+            "dry_run": dry_run,
+            "delete": [{**d, "region": r} for r, result in regions.items() for d in result["delete"]],
+            "keep": [{**k, "region": r} for r, result in regions.items() for k in result["keep"]],
+            "regions": regions,
+        }
+
+    def janitor(self, *, older_than_s: float) -> list[str]:
+        """Pipeline-tagged instances past the TTL in every region, and stale ephemeral keys."""
+        removed: list[str] = []
+        for region in self.regions:
+            for instance_id in self.hook(region).janitor(older_than_s=older_than_s, now=time.time()):
+                self.resolver.released(instance_id)
+                removed.append(instance_id)
+        self.keys.remove_stale(older_than_s)
+        return removed

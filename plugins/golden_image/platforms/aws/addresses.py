@@ -1,0 +1,202 @@
+"""How the tools reach an EC2 instance: ``AddressResolver``s.
+
+The private (default) or public IP, an SSM port-forwarding tunnel (a process per instance that
+lives until the instance is released), or any class named in the connection's extras (a
+bastion; the tests' local stand-ins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from golden_image.errors import PlatformError
+from golden_image.hooks.ami import AmiHook
+from golden_image.platforms.aws.settings import CONNECTION_EXTRA, Network
+from golden_image.values import Target
+
+
+class AddressResolver(Protocol):
+    """Turns a launched EC2 instance into an SSH address the tools can reach."""
+
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target: ...
+
+    def released(self, instance_id: str) -> None: ...
+
+
+class IpAddressResolver:
+    """SSH to the instance's private (default) or public IP on port 22."""
+
+    def __init__(self, *, user: str = "admin", use_public_ip: bool = False) -> None:
+        self.use_public_ip = use_public_ip
+        self.user = user
+
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target:
+        address = instance.get("PublicIpAddress" if self.use_public_ip else "PrivateIpAddress")
+        if not address:
+            raise PlatformError(
+                f"instance {instance['InstanceId']} has no "
+                f"{'public' if self.use_public_ip else 'private'} IP; set aws.address / the connection's "
+                f"extra.{CONNECTION_EXTRA}.address or use a subnet that assigns one (README, aws platform)"
+            )
+        return Target(instance["InstanceId"], str(address), 22, self.user, key_file, role)
+
+    def released(self, instance_id: str) -> None:
+        return None
+
+
+class SsmTunnelResolver:
+    """``address: ssm``: SSH through an SSM port-forwarding session, so builders need no inbound
+    port 22 and no route from the workers, only the SSM agent (Debian and Amazon Linux AMIs have
+    it) and an instance profile with ``AmazonSSMManagedInstanceCore``.
+
+    The worker needs the AWS CLI and session-manager-plugin. The tunnel is a process that lives
+    until the instance is released (its PID and port are kept in ``state_dir``), so every task of
+    a run must run on the same worker (LocalExecutor, or one Celery queue per worker).
+    """
+
+    DOCUMENT = "AWS-StartPortForwardingSession"
+
+    def __init__(
+        self,
+        *,
+        user: str,
+        aws_conn_id: str,
+        region: str | None,
+        state_dir: Path,
+        aws_cli: str = "aws",
+        ready_timeout_s: float = 300.0,
+    ) -> None:
+        self.user = user
+        self.aws_conn_id = aws_conn_id
+        self.region = region
+        self.state_dir = state_dir
+        self.aws_cli = aws_cli
+        self.ready_timeout_s = ready_timeout_s
+
+    def command(self, instance_id: str, port: int) -> list[str]:
+        parameters = json.dumps({"portNumber": ["22"], "localPortNumber": [str(port)]})
+        region = ["--region", self.region] if self.region else []
+        return [self.aws_cli, "ssm", "start-session", *region, "--target", instance_id,
+                "--document-name", self.DOCUMENT, "--parameters", parameters]  # fmt: skip
+
+    def _env(self) -> dict[str, str]:
+        """Credentials from the Airflow connection, in the environment (never on the command line)."""
+        credentials = AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region).get_credentials()
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": credentials.access_key}
+        env["AWS_SECRET_ACCESS_KEY"] = credentials.secret_key
+        if credentials.token:
+            env["AWS_SESSION_TOKEN"] = credentials.token
+        return env
+
+    def _state(self, instance_id: str) -> Path:
+        return self.state_dir / f"{instance_id}.tunnel.json"
+
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target:
+        instance_id = instance["InstanceId"]
+        port = self._live_port(instance_id) or self._open(instance_id)
+        return Target(instance_id, "127.0.0.1", port, self.user, key_file, role)
+
+    def _live_port(self, instance_id: str) -> int | None:
+        """The port of this instance's tunnel if it is still up (a retried or resumed task)."""
+        try:
+            state = json.loads(self._state(instance_id).read_text())
+            os.kill(state["pid"], 0)
+        except (OSError, ValueError, KeyError):
+            return None
+        return int(state["port"]) if _port_open(int(state["port"])) else None
+
+    def _open(self, instance_id: str) -> int:
+        if shutil.which(self.aws_cli) is None:
+            raise PlatformError(
+                f"address: ssm needs the AWS CLI ('{self.aws_cli}') and session-manager-plugin on the "
+                "worker; install them or use address: private_ip (README, aws platform)"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log_path = self.state_dir / f"{instance_id}.tunnel.log"
+        deadline = time.monotonic() + self.ready_timeout_s
+        env = self._env()
+        while True:  # right after launch the agent is not registered yet: retry until it is
+            port = _free_port()
+            with log_path.open("ab") as log_file:
+                process = subprocess.Popen(
+                    self.command(instance_id, port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            self._state(instance_id).write_text(json.dumps({"pid": process.pid, "port": port}))
+            while process.poll() is None and time.monotonic() < deadline:
+                if _port_open(port):
+                    return port
+                time.sleep(0.2)
+            _kill_group(process.pid)
+            if time.monotonic() >= deadline:
+                tail = log_path.read_text(errors="replace")[-600:]
+                raise PlatformError(
+                    f"no SSM session to {instance_id} after {self.ready_timeout_s:.0f} s: {tail.strip()}; "
+                    "is the SSM agent running and the instance profile allowed to use SSM?"
+                )
+            time.sleep(2)
+
+    def released(self, instance_id: str) -> None:
+        state = self._state(instance_id)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            tunnel = json.loads(state.read_text())
+            _kill_group(int(tunnel["pid"]))
+            for _ in range(50):  # SIGTERM first; SIGKILL if the port is still served after 5 s
+                if not _port_open(int(tunnel["port"])):
+                    break
+                time.sleep(0.1)
+            else:
+                _kill_group(int(tunnel["pid"]), signal.SIGKILL)
+        state.unlink(missing_ok=True)
+        (self.state_dir / f"{instance_id}.tunnel.log").unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _kill_group(pid: int, sig: signal.Signals = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def make_resolver(
+    network: Network, *, user: str, aws_conn_id: str, region: str | None, state_dir: Path
+) -> AddressResolver:
+    """The network's ``address_resolver`` class wins (built with ``user=``, ``aws_conn_id=`` and
+    ``region=``: a bastion may need the account), else its address mode."""
+    if network.address_resolver:
+        from airflow.sdk.module_loading import import_string
+
+        try:
+            resolver_class = import_string(network.address_resolver)
+            resolver: AddressResolver = resolver_class(user=user, aws_conn_id=aws_conn_id, region=region)
+            return resolver
+        except ImportError as exc:
+            raise PlatformError(
+                f"address_resolver {network.address_resolver!r} cannot be imported: {exc}", retryable=False
+            ) from None
+    if network.address == "ssm":
+        return SsmTunnelResolver(user=user, aws_conn_id=aws_conn_id, region=region, state_dir=state_dir)
+    return IpAddressResolver(user=user, use_public_ip=network.address == "public_ip")

@@ -1,0 +1,33 @@
+"""Full manifests of AMIs (packages, Packer and Ansible summaries, validation + JUnit): too big
+for tags, so kept as files beside the local store (``$GOLDEN_HOME/aws/manifests``); the AMI's
+tags carry what others filter on. (Several workers need this directory shared; issue 11 moves
+it to S3.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class ManifestStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, image_id: str) -> Path:
+        return self.directory / f"{image_id}.json"
+
+    def load(self, image_id: str) -> dict[str, Any]:
+        path = self._path(image_id)
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def save(self, image_id: str, manifest: dict[str, Any]) -> None:
+        """Atomically (a reader never sees half a manifest)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = self._path(image_id).with_suffix(".partial")
+        partial.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        partial.rename(self._path(image_id))
+
+    def add_validation(self, image_id: str, report: dict[str, Any], junit_xml: str) -> None:
+        self.save(image_id, {**self.load(image_id), "validation": report})
+        (self.directory / f"{image_id}.validation.xml").write_text(junit_xml)

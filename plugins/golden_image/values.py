@@ -1,0 +1,89 @@
+"""The values every layer passes around: what an instance is reachable as, a source image, an image.
+
+This module is the bottom of the import graph: it imports nothing of the project, so hooks,
+platforms, steps and operators can all use it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Communicator = Literal["ssh", "winrm"]
+"""How the tools talk to an instance: SSH for Linux; WinRM (HTTPS) for Windows, next."""
+
+CAPTURED, VALIDATED, REJECTED = "captured", "validated", "rejected"
+"""An image's status: made from a builder; passed validation (shareable, publishable); failed it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """How Packer, Ansible, Testinfra and the steps reach an instance the platform launched."""
+
+    instance_id: str
+    host: str
+    port: int
+    user: str
+    key_file: str
+    role: str
+    communicator: Communicator = "ssh"
+
+    @property
+    def escalates(self) -> bool:
+        """Whether commands need privilege escalation (passwordless sudo) on this target.
+
+        The one rule the SSH steps, Packer, Ansible and Testinfra all follow: a cloud image's
+        login user (``admin``, ``ec2-user``) escalates, root does not.
+        """
+        return self.communicator == "ssh" and self.user != "root"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Target:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """The image a builder starts from, with the digest a rebuild decision compares."""
+
+    image_id: str
+    digest: str
+    description: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class ImageRecord:
+    """A family's image as every platform reports it.
+
+    ``artifact`` holds the platform's own facts about the stored thing (local: archive file,
+    sha256 and size; aws: AMI name and snapshots); ``manifest`` is the full provenance record.
+    """
+
+    image_id: str
+    family: str
+    version: str
+    run_id: str
+    status: str
+    created_at: float
+    source_image_id: str | None = None
+    source_digest: str | None = None
+    regions: list[str] = field(default_factory=list)
+    artifact: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def validated(self) -> bool:
+        return self.status == VALIDATED
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the manifest (XCom, CLI rows)."""
+        out = asdict(self)
+        out.pop("manifest")
+        return out

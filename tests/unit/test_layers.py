@@ -1,0 +1,80 @@
+"""The import graph has no upward arrow: each layer imports only the layers below it.
+
+values/errors (bottom) < yamlload < spec < decisions < hooks < triggers | platforms < steps
+< pipeline/operators < factory < loader / cli. Every import counts, also the ones inside
+functions (they are how heavy modules stay out of DAG parsing, not a way around the layers).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "plugins" / "golden_image"
+
+# module prefix -> project modules it must never import (prefixes)
+FORBIDDEN = {
+    "golden_image.values": ["golden_image."],
+    "golden_image.errors": ["golden_image."],
+    "golden_image.yamlload": ["golden_image."],
+    "golden_image.spec": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
+                          "golden_image.operators", "golden_image.triggers", "golden_image.factory"],
+    "golden_image.decisions": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
+                               "golden_image.operators", "golden_image.triggers"],
+    "golden_image.pipeline": ["golden_image."],
+    "golden_image.hooks": ["golden_image.platforms", "golden_image.triggers", "golden_image.steps",
+                           "golden_image.operators", "golden_image.factory", "golden_image.cli"],
+    "golden_image.triggers": ["golden_image.platforms", "golden_image.steps", "golden_image.operators"],
+    "golden_image.platforms": ["golden_image.triggers", "golden_image.steps", "golden_image.operators",
+                               "golden_image.factory", "golden_image.cli"],
+    "golden_image.steps": ["golden_image.operators", "golden_image.triggers", "golden_image.factory"],
+    "golden_image.operators": ["golden_image.factory", "golden_image.cli", "golden_image.loader"],
+}  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name.startswith("golden_image")}
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "validation" not in p.parts)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_no_upward_imports(path: Path) -> None:
+    name = module_name(path)
+    rules = [
+        banned for prefix, banned in FORBIDDEN.items() if name == prefix or name.startswith(prefix + ".")
+    ]
+    upward = sorted(
+        imported
+        for imported in imports_of(path)
+        for banned in rules
+        for prefix in banned
+        if imported.startswith(prefix) and not imported.startswith(name)
+    )
+    assert upward == [], f"{name} imports a layer above it: {upward}"
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [
+        module_name(p)
+        for p in MODULES
+        if not any(module_name(p).startswith(prefix) for prefix in FORBIDDEN)
+        and module_name(p) not in {"golden_image", "golden_image.paths", "golden_image.factory",
+                                   "golden_image.loader", "golden_image.cli"}
+    ]  # fmt: skip
+    assert unplaced == [], f"give these a place in FORBIDDEN: {unplaced}"
