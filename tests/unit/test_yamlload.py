@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from golden_image.yamlload import YamlError, load_yaml
+from golden_image.yamlload import LoadedYaml, MergeRules, YamlError, load_yaml, merge
 
 
 def test_lines_are_tracked_per_path() -> None:
@@ -26,3 +26,45 @@ def test_lines_are_tracked_per_path() -> None:
 def test_refused(text: str, message: str) -> None:
     with pytest.raises(YamlError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_yaml(text)
+
+
+def _merged(base: str, over: str, rules: MergeRules = MergeRules()) -> LoadedYaml:
+    return merge(load_yaml(base, "base.yaml"), load_yaml(over, "over.yaml"), rules)
+
+
+def test_merge_mappings_key_by_key_lists_and_scalars_replace() -> None:
+    out = _merged(
+        "a: 1\nm:\n  x: [1, 2, 3]\n  y: {p: 1, q: 2}\nkeep: base\n",
+        "a: 2\nm:\n  x: [9]\n  y: {q: 3}\nnew: over\n",
+    )
+    assert out.data == {"a": 2, "m": {"x": [9], "y": {"p": 1, "q": 3}}, "keep": "base", "new": "over"}
+    assert out.origin_of(("m", "y", "p")) == ("base.yaml", 4)
+    assert out.origin_of(("m", "y", "q")) == ("over.yaml", 4)
+    assert out.origin_of(("m", "x", 0)) == ("over.yaml", 3)
+    assert out.origin_of(("m", "x", 2)) == ("over.yaml", 3)  # base's longer list left no lines behind
+    assert out.origin_of(("keep", "deeper")) == ("base.yaml", 5)
+    assert out.origin_of(("nowhere",)) == ("over.yaml", 1)
+    assert out.file == "over.yaml" and out.line_of(("a",)) == 1
+
+
+def test_merge_null_removes_and_the_rules_make_exceptions() -> None:
+    rules = MergeRules(
+        replace=frozenset({("whole",)}),
+        drop=frozenset({("own",), ("m", "mine")}),
+        keep_null=frozenset({("kept",)}),
+    )
+    out = _merged(
+        "gone: 1\nkept: 1\nwhole: {a: 1, b: 2}\nown: x\nm: {mine: 1, shared: 2}\ntags: {t: 1, u: 2}\n",
+        "gone: null\nkept: null\nwhole: {a: 5}\ntags: {t: null}\n",
+        rules,
+    )
+    assert out.data == {"kept": None, "whole": {"a": 5}, "m": {"shared": 2}, "tags": {"u": 2}}
+    assert out.origin_of(("gone",)) == ("over.yaml", 1)  # an error about the removed key: the null
+    assert out.origin_of(("whole", "b")) == ("over.yaml", 3)
+    assert out.origin_of(("m", "shared")) == ("base.yaml", 5)
+
+
+def test_merge_does_not_modify_its_inputs() -> None:
+    base, over = load_yaml("m: {a: 1}\n"), load_yaml("m: {b: 2}\n")
+    assert merge(base, over).data == {"m": {"a": 1, "b": 2}}
+    assert base.data == {"m": {"a": 1}} and over.data == {"m": {"b": 2}}
