@@ -3,6 +3,26 @@
 A family file describes the *image* (where it comes from, how it is built, tested, shipped and
 retired), never Airflow operators. Every error names the file, the line, the field path and
 what was expected; one broken file never hides the others (see :func:`load_families`).
+
+**extends**: ``extends: <family>`` at the top level reuses another family's image description.
+The file's mapping is deep-merged over the named family's mapping (itself resolved the same way)
+and the result is validated like any family file:
+
+- mappings merge key by key, recursively; lists and scalars replace;
+- ``source`` replaces as a whole (it must be exactly one of family/local/aws, so a child that
+  moves to another platform writes its own ``source`` and nothing of the parent's leaks in);
+- never inherited: ``name``, ``extends`` and ``publish.pointer`` (a family's "latest" pointer is
+  its own; it defaults to ``/golden/<name>/latest``); every file states its own
+  ``schema_version`` (it says how that file is read);
+- a null removes the inherited key, so the field takes its model default (``tags: {x: null}``
+  drops a tag, ``ansible: null`` drops the Ansible step); except ``schedule: null``, which keeps
+  its usual meaning: manual runs only;
+- an error in a value that came from the parent names the parent's file and line and the child
+  that inherited it; a parent with errors of its own, an unknown parent, a cycle or more than
+  :data:`MAX_EXTENDS_DEPTH` levels make the child an error at its ``extends`` line.
+
+``extends`` (reuse the description) and ``source.family`` (build on the parent's *published
+image*) are independent.
 """
 
 from __future__ import annotations
@@ -24,7 +44,7 @@ from pydantic import (
     model_validator,
 )
 
-from golden_image.yamlload import LoadedYaml, YamlError, dotted_path, load_yaml
+from golden_image.yamlload import LoadedYaml, MergeRules, YamlError, dotted_path, load_yaml, merge
 
 SCHEMA_VERSION = 1
 FAMILY_NAME = r"^[a-z][a-z0-9-]{1,62}$"
@@ -32,6 +52,23 @@ CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
 SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|private_?key|api_?key|credential)", re.I)
 
 NonNegative = Annotated[int, Field(ge=0)]
+
+MAX_EXTENDS_DEPTH = 8
+"""A family may extend one that extends another ... at most this many levels deep."""
+EXTENDS_RULES = MergeRules(
+    replace=frozenset({("source",)}),
+    drop=frozenset({("name",), ("extends",), ("publish", "pointer")}),
+    keep_null=frozenset({("schedule",)}),
+)
+"""How a family file is merged over the one it ``extends`` (see the module docstring)."""
+
+
+class FieldProblem(ValueError):
+    """A whole-model check's error that belongs to one field (``loc``), so it gets that line."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class Strict(BaseModel):
@@ -218,6 +255,10 @@ class Retention(Strict):
 class FamilySpec(Strict):
     schema_version: Literal[1]
     name: str = Field(pattern=FAMILY_NAME)
+    extends: str | None = Field(default=None, pattern=FAMILY_NAME, exclude=True)
+    """The family whose description this one was merged over (resolved by the loader). Left out
+    of model_dump, so a spec's dump and digest are the same whether values were inherited or
+    written out."""
     description: str = Field(min_length=1)
     owners: list[str] = Field(min_length=1)
     platform: Literal["local", "aws"] = "local"
@@ -252,19 +293,25 @@ class FamilySpec(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> FamilySpec:
         if self.source.local is not None and self.platform != "local":
-            raise ValueError("source.local only works with platform: local")
+            raise FieldProblem(("source", "local"), "source.local only works with platform: local")
         if self.source.aws is not None and self.platform != "aws":
-            raise ValueError("source.aws only works with platform: aws")
+            raise FieldProblem(("source", "aws"), "source.aws only works with platform: aws")
         if self.aws is not None and self.platform != "aws":
-            raise ValueError("the aws block only works with platform: aws")
+            raise FieldProblem(("aws",), "the aws block only works with platform: aws")
         if self.platform == "aws":
             bad = [r for r in self.distribution.regions if not re.match(AWS_REGION, r)]
             if bad:
-                raise ValueError(f"distribution.regions must be AWS regions on platform: aws (got {bad})")
+                raise FieldProblem(
+                    ("distribution", "regions"),
+                    f"distribution.regions must be AWS regions on platform: aws (got {bad})",
+                )
             if any(not re.fullmatch(r"\d{12}", a) for a in self.distribution.accounts):
-                raise ValueError("distribution.accounts must be 12-digit AWS account ids on platform: aws")
+                raise FieldProblem(
+                    ("distribution", "accounts"),
+                    "distribution.accounts must be 12-digit AWS account ids on platform: aws",
+                )
         if self.source.family == self.name:
-            raise ValueError("source.family cannot be the family itself")
+            raise FieldProblem(("source", "family"), "source.family cannot be the family itself")
         if self.os == "windows":
             if self.platform == "local":
                 raise ValueError("os: windows needs platform: aws (the local platform bakes Linux only)")
@@ -331,44 +378,17 @@ class FamilyFileError(ValueError):
 
 def load_family(path: Path, include_dir: Path) -> FamilySpec:
     """Read and validate one family file; raise :class:`FamilyFileError` listing every problem."""
-    shown = _shown(path, include_dir)
-    try:
-        loaded = load_yaml(path.read_text(encoding="utf-8"))
-    except YamlError as exc:
-        raise FamilyFileError([SpecError(shown, exc.line, "", exc.message)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FamilyFileError([SpecError(shown, 0, "", f"cannot read file: {exc}")]) from None
-    if not isinstance(loaded.data, dict):
-        raise FamilyFileError([SpecError(shown, 1, "", "expected a mapping (key: value) at the top level")])
-    version = loaded.data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise FamilyFileError(
-            [
-                SpecError(
-                    shown,
-                    loaded.line_of(("schema_version",)),
-                    "schema_version",
-                    f"expected {SCHEMA_VERSION} (this release reads schema_version {SCHEMA_VERSION}); "
-                    f"got {version!r}",
-                )
-            ]
-        )
-    try:
-        spec = FamilySpec.model_validate(loaded.data, context={"include_dir": include_dir})
-    except ValidationError as exc:
-        raise FamilyFileError(_explain(exc, loaded, shown)) from None
-    if spec.name != path.stem:
-        raise FamilyFileError(
-            [
-                SpecError(
-                    shown,
-                    loaded.line_of(("name",)),
-                    "name",
-                    f"must equal the file name '{path.stem}' (got '{spec.name}')",
-                )
-            ]
-        )
-    return spec
+    return _Loader(include_dir).family(path)
+
+
+def family_mapping(path: Path, include_dir: Path) -> dict[str, Any]:
+    """The mapping a family file stands for once its ``extends`` is resolved (without ``extends``),
+    for tools that rewrite a family into a file of its own."""
+    loader = _Loader(include_dir)
+    loader.family(path)
+    data = dict(loader.resolved(path).data)
+    data.pop("extends", None)
+    return data
 
 
 @dataclass
@@ -386,16 +406,173 @@ def family_files(images_dir: Path) -> list[Path]:
 def load_families(images_dir: Path, include_dir: Path | None = None) -> FamilySet:
     """Load every family file; a broken one is reported in ``errors`` and never hides the others."""
     include_dir = include_dir or images_dir.parent
+    loader = _Loader(include_dir)
     families: dict[str, FamilySpec] = {}
     errors: dict[str, list[SpecError]] = {}
     for path in family_files(images_dir):
         try:
-            families[path.stem] = load_family(path, include_dir)
+            families[path.stem] = loader.family(path)
         except FamilyFileError as exc:
             errors[path.stem] = exc.errors
     _check_layering(families, errors, images_dir, include_dir)
     _check_pointers(families, errors, images_dir, include_dir)
     return FamilySet(families, errors)
+
+
+class _Loader:
+    """Reads and validates family files, each once, resolving ``extends`` between them."""
+
+    def __init__(self, include_dir: Path) -> None:
+        self.include_dir = include_dir
+        self._raw: dict[Path, LoadedYaml | FamilyFileError] = {}
+        self._done: dict[Path, tuple[LoadedYaml, FamilySpec] | FamilyFileError] = {}
+
+    def family(self, path: Path) -> FamilySpec:
+        return self._outcome(path)[1]
+
+    def resolved(self, path: Path) -> LoadedYaml:
+        return self._outcome(path)[0]
+
+    def _outcome(self, path: Path) -> tuple[LoadedYaml, FamilySpec]:
+        if path not in self._done:
+            try:
+                self._done[path] = self._load(path)
+            except FamilyFileError as exc:
+                self._done[path] = exc
+        outcome = self._done[path]
+        if isinstance(outcome, FamilyFileError):
+            raise outcome
+        return outcome
+
+    def raw(self, path: Path) -> LoadedYaml:
+        """The file's own mapping, with a supported schema_version; cached, errors too."""
+        if path not in self._raw:
+            try:
+                self._raw[path] = self._read(path)
+            except FamilyFileError as exc:
+                self._raw[path] = exc
+        loaded = self._raw[path]
+        if isinstance(loaded, FamilyFileError):
+            raise loaded
+        return loaded
+
+    def _read(self, path: Path) -> LoadedYaml:
+        shown = _shown(path, self.include_dir)
+        try:
+            loaded = load_yaml(path.read_text(encoding="utf-8"), shown)
+        except YamlError as exc:
+            raise FamilyFileError([SpecError(shown, exc.line, "", exc.message)]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FamilyFileError([SpecError(shown, 0, "", f"cannot read file: {exc}")]) from None
+        if not isinstance(loaded.data, dict):
+            raise FamilyFileError(
+                [SpecError(shown, 1, "", "expected a mapping (key: value) at the top level")]
+            )
+        version = loaded.data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise FamilyFileError(
+                [
+                    SpecError(
+                        shown,
+                        loaded.line_of(("schema_version",)),
+                        "schema_version",
+                        f"expected {SCHEMA_VERSION} (this release reads schema_version {SCHEMA_VERSION}); "
+                        f"got {version!r}",
+                    )
+                ]
+            )
+        return loaded
+
+    def _load(self, path: Path) -> tuple[LoadedYaml, FamilySpec]:
+        own = self.raw(path)
+        resolved = own if own.data.get("extends") is None else self._extend(path, own)
+        try:
+            spec = FamilySpec.model_validate(resolved.data, context={"include_dir": self.include_dir})
+        except ValidationError as exc:
+            raise FamilyFileError(_explain(exc, resolved, path.stem)) from None
+        if spec.name != path.stem:
+            raise FamilyFileError(
+                [
+                    SpecError(
+                        own.file,
+                        own.line_of(("name",)),
+                        "name",
+                        f"must equal the file name '{path.stem}' (got '{spec.name}')",
+                    )
+                ]
+            )
+        return resolved, spec
+
+    def _extend(self, path: Path, own: LoadedYaml) -> LoadedYaml:
+        """``own`` merged over the family it extends, or the one error that prevents it."""
+        chain, problem = self._chain(path)
+        if problem is None and len(chain) > MAX_EXTENDS_DEPTH + 1:
+            problem = (
+                f"more than {MAX_EXTENDS_DEPTH} levels of extends "
+                f"({' -> '.join(p.stem for p in chain)} ...); flatten the chain"
+            )
+        if problem is None:
+            parent = chain[1]
+            try:
+                base = self.resolved(parent)
+            except FamilyFileError:
+                problem = f"extends family '{parent.stem}' which has errors of its own"
+            else:
+                return merge(base, own, EXTENDS_RULES)
+        raise FamilyFileError([SpecError(own.file, own.line_of(("extends",)), "extends", problem)])
+
+    def _chain(self, path: Path) -> tuple[list[Path], str | None]:
+        """``path`` and the files it extends, nearest first (at most one more than allowed), and
+        the problem with ``path``'s own ``extends`` or a cycle it is part of, if any."""
+        chain = [path]
+        current = self.raw(path)
+        while len(chain) <= MAX_EXTENDS_DEPTH + 1:
+            value = current.data.get("extends")
+            if value is None:
+                break
+            try:
+                parent = self._parent_file(chain[-1], value)
+            except ValueError as exc:
+                return chain, str(exc) if len(chain) == 1 else None  # else: that file's own error
+            if parent in chain:
+                if parent != path:
+                    return chain, None  # a cycle further up: those families report it
+                loop = " -> ".join(p.stem for p in [*chain, parent])
+                return chain, f"extends cycle: {loop}"
+            chain.append(parent)
+            try:
+                current = self.raw(parent)
+            except FamilyFileError:
+                break
+        return chain, None
+
+    def _parent_file(self, child: Path, value: object) -> Path:
+        """The family file ``value`` names, next to ``child``; ValueError saying why not."""
+        if not isinstance(value, str) or not re.fullmatch(FAMILY_NAME, value):
+            raise ValueError(
+                f"must be the name of another family (lowercase letters, digits and '-'), got {value!r}"
+            )
+        if value == child.stem:
+            raise ValueError("a family cannot extend itself")
+        images = child.parent
+        found = [images / f"{value}{suffix}" for suffix in (".yaml", ".yml")]
+        found = [p for p in found if p.is_file() or p.is_symlink()]
+        if not found:
+            known = [p.stem for p in family_files(images) if p.stem != child.stem]
+            hint = difflib.get_close_matches(value, known, n=1)
+            raise ValueError(
+                f"no family named '{value}'"
+                + (f" (did you mean '{hint[0]}'?)" if hint else f"; known families: {', '.join(known)}")
+            )
+        try:
+            inside = found[0].resolve().is_relative_to(images.resolve())
+        except (OSError, RuntimeError):  # a symlink loop
+            inside = False
+        if not inside:
+            raise ValueError(
+                f"{_shown(found[0], self.include_dir)} leads outside {images.name}/ (a symlink?)"
+            )
+        return found[0]
 
 
 def _check_pointers(
@@ -459,12 +636,17 @@ def _shown(path: Path, include_dir: Path) -> str:
         return str(path)
 
 
-def _explain(exc: ValidationError, loaded: LoadedYaml, shown: str) -> list[SpecError]:
+def _explain(exc: ValidationError, loaded: LoadedYaml, family: str) -> list[SpecError]:
+    """One located error per pydantic error; a value inherited through ``extends`` is located in
+    the file it was written in, and says which family inherited it."""
     out: list[SpecError] = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldProblem):
+            loc = (*loc, *cause.loc)
         field = dotted_path(loc)
-        line = loaded.line_of(loc)
+        file, line = loaded.origin_of(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
             allowed = _fields_at(loc[:-1])
@@ -478,7 +660,9 @@ def _explain(exc: ValidationError, loaded: LoadedYaml, shown: str) -> list[SpecE
             message = err["msg"].removeprefix("Value error, ")
             if kind in {"int_type", "string_type", "list_type", "dict_type", "bool_type", "int_parsing"}:
                 message += f" (got {err['input']!r})"
-        out.append(SpecError(shown, line, field, message))
+        if file != loaded.file:
+            message += f" (inherited by {family})"
+        out.append(SpecError(file, line, field, message))
     return out
 
 

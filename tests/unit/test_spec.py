@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
-from golden_image.spec import FamilyFileError, load_families, load_family
+from golden_image.spec import MAX_EXTENDS_DEPTH, FamilyFileError, family_mapping, load_families, load_family
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -55,6 +57,11 @@ def write(include: Path, name: str, text: str) -> Path:
 def layered(name: str, parent: str) -> str:
     """A good family file whose source is another family."""
     return GOOD.format(name=name).replace("  local:\n    bootstrap: {suite: bookworm}", f"  family: {parent}")
+
+
+def child(name: str, parent: str, body: str = "") -> str:
+    """A family file that extends ``parent`` and adds ``body`` (YAML, unindented)."""
+    return f"schema_version: 1\nname: {name}\nextends: {parent}\n" + textwrap.dedent(body)
 
 
 def errors_of(include: Path, name: str, text: str) -> list[str]:
@@ -248,3 +255,178 @@ def test_aws_settings_are_checked_where_they_apply() -> None:
             family_spec("aws-bad", **{**aws, "distribution": {"regions": ["us-east-1"]}, **fields})
     with pytest.raises(ValidationError, match="the aws block only works with platform: aws"):
         family_spec("local-with-aws", aws={"instance_types": ["t3.small"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# extends
+
+
+BASE = GOOD.format(name="base") + "publish: {pointer: /golden/base/latest}\ntags: {team: a, tier: gold}\n"
+AWS_SOURCE = "source: {aws: {ssm_parameter: /aws/service/debian/release/12/latest/amd64}}\n"
+
+
+def family_errors(include: Path, name: str) -> list[str]:
+    return [str(e) for e in load_families(include / "images", include).errors[name]]
+
+
+def test_extends_merges_the_child_over_the_parent(include: Path) -> None:
+    write(include, "base", BASE)
+    body = """\
+        description: the child
+        packer:
+          vars: {extra: 1}
+        validation: {testinfra: []}
+        tags: {tier: null, env: prod}
+        retention: {keep: null}
+        ansible: null
+        schedule: null
+        """
+    spec = load_family(write(include, "child", child("child", "base", body)), include)
+    assert spec.extends == "base" and spec.name == "child" and spec.description == "the child"
+    assert spec.packer.template == "packer/t.pkr.hcl"  # mappings merge key by key
+    assert spec.packer.vars == {"packages": ["curl"], "extra": 1}
+    assert spec.validation.testinfra == []  # lists replace
+    assert spec.tags == {"team": "a", "env": "prod"}  # a null removes the inherited key ...
+    assert spec.retention.keep == 3 and spec.retention.min_age_days == 1  # ... so the default applies
+    assert spec.ansible is None
+    assert spec.schedule is None  # except schedule, where null means manual runs only
+    assert spec.source.local is not None and spec.distribution.regions == ["local", "local-dr"]
+    assert spec.pointer == "/golden/child/latest"  # publish.pointer is never inherited
+
+
+def test_an_extending_family_dumps_like_the_family_written_out(include: Path, tmp_path: Path) -> None:
+    write(include, "base", BASE)
+    path = write(include, "child", child("child", "base", "retention: {keep: 9}\n"))
+    spec = load_family(path, include)
+    written = tmp_path / "elsewhere" / "child.yaml"
+    written.parent.mkdir()
+    mapping = family_mapping(path, include)
+    assert "extends" not in mapping and mapping["retention"] == {"keep": 9, "min_age_days": 1}
+    written.write_text(yaml.safe_dump(mapping))
+    same = load_family(written, include)
+    assert same.extends is None and "extends" not in spec.model_dump()
+    assert same.model_dump(mode="json") == spec.model_dump(mode="json")  # so the spec digest is the same
+
+
+def test_a_child_replaces_source_as_a_whole(include: Path) -> None:
+    write(include, "base", BASE)
+    body = "platform: aws\n" + AWS_SOURCE + "distribution: {regions: [eu-west-1], accounts: []}\n"
+    spec = load_family(write(include, "cloud", child("cloud", "base", body)), include)
+    assert spec.source.local is None and spec.source.aws is not None
+    assert spec.packer.vars == {"packages": ["curl"]}
+
+
+def test_an_error_in_an_inherited_value_names_the_parent_file_and_line(include: Path) -> None:
+    write(include, "base", BASE)
+    [error] = errors_of(include, "cloud", child("cloud", "base", "platform: aws\n"))
+    assert error.startswith(
+        "include/images/base.yaml:8: source.local: source.local only works with platform: local"
+    )
+    assert error.endswith("(inherited by cloud)")
+    body = "platform: aws\n" + AWS_SOURCE + "distribution: {regions: [eu-west-1]}\n"
+    [error] = errors_of(include, "cloud", child("cloud", "base", body))
+    assert error.startswith("include/images/base.yaml:20: distribution.accounts: ") and "12-digit" in error
+    assert error.endswith("(inherited by cloud)")
+
+
+def test_an_error_in_the_childs_own_value_names_the_child(include: Path) -> None:
+    write(include, "base", BASE)
+    [error] = errors_of(include, "child", child("child", "base", "retention: {keep: lots}\n"))
+    assert error.startswith("include/images/child.yaml:4: retention.keep:") and "inherited" not in error
+    [error] = errors_of(include, "child", child("child", "base", "retension: {}\n"))
+    assert "include/images/child.yaml:4: retension: unknown field; did you mean 'retention'?" in error
+    [error] = errors_of(include, "child", child("child", "base", "source: null\n"))
+    assert "include/images/child.yaml:4: source: required field is missing" in error
+
+
+def test_name_and_schema_version_are_the_childs_own(include: Path) -> None:
+    write(include, "base", BASE)
+    [error] = errors_of(include, "child", "extends: base\nname: child\n")
+    assert "include/images/child.yaml:1: schema_version: expected 1" in error
+    [error] = errors_of(include, "child", "schema_version: 1\nextends: base\n")
+    assert "child.yaml" in error and "name: required field is missing" in error
+
+
+def test_extends_cycle_names_the_chain(include: Path) -> None:
+    write(include, "good", GOOD.format(name="good"))
+    write(include, "one", child("one", "two"))
+    write(include, "two", child("two", "one"))
+    write(include, "three", child("three", "one"))
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"good"}
+    assert [str(e) for e in found.errors["one"]] == [
+        "include/images/one.yaml:3: extends: extends cycle: one -> two -> one"
+    ]
+    assert [str(e) for e in found.errors["two"]] == [
+        "include/images/two.yaml:3: extends: extends cycle: two -> one -> two"
+    ]
+    assert "extends family 'one' which has errors of its own" in str(found.errors["three"][0])
+
+
+def test_unknown_parent_suggests_a_family(include: Path) -> None:
+    write(include, "base", BASE)
+    [error] = errors_of(include, "child", child("child", "bsae"))
+    assert "include/images/child.yaml:3: extends: no family named 'bsae' (did you mean 'base'?)" in error
+
+
+def test_a_broken_parent_makes_the_child_an_error(include: Path) -> None:
+    write(include, "base", BASE.replace("os: linux", "os: beos"))
+    write(include, "child", child("child", "base"))
+    write(include, "good", GOOD.format(name="good"))
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"good"}
+    assert "os: Input should be 'linux' or 'windows'" in str(found.errors["base"][0])
+    [error] = found.errors["child"]
+    assert (
+        str(error)
+        == "include/images/child.yaml:3: extends: extends family 'base' which has errors of its own"
+    )
+
+
+def test_extends_chains_have_a_depth_limit(include: Path) -> None:
+    names = [f"level-{chr(ord('a') + i)}" for i in range(MAX_EXTENDS_DEPTH + 2)]  # level-a is the deepest
+    write(include, names[-1], GOOD.format(name=names[-1]))
+    for name, parent in itertools.pairwise(names):
+        write(include, name, child(name, parent, f"tags: {{{name}: x}}\n"))
+    found = load_families(include / "images", include)
+    assert set(found.errors) == {"level-a"}  # 9 levels; level-b's 8 are fine, whatever the load order
+    assert f"more than {MAX_EXTENDS_DEPTH} levels of extends (level-a -> level-b" in str(
+        found.errors["level-a"][0]
+    )
+    assert set(found.families["level-b"].tags) == set(names[1:-1])
+
+
+def test_hostile_extends_values_are_clean_errors(include: Path, tmp_path: Path) -> None:
+    images = include / "images"
+    write(include, "good", GOOD.format(name="good"))
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(GOOD.format(name="escape"))
+    (images / "escape.yaml").symlink_to(outside)
+    (images / "loop.yaml").symlink_to(images / "loop.yaml")
+    cases = {
+        "number": ("42", "must be the name of another family"),
+        "traversal": ("../../etc/passwd", "must be the name of another family"),
+        "listed": ("[good, good]", "must be the name of another family"),
+        "mapping": ("{family: good}", "must be the name of another family"),
+        "itself": ("itself", "a family cannot extend itself"),
+        "outward": ("escape", "include/images/escape.yaml leads outside images/"),
+        "looped": ("loop", "include/images/loop.yaml leads outside images/"),
+    }
+    for name, (value, _) in cases.items():
+        write(include, name, child(name, value))
+    found = load_families(images, include)
+    assert set(found.families) == {"good", "escape"}
+    for name, (_, message) in cases.items():
+        [error] = found.errors[name]
+        assert f"include/images/{name}.yaml:3: extends: {message}" in str(error), name
+    assert "cannot read file" in str(found.errors["loop"][0])
+
+
+def test_a_huge_chain_is_refused_without_a_traceback(include: Path) -> None:
+    count = 300
+    write(include, "link-000", GOOD.format(name="link-000"))
+    for i in range(1, count):
+        write(include, f"link-{i:03}", child(f"link-{i:03}", f"link-{i - 1:03}"))
+    found = load_families(include / "images", include)
+    assert len(found.families) == MAX_EXTENDS_DEPTH + 1 and len(found.errors) == count - MAX_EXTENDS_DEPTH - 1
+    assert "levels of extends" in str(found.errors[f"link-{count - 1:03}"][0])
