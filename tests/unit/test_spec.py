@@ -83,8 +83,31 @@ def test_good_family_loads_with_defaults(include: Path) -> None:
 def test_example_families_are_valid() -> None:
     found = load_families(PROJECT / "include" / "images", PROJECT / "include")
     assert found.errors == {}
-    assert {"debian12-base", "debian12-web"} <= set(found.families)
+    assert set(found.families) == {"debian12-base", "debian12-web", "aws-debian12-base", "aws-debian12-web"}
     assert found.families["debian12-web"].source.family == "debian12-base"
+    assert found.families["aws-debian12-web"].source.family == "aws-debian12-base"
+
+
+@pytest.mark.parametrize(
+    ("local", "aws"), [("debian12-base", "aws-debian12-base"), ("debian12-web", "aws-debian12-web")]
+)
+def test_example_aws_families_reuse_the_local_description(local: str, aws: str) -> None:
+    found = load_families(PROJECT / "include" / "images", PROJECT / "include").families
+    parent, spec = found[local], found[aws]
+    assert spec.extends == local and spec.platform == "aws" and spec.aws is not None
+    for block in (
+        "packer",
+        "ansible",
+        "validation",
+        "retention",
+        "tags",
+        "patch_policy",
+        "owners",
+        "schedule",
+    ):
+        assert getattr(spec, block) == getattr(parent, block), block
+    assert spec.pointer == f"/golden/{aws}/latest"
+    assert spec.distribution != parent.distribution and spec.source != parent.source
 
 
 def test_unknown_key_suggests_the_right_one(include: Path) -> None:
