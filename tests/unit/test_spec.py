@@ -209,9 +209,21 @@ def test_public_sharing_is_refused(include: Path) -> None:
     assert "would make the image public" in error
 
 
-def test_windows_needs_aws(include: Path) -> None:
+def test_windows_is_refused_until_it_can_be_built(include: Path) -> None:
     [error] = errors_of(include, "web", GOOD.format(name="web").replace("os: linux", "os: windows"))
-    assert "os: windows needs platform: aws" in error
+    assert "web.yaml:6: os: os: windows is not supported yet" in error and "see issue 10" in error
+    pester = GOOD.format(name="web").replace(
+        "  testinfra: [validation/test_x.py]", "  pester: [validation/test_x.py]"
+    )
+    [error] = errors_of(include, "web", pester)
+    assert "web.yaml:17: validation.pester: validation.pester is not supported yet" in error
+    from pydantic import ValidationError
+
+    from tests.specs import family_spec
+
+    aws = {"platform": "aws", "source": {"aws": {"ssm_parameter": "/aws/service/windows/latest"}}}
+    with pytest.raises(ValidationError, match="os: windows is not supported yet"):
+        family_spec("win-aws", os="windows", distribution={"regions": ["us-east-1"]}, **aws)
 
 
 def test_not_yaml(include: Path) -> None:
