@@ -561,7 +561,7 @@ class _Loader:
         """The family file ``value`` names, next to ``child``; ValueError saying why not."""
         if not isinstance(value, str) or not re.fullmatch(FAMILY_NAME, value):
             raise ValueError(
-                f"must be the name of another family (lowercase letters, digits and '-'), got {value!r}"
+                f"must be the name of another family (lowercase letters, digits and '-'), got {value!r:.80}"
             )
         if value == child.stem:
             raise ValueError("a family cannot extend itself")

@@ -444,6 +444,7 @@ def test_hostile_extends_values_are_clean_errors(include: Path, tmp_path: Path) 
         "listed": ("[good, good]", "must be the name of another family"),
         "mapping": ("{family: good}", "must be the name of another family"),
         "itself": ("itself", "a family cannot extend itself"),
+        "huge": ("a" * 100_000, "must be the name of another family"),
         "outward": ("escape", "include/images/escape.yaml leads outside images/"),
         "looped": ("loop", "include/images/loop.yaml leads outside images/"),
     }
@@ -455,6 +456,7 @@ def test_hostile_extends_values_are_clean_errors(include: Path, tmp_path: Path) 
         [error] = found.errors[name]
         assert f"include/images/{name}.yaml:3: extends: {message}" in str(error), name
     assert "cannot read file" in str(found.errors["loop"][0])
+    assert len(str(found.errors["huge"][0])) < 250  # the value is quoted, not repeated in full
 
 
 def test_a_huge_chain_is_refused_without_a_traceback(include: Path) -> None:
