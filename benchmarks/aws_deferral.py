@@ -36,10 +36,10 @@ def run_once(work: Path, url: str, *, deferrable: bool, delays: dict[str, float]
 
     from golden_image.cli import run_family_dag
     from golden_image.platforms.aws import AwsPlatform
-    from golden_image.spec import load_families
+    from golden_image.spec import family_mapping, load_families
     from tests.aws.standins import SlowEc2, record_trigger_events
 
-    family = yaml.safe_load((PROJECT / "include" / "images" / "aws-debian12-base.yaml").read_text())
+    family = family_mapping(PROJECT / "include" / "images" / "aws-debian12-base.yaml", PROJECT / "include")
     family["source"] = {"aws": {"ssm_parameter": SOURCE}}
     family["aws"].update(aws_conn_id="bench_aws", poll_interval_s=0.5, kms_keys={}, deferrable=deferrable)
     family["distribution"] = {"regions": ["us-east-1", "us-west-2"], "accounts": ["111122223333"]}

@@ -149,7 +149,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     spec = _get(args.family)
     _print(
         spec.model_dump(mode="json")
-        | {"dag_id": spec.dag_id, "pointer": spec.pointer, "steps": pipeline.describe()},
+        | {
+            "extends": spec.extends,
+            "dag_id": spec.dag_id,
+            "pointer": spec.pointer,
+            "steps": pipeline.describe(),
+        },
         args.json,
         render_doc(spec),
     )

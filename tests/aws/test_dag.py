@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from golden_image.cli import run_family_dag
-from golden_image.spec import load_families
+from golden_image.spec import family_mapping, load_families
 from tests.aws.iam_moto import POLICY, actions_only, admin_client, pipeline_hook
 from tests.aws.motoserver import STAND_INS
 from tests.aws.standins import SlowEc2, record_trigger_events
@@ -44,7 +44,7 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     base_ami = ec2["us-east-1"].describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
     ssm["us-east-1"].put_parameter(Name=SOURCE, Value=base_ami, Type="String", DataType="aws:ec2:image")
 
-    family = yaml.safe_load((PROJECT / "include" / "images" / "aws-debian12-base.yaml").read_text())
+    family = family_mapping(PROJECT / "include" / "images" / "aws-debian12-base.yaml", PROJECT / "include")
     family["source"] = {"aws": {"ssm_parameter": SOURCE}}
     family["aws"].update(aws_conn_id="dagpipeline", poll_interval_s=0.2, kms_keys={})
     family["distribution"] = {"regions": ["us-east-1", "us-west-2"], "accounts": [ACCOUNT]}

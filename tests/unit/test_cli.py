@@ -28,9 +28,11 @@ def test_validate_reports_the_broken_file_and_keeps_the_rest(
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     assert main(["validate", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] == ["aws-debian12-base", "aws-debian12-web", "debian12-base"]
+    assert report["ok"] == ["aws-debian12-base", "debian12-base"]
     [error] = report["errors"]["debian12-web"]
     assert "debian12-web.yaml:10: shedule: unknown field; did you mean 'schedule'?" in error
+    [error] = report["errors"]["aws-debian12-web"]  # it extends debian12-web
+    assert "extends family 'debian12-web' which has errors of its own" in error
     assert main(["list"]) == 1
     out = capsys.readouterr().out
     assert "debian12-base" in out and "BROKEN" in out
