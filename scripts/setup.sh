@@ -27,10 +27,31 @@ PY=${PYTHON:-python3}
 req=requirements.txt
 [ "$want_dev" = dev ] && req=requirements-dev.txt
 stamp=".venv/.golden-$(cat "$req" requirements.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)"
+# pip's output goes to a log; when it fails, its own error is shown without the warnings around it
+log=$PWD/.venv/setup-pip.log
+pip_install() {
+  .venv/bin/pip install -v --progress-bar off --disable-pip-version-check "$@" >>"$log" 2>&1 && return
+  local said
+  said=$(scripts/pip-summary.sh "$log" constraints.txt 2>&1) || true
+  {
+    echo "setup: pip install $* failed on $(.venv/bin/python --version); pip says:"
+    sed 's/^/  /' <<<"$said"
+    echo "setup: pip's full output: $log"
+    if grep -q '; this is Python ' <<<"$said"; then
+      echo "setup: constraints.txt pins a release this Python cannot install: a bug in constraints.txt, which"
+      echo "       must install on Debian 12's Python 3.11.2 (scripts/check-constraints.sh checks it). Meanwhile:"
+      echo "       rm -rf .venv, then run again with PYTHON=/path/to/a/newer/python3"
+    else
+      echo "setup: fix what pip reports above (network to PyPI? \`pip config list\`), then run it again"
+    fi
+  } >&2
+  exit 1
+}
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages from $req (pinned by constraints.txt)"
-  .venv/bin/pip install -q --disable-pip-version-check -r "$req" -c constraints.txt
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  : >"$log"
+  pip_install -r "$req" -c constraints.txt
+  pip_install --no-deps -e .
   touch "$stamp"
 fi
 echo "setup: ok ($(.venv/bin/python --version), $(packer version 2>/dev/null | head -1), mmdebstrap $(mmdebstrap --version 2>/dev/null | awk '{print $2}'))"
