@@ -209,6 +209,12 @@ def _ansible_brief(summary: dict[str, Any] | None) -> dict[str, Any]:
 
 
 # -- validate ------------------------------------------------------------------------------------
+def login_key(target: Target) -> str:
+    """The public key the platform gave the instance (the hygiene suite allows only that one)."""
+    public = Path(f"{target.key_file}.pub")
+    return public.read_text().strip() if public.exists() else ""
+
+
 def validate_image(
     spec: FamilySpec,
     platform: Platform,
@@ -221,10 +227,7 @@ def validate_image(
     suites = [paths.include_dir() / suite for suite in spec.validation.testinfra]
     hygiene = None
     if spec.validation.hygiene.enabled:
-        hygiene = {
-            **spec.validation.hygiene.model_dump(),
-            "host_keys_absent": platform.checks_host_keys_absent,
-        }
+        hygiene = {**spec.validation.hygiene.model_dump(), "login_key": login_key(target)}
     report = hook.run(target, suites, hygiene=hygiene, on_line=emit)
     summary = {
         **report.to_dict(),

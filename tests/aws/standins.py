@@ -18,7 +18,7 @@ from typing import Any
 
 from golden_image import paths
 from golden_image.hooks.ami import AmiHook, tag_value
-from golden_image.platforms.local import LocalPlatform
+from golden_image.platforms.local import LOGIN_USER, LocalPlatform
 from golden_image.values import Target
 from tests.specs import family_spec
 
@@ -67,7 +67,7 @@ class LocalBackedResolver:
             captured = self.local.find_captured(MIRROR, ami)
             if captured is None:
                 key = str(Path(builder.dir) / "ssh" / "id_ed25519")
-                target = Target(builder.instance_id, "127.0.0.1", builder.port, "root", key, "builder")
+                target = Target(builder.instance_id, "127.0.0.1", builder.port, LOGIN_USER, key, "builder")
                 captured = self.local.capture_image(
                     target, spec=family_spec(MIRROR), run_id=ami, version="mirror", manifest={}
                 )
@@ -86,7 +86,7 @@ class LocalBackedResolver:
             port, key = local.port, local.key_file
         else:
             port, key = row.port, str(Path(row.dir) / "ssh" / "id_ed25519")
-        return Target(instance["InstanceId"], "127.0.0.1", port, "root", key, role)
+        return Target(instance["InstanceId"], "127.0.0.1", port, LOGIN_USER, key, role)
 
     def released(self, instance_id: str) -> None:
         """Terminate the stand-in; a builder's AMIs are mirrored first (nothing could later)."""

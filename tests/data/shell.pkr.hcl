@@ -4,6 +4,10 @@ variable "ssh_port" { type = number }
 variable "ssh_username" { type = string }
 variable "ssh_private_key_file" { type = string }
 variable "command" { type = string }
+variable "become" {
+  type    = bool
+  default = false
+}
 
 source "null" "t" {
   communicator         = "ssh"
@@ -16,6 +20,7 @@ source "null" "t" {
 build {
   sources = ["source.null.t"]
   provisioner "shell" {
-    inline = [var.command]
+    inline          = [var.command]
+    execute_command = var.become ? "chmod +x {{ .Path }}; sudo -n -E env {{ .Vars }} {{ .Path }}" : "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}"
   }
 }

@@ -103,6 +103,18 @@ def test_layered_family_bakes_from_the_published_base(families, platform, airflo
     assert "nginx-light" in {p["name"] for p in web.manifest["packages"]}
 
 
+def test_public_style_roles_run_unchanged_on_a_booted_builder(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
+    """debian12-hardened: a full sshd_config validated with `sshd -t` and a restart handler, a
+    systemd service with daemon-reload + restart handlers; the test instance boots it."""
+    result = run_family_dag(families["debian12-hardened"], {})
+    assert result["state"] == "success", result["tasks"]
+    image = platform.find_captured("debian12-hardened", result["run_id"])
+    assert image.status == "validated" and image.manifest["validation"]["failures"] == 0
+    ran = {(t["task"], t["status"]) for t in image.manifest["ansible"]["tasks"]}
+    for handler in ("restart sshd", "reload systemd", "restart status-agent"):
+        assert (handler, "changed") in ran, sorted(ran)
+
+
 def test_advisory_force_rebuilds_only_affected_families(families, airflow_db) -> None:  # type: ignore[no-untyped-def]
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.dagrun import DagRun
@@ -189,3 +201,6 @@ def test_killed_bake_then_janitor_leaves_nothing(strict_family, platform, golden
             except OSError:
                 pass
     assert rooted == []
+    from golden_image.platforms.local import sandbox
+
+    assert sandbox.stale_cgroups() == []  # no cgroup of a killed instance is left either

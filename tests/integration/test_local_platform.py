@@ -11,7 +11,7 @@ import pytest
 
 from golden_image.errors import PlatformError
 from golden_image.hooks.ssh import run_ssh
-from golden_image.platforms.local import LocalPlatform
+from golden_image.platforms.local import LocalPlatform, sandbox
 from golden_image.platforms.local.catalog import ImageRow
 from golden_image.platforms.local.store import sha256_file
 from tests.specs import family_spec
@@ -35,24 +35,46 @@ def host_mounts_under(directory: Path) -> list[str]:
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(directory) in line]
 
 
+def host_network() -> tuple[str, ...]:
+    """The host's interfaces, addresses and routes."""
+    return tuple(
+        sorted(os.listdir("/sys/class/net"))
+        + Path("/proc/net/route").read_text().splitlines()
+        + Path("/proc/net/if_inet6").read_text().splitlines()
+    )
+
+
 def test_instance_is_isolated_and_leaves_nothing(platform: LocalPlatform, source_image) -> None:  # type: ignore[no-untyped-def]
+    network_before = host_network()
     target = platform.launch_instance(
         source_image.image_id, role="test", family="t", run_id="r", region="local"
     )
     directory = Path(platform.catalog.instance(target.instance_id).dir)  # type: ignore[union-attr]
     try:
-        out = run_ssh(target, "ps -e -o comm= | sort | tr '\\n' ' '; echo; ls /run/golden").stdout
-        seen = out.splitlines()[0].split()
-        assert set(seen) <= {"bash", "sh", "ps", "sort", "tr", "sshd"} and len(seen) < 9  # own PID namespace
-        # the instance's host key and authorized key live on its private /run (tmpfs), not in the image
-        assert {"ssh_host_ed25519_key", "authorized_keys"} <= set(out.split())
+        out = run_ssh(
+            target,
+            "cat /proc/1/comm; systemctl is-system-running; ls /sys/class/net | tr '\\n' ' '; echo;"
+            " ps -e -o comm= | wc -l;"
+            " sudo -n date -s @0 >/dev/null 2>&1 && echo clock-set || echo clock-refused;"
+            " hostname; getent hosts $(hostname) >/dev/null && echo resolves; ls /run/golden",
+            check=False,
+        ).stdout.splitlines()
+        assert out[0] == "systemd" and out[1] == "running"  # booted: its own init, all units up
+        assert set(out[2].split()) == {"lo", "tap0"}  # its own network namespace
+        assert int(out[3]) < 30  # its own PID namespace: no host process is visible
+        assert out[4] == "clock-refused"  # cannot touch the host's clock
+        assert out[5] == target.instance_id and out[6] == "resolves"
+        assert out[7:] == ["authorized_keys"]  # read-only from the host, never part of the image
+        assert host_network() == network_before  # no interface, address or route on the host
         assert host_mounts_under(directory) == []  # mounts are private to the instance's namespace
-        assert processes_rooted_in(directory)
+        assert len(sandbox.cgroup_pids(target.instance_id)) > 5  # its own cgroups: systemd, sshd, slirp ...
         assert platform.images_in_use() == {source_image.image_id}
     finally:
         assert platform.terminate_instance(target.instance_id) is True
     assert not directory.exists()
-    assert processes_rooted_in(directory) == []
+    assert processes_rooted_in(directory) == [] and sandbox.cgroup_pids(target.instance_id) == set()
+    assert target.instance_id not in sandbox.stale_cgroups()
+    assert host_network() == network_before
     assert platform.terminate_instance(target.instance_id) is False  # idempotent
     assert source_image.image_id not in platform.images_in_use()
 
@@ -145,7 +167,7 @@ def test_capture_exports_what_the_builder_changed(
     )
     directory = Path(platform.catalog.instance(target.instance_id).dir)  # type: ignore[union-attr]
     assert (directory / "upper").is_dir() == (overlay == "1")
-    run_ssh(target, "test -x /usr/sbin/policy-rc.d && echo baked > /etc/golden-capture && rm /etc/issue.net")
+    run_ssh(target, "echo baked > /etc/golden-capture && rm /etc/issue.net", root=True)
     image = platform.capture_image(target, spec=spec, run_id="r", version="v", manifest={})
     platform.terminate_instance(target.instance_id)
     listing = subprocess.run(
@@ -163,3 +185,34 @@ def test_capture_exports_what_the_builder_changed(
         platform.capture_image(target, spec=spec, run_id="r", version="v", manifest={}).image_id
         == image.image_id
     )
+
+
+def test_an_agent_enabled_by_mistake_is_caught_running(platform: LocalPlatform, source_image) -> None:  # type: ignore[no-untyped-def]
+    """Test instances boot the image's enabled units, so "baked but stopped" means something."""
+    from golden_image.hooks.testinfra import TestinfraHook
+
+    spec = family_spec("planted-agent")
+    builder = platform.launch_instance(
+        source_image.image_id, role="builder", family=spec.name, run_id="r", region="local"
+    )
+    unit = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n"
+    for name in ("golden-agent", "golden-other"):
+        run_ssh(builder, f"printf '{unit}' > /etc/systemd/system/{name}.service", root=True)
+    run_ssh(builder, "systemctl enable golden-agent", root=True)  # the mistake; golden-other stays off
+    image = platform.capture_image(builder, spec=spec, run_id="r", version="v", manifest={})
+    platform.terminate_instance(builder.instance_id)
+    platform.record_validation(image.image_id, passed=True, report={}, junit_xml="")
+    tester = platform.launch_instance(
+        image.image_id, role="test", family=spec.name, run_id="r", region="local"
+    )
+    try:
+        report = TestinfraHook().run(
+            tester, [], hygiene={"stopped_services": ["golden-agent", "golden-other"]}
+        )
+    finally:
+        platform.terminate_instance(tester.instance_id)
+    failed = {t["test"]: t["message"] for t in report.failed_tests}
+    assert not report.passed
+    agent = [name for name in failed if "test_baked_service_not_running" in name and "golden-agent]" in name]
+    assert agent and "golden-agent.service is active" in failed[agent[0]]
+    assert not [name for name in failed if "golden-other" in name]

@@ -17,8 +17,6 @@ from golden_image.values import ImageRecord, SourceImage, Target
 
 class Platform(Protocol):
     name: ClassVar[str]
-    checks_host_keys_absent: ClassVar[bool]
-    """Whether a fresh test instance of a good image has no SSH host keys on disk (hygiene)."""
     offline_catalog: ClassVar[bool]
     """Whether its images can be listed without network or credentials (``golden list``)."""
 

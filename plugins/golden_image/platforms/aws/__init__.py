@@ -41,8 +41,6 @@ from golden_image.values import REJECTED, VALIDATED, ImageRecord, SourceImage, T
 
 class AwsPlatform:
     name = "aws"
-    checks_host_keys_absent = False
-    """cloud-init generates host keys when a test instance boots: their absence cannot be checked."""
     offline_catalog = False
 
     def __init__(

@@ -20,6 +20,7 @@ from typing import Any
 from golden_image import paths
 from golden_image.decisions import ImageFacts, plan_cleanup
 from golden_image.errors import PlatformError
+from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms.local import sandbox, sources
 from golden_image.platforms.local.catalog import Catalog, ImageRow, InstanceRow
 from golden_image.platforms.local.store import ImageStore
@@ -27,6 +28,9 @@ from golden_image.spec import FamilySpec, LocalBootstrap
 from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target
 
 log = logging.getLogger(__name__)
+POWEROFF_GRACE_S = 30.0
+LOGIN_USER = "admin"
+"""Every local base has it (scripts/base-customize.sh): the tools log in as it and escalate with sudo."""
 
 
 def image_id_for(family: str, run_id: str) -> str:
@@ -36,8 +40,6 @@ def image_id_for(family: str, run_id: str) -> str:
 
 class LocalPlatform:
     name = "local"
-    checks_host_keys_absent = True
-    """A test instance's host key lives on its /run, so the image itself must carry none."""
     offline_catalog = True
 
     def __init__(self, home: Path) -> None:
@@ -121,11 +123,12 @@ class LocalPlatform:
             )
         )
         key = directory / "ssh" / "id_ed25519"
+        started = time.monotonic()
         try:
             lower = self.store.lower_tree(image_id, archive) if sandbox.overlay_supported() else None
-            env = sandbox.prepare_root(directory, lower=lower, archive=archive, builder=role == "builder")
             sandbox.make_key(key, f"golden-{instance_id}")
-            pid = sandbox.start_instance(directory, port=port, public_key=Path(f"{key}.pub"), env=env)
+            env = sandbox.prepare_root(directory, lower=lower, archive=archive, public_key=Path(f"{key}.pub"))
+            pid = sandbox.start_instance(directory, instance_id=instance_id, port=port, env=env)
             self.catalog.set_instance(instance_id, state="running", pid=pid)
         except BaseException as exc:
             self.terminate_instance(instance_id)
@@ -133,16 +136,18 @@ class LocalPlatform:
                 raise PlatformError(f"launching {role} instance from {image_id} failed: {exc}") from None
             raise
         log.info(
-            "instance %s (%s of %s) up on 127.0.0.1:%s from %s", instance_id, role, family, port, image_id
-        )
-        return Target(instance_id, "127.0.0.1", port, "root", str(key), role)
+            "instance %s (%s of %s) booted, SSH on 127.0.0.1:%s after %.1f s, from %s",
+            instance_id, role, family, port, time.monotonic() - started, image_id,
+        )  # fmt: skip
+        return Target(instance_id, "127.0.0.1", port, LOGIN_USER, str(key), role)
 
-    def stop_instance(self, instance_id: str) -> None:
-        """Kill the instance's namespace (all its processes and mounts); keep its files."""
+    def stop_instance(self, instance_id: str, *, grace_s: float = 0.0) -> None:
+        """Kill the instance's namespace (all its processes and mounts) after up to ``grace_s``
+        for it to power off by itself; keep its files."""
         row = self.catalog.instance(instance_id)
         if row is None:
             return
-        sandbox.stop_instance(row.pid, Path(row.dir))
+        sandbox.stop_instance(row.pid, Path(row.dir), instance_id=instance_id, grace_s=grace_s)
         if row.state != "terminated":
             self.catalog.set_instance(instance_id, state="stopped")
 
@@ -172,7 +177,8 @@ class LocalPlatform:
         builder = self.catalog.instance(target.instance_id)
         if builder is None or builder.state == "terminated":
             raise PlatformError(f"builder {target.instance_id} is gone; re-run the DAG from launch_builder")
-        self.stop_instance(target.instance_id)
+        run_ssh(target, "systemctl poweroff", root=True, check=False, timeout=30)  # a clean shutdown
+        self.stop_instance(target.instance_id, grace_s=POWEROFF_GRACE_S)
         image_id = image_id_for(spec.name, run_id)
         region_dir = self.store.region_dir(spec.primary_region, image_id)
         region_dir.mkdir(parents=True, exist_ok=True)
@@ -276,9 +282,14 @@ class LocalPlatform:
         instances_dir = self.home / "instances"
         for directory in instances_dir.iterdir() if instances_dir.exists() else []:
             if directory.name not in known and is_old(directory):
-                sandbox.stop_instance(None, directory)
+                sandbox.stop_instance(None, directory, instance_id=directory.name)
                 sandbox.delete_tree(directory)
                 removed.append(directory.name)
+        live = {row.instance_id for row in self.catalog.instances()}
+        for instance_id in sandbox.stale_cgroups():  # cgroups of instances whose directory is gone
+            if instance_id not in live and not (instances_dir / instance_id).exists():
+                sandbox.remove_cgroups(instance_id)
+                removed.append(f"cgroup/{instance_id}")
         for tree in list(self.store.stale_caches(in_use=self.images_in_use(), is_old=is_old)):
             sandbox.delete_tree(tree)
             removed.append(f"cache/{tree.name}")

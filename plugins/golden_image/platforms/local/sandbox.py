@@ -1,18 +1,26 @@
 """The local platform's host side: every subprocess and kernel call it makes lives here.
 
-An *instance* runs inside its own mount + PID namespace (``unshare``), with /proc, a private
-/dev (device nodes made with mknod, never a bind mount of the host's /dev) and a tmpfs /run that
-holds the instance's ephemeral SSH host key and authorized key. Its root is an overlay over the
-image's cached, read-only tree (or a full unpack where the kernel has no overlayfs). When the
-namespace's first process dies every process and mount of the instance goes with it, so a
-killed run cannot leave mounts on the host; deleting uses ``rm --one-file-system``.
+An *instance* is a booted machine: the image's own systemd runs as PID 1 under
+``systemd-nspawn --boot``, in a network namespace of its own. Around it, a mount + PID
+namespace (``unshare``) holds the instance's root (an overlay over the image's cached,
+read-only tree, or a full unpack where the kernel has no overlayfs) and ``slirp4netns``, which
+gives the instance outbound NAT to the package mirrors (user-mode: no host interface, route or
+firewall rule is touched; the host's loopback is not reachable from inside) and forwards one
+127.0.0.1 port of the host to the instance's port 22. nspawn drops the capabilities that would
+reach the host's clock, devices or network configuration. The instance gets cgroups of its own
+(``golden/<instance id>`` in each systemd-relevant hierarchy) so its systemd never shares a tree
+with another instance's.
 
-Everything here needs root (mount, mknod, chroot).
+When the namespace's first process dies, every process and mount of the instance goes with it,
+so a killed run cannot leave mounts on the host; what outlives it (the cgroup directories, the
+files) is removed by ``stop_instance`` / ``delete_tree`` and, after a SIGKILL of the worker, by
+the janitor. Everything here needs root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -23,7 +31,10 @@ from pathlib import Path
 
 from golden_image.errors import PlatformError
 
-SSH_READY_TIMEOUT_S = 20.0
+SSH_READY_TIMEOUT_S = 60.0
+# slirp4netns --configure: the instance is 10.0.2.100, its gateway 10.0.2.2, its DNS 10.0.2.3
+RESOLV_CONF = "nameserver 10.0.2.3\n"
+CGROUP_PARENT = "golden"
 
 # Mounts an instance's layers (paths in GOLDEN_LOWER/UPPER/WORK, see layer_env) on "$R".
 MOUNT_LAYERS = (
@@ -32,34 +43,27 @@ MOUNT_LAYERS = (
 )
 
 LAUNCH_SCRIPT = r"""#!/bin/sh
-# Runs as PID 1 of a fresh mount+PID namespace (see start_instance).
+# PID 1 of the instance's mount + PID namespace (see start_instance): mounts its root, boots it
+# with systemd-nspawn in a network namespace of its own, and attaches slirp4netns to that.
 set -eu
-R="$1"; PORT="$2"; PUB="$3"
+R="$1"; DIR="$2"; NAME="$3"
 if [ -n "${GOLDEN_LOWER:-}" ]; then  # copy-on-write root over the image's cached, read-only tree
   MOUNT_LAYERS
 fi
-mount -t proc proc "$R/proc"
-mount -t tmpfs -o mode=755,size=16m golden-dev "$R/dev"
-for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
-  set -- $n; mknod -m 666 "$R/dev/$1" c "$2" "$3"
+for cgroup in $GOLDEN_CGROUPS; do echo $$ > "$cgroup/cgroup.procs"; done
+unshare --net -- systemd-nspawn --quiet --register=no --keep-unit --boot --console=passive \
+  --link-journal=no --machine="$NAME" -D "$R" \
+  --bind-ro="$DIR/run:/run/golden" --bind-ro="$DIR/resolv.conf:/etc/resolv.conf" &
+BOOT=$!
+OURS=$(readlink /proc/self/ns/net)
+while [ "$(readlink "/proc/$BOOT/ns/net" || echo "$OURS")" = "$OURS" ]; do
+  kill -0 "$BOOT"  # (set -e) the boot ended before it had its own network namespace
+  sleep 0.01
 done
-mkdir "$R/dev/pts" "$R/dev/shm"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$R/dev/pts"
-ln -s pts/ptmx "$R/dev/ptmx"; ln -s /proc/self/fd "$R/dev/fd"
-mount -t tmpfs -o mode=755,size=64m golden-run "$R/run"
-mkdir -p "$R/run/sshd" "$R/run/lock" "$R/run/golden"; chmod 700 "$R/run/golden"
-cp "$PUB" "$R/run/golden/authorized_keys"
-chroot "$R" /usr/bin/ssh-keygen -q -t ed25519 -N '' -f /run/golden/ssh_host_ed25519_key
-exec chroot "$R" /usr/sbin/sshd -D -e -p "$PORT" -o ListenAddress=127.0.0.1 \
-  -h /run/golden/ssh_host_ed25519_key -o AuthorizedKeysFile=/run/golden/authorized_keys \
-  -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no -o UsePAM=no \
-  -o MaxStartups=50 -o MaxSessions=50
+slirp4netns --configure --mtu=65520 --disable-host-loopback --api-socket "$DIR/slirp.sock" \
+  --netns-type=path "/proc/$BOOT/ns/net" tap0 >"$DIR/slirp.log" 2>&1 &
+wait "$BOOT"
 """.replace("MOUNT_LAYERS", MOUNT_LAYERS)
-
-# Keeps package maintainer scripts from starting daemons on the host's network during a bake;
-# removed again at export so the image starts its services normally.
-POLICY_RC_D = "#!/bin/sh\n# golden-image builder: do not start services inside the chroot\nexit 101\n"
-POLICY_RC_D_PATH = "usr/sbin/policy-rc.d"
 
 
 def require(binary: str, package: str) -> str:
@@ -74,7 +78,13 @@ def require(binary: str, package: str) -> str:
 
 
 def require_instance_tools() -> None:
-    for binary, package in (("unshare", "util-linux"), ("zstd", "zstd"), ("ssh-keygen", "openssh-client")):
+    for binary, package in (
+        ("unshare", "util-linux"),
+        ("zstd", "zstd"),
+        ("ssh-keygen", "openssh-client"),
+        ("systemd-nspawn", "systemd-container"),
+        ("slirp4netns", "slirp4netns"),
+    ):
         require(binary, package)
     if os.geteuid() != 0:
         raise PlatformError(
@@ -134,50 +144,129 @@ def layer_env(lower: Path, directory: Path) -> dict[str, str]:
     }
 
 
-def prepare_root(directory: Path, *, lower: Path | None, archive: Path, builder: bool) -> dict[str, str]:
-    """Lay out an instance's root (overlay layers over ``lower``, or a full unpack of ``archive``);
-    a builder gets a policy-rc.d. Returns the environment the launch script mounts with."""
-    env: dict[str, str] = {}
-    if lower is not None:
-        (directory / "upper").mkdir()
-        (directory / "work").mkdir()
-        env = layer_env(lower, directory)
-        writable = directory / "upper"
-    else:
+def prepare_root(directory: Path, *, lower: Path | None, archive: Path, public_key: Path) -> dict[str, str]:
+    """Lay out an instance (overlay layers over ``lower``, or a full unpack of ``archive``; its
+    login key and DNS settings, bind-mounted read-only, never written into its root). Returns
+    the environment the launch script mounts with."""
+    (directory / "run").mkdir()
+    shutil.copyfile(public_key, directory / "run" / "authorized_keys")
+    (directory / "resolv.conf").write_text(RESOLV_CONF)
+    if lower is None:
         unpack(archive, directory / "root")
-        writable = directory / "root"
-    if builder:
-        policy = writable / POLICY_RC_D_PATH
-        policy.parent.mkdir(parents=True, exist_ok=True)
-        policy.write_text(POLICY_RC_D)
-        policy.chmod(0o755)
-    return env
+        return {}
+    (directory / "upper").mkdir()
+    (directory / "work").mkdir()
+    return layer_env(lower, directory)
 
 
-def start_instance(directory: Path, *, port: int, public_key: Path, env: dict[str, str]) -> int:
-    """Start the instance's namespace (sshd on 127.0.0.1:``port``); its PID once SSH answers."""
+def cgroup_dirs(instance_id: str) -> list[Path]:
+    """The instance's own cgroup in each hierarchy systemd uses (name=systemd v1 and/or v2)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        fstype, options = fields[fields.index("-") + 1], fields[-1]
+        if fstype == "cgroup2" or (fstype == "cgroup" and "name=systemd" in options.split(",")):
+            found.append(Path(fields[4]) / CGROUP_PARENT / instance_id)
+    return found
+
+
+def cgroup_pids(instance_id: str) -> set[int]:
+    """Every process in the instance's cgroups (host PIDs): the instance's processes, wherever
+    their root or namespace is."""
+    pids: set[int] = set()
+    for top in cgroup_dirs(instance_id):
+        for procs in top.rglob("cgroup.procs") if top.exists() else []:
+            with contextlib.suppress(OSError):
+                pids |= {int(pid) for pid in procs.read_text().split()}
+    return pids
+
+
+def remove_cgroups(instance_id: str, timeout_s: float = 10.0) -> None:
+    """Kill what still runs in the instance's cgroups (nothing, once its namespace died; the
+    janitor's case otherwise), then remove the cgroup trees, deepest first."""
+    deadline = time.monotonic() + timeout_s
+    for top in cgroup_dirs(instance_id):
+        while top.exists():
+            for pid in cgroup_pids(instance_id):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+            if top.exists():
+                if time.monotonic() > deadline:
+                    raise PlatformError(f"cgroup {top} still has processes after {timeout_s:.0f} s")
+                time.sleep(0.05)
+
+
+def stale_cgroups() -> list[str]:
+    """Instance ids that still have a cgroup (the janitor compares them with live instances)."""
+    ids: set[str] = set()
+    for top in cgroup_dirs("x"):
+        parent = top.parent
+        ids |= {p.name for p in parent.iterdir() if p.is_dir()} if parent.exists() else set()
+    return sorted(ids)
+
+
+def start_instance(directory: Path, *, instance_id: str, port: int, env: dict[str, str]) -> int:
+    """Boot the instance (``directory`` laid out by ``prepare_root``); its SSH on 127.0.0.1:``port``.
+    Returns the PID of the instance's namespace once SSH answers."""
+    cgroups = cgroup_dirs(instance_id)
+    for cgroup in cgroups:
+        cgroup.mkdir(parents=True, exist_ok=True)
     script = directory / "launch.sh"
     script.write_text(LAUNCH_SCRIPT)
-    with (directory / "sshd.log").open("wb") as logfile:
+    with (directory / "console.log").open("wb") as logfile:
         process = subprocess.Popen(
-            ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", "--kill-child",
-             "sh", str(script), str(directory / "root"), str(port), str(public_key)],
+            ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+             "--kill-child", "sh", str(script), str(directory / "root"), str(directory), instance_id],
             stdin=subprocess.DEVNULL,
             stdout=logfile,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **env},
+            env={**os.environ, **env, "GOLDEN_CGROUPS": " ".join(map(str, cgroups))},
         )  # fmt: skip
-    _wait_ssh(port, process, directory)
+    deadline = time.monotonic() + SSH_READY_TIMEOUT_S
+    _forward_ssh(directory, port, process, deadline)
+    _wait_ssh(port, process, directory, deadline)
     return process.pid
 
 
-def _wait_ssh(port: int, process: subprocess.Popen[bytes], directory: Path) -> None:
-    deadline = time.monotonic() + SSH_READY_TIMEOUT_S
+def _alive_or_raise(process: subprocess.Popen[bytes], directory: Path) -> None:
+    if process.poll() is not None:
+        tail = (directory / "console.log").read_text(errors="replace")[-1500:]
+        slirp = directory / "slirp.log"
+        tail += ("\n" + slirp.read_text(errors="replace")[-500:]) if slirp.exists() else ""
+        raise PlatformError(f"instance exited with {process.returncode} while booting:\n{tail}")
+
+
+def _forward_ssh(directory: Path, port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Ask the instance's slirp4netns to forward 127.0.0.1:``port`` to the instance's port 22."""
+    api = directory / "slirp.sock"
+    request = {
+        "execute": "add_hostfwd",
+        "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": port, "guest_port": 22},
+    }
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = (directory / "sshd.log").read_text(errors="replace")[-1500:]
-            raise PlatformError(f"instance sshd exited with {process.returncode}:\n{tail}")
+        _alive_or_raise(process, directory)
+        if api.exists():
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with unix as sock, contextlib.suppress(ConnectionRefusedError):
+                sock.connect(str(api))
+                sock.sendall(json.dumps(request).encode())
+                reply = json.loads(sock.recv(4096) or b"{}")
+                if "return" not in reply:
+                    raise PlatformError(f"slirp4netns refused the SSH forward to port {port}: {reply}")
+                return
+        time.sleep(0.02)
+    raise PlatformError(f"the instance's network did not come up in {SSH_READY_TIMEOUT_S:.0f} s")
+
+
+def _wait_ssh(port: int, process: subprocess.Popen[bytes], directory: Path, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        _alive_or_raise(process, directory)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 if sock.recv(4).startswith(b"SSH-"):
@@ -185,13 +274,23 @@ def _wait_ssh(port: int, process: subprocess.Popen[bytes], directory: Path) -> N
         except OSError:
             pass
         time.sleep(0.05)
-    raise PlatformError(f"instance sshd did not answer on 127.0.0.1:{port} in {SSH_READY_TIMEOUT_S:.0f} s")
+    raise PlatformError(
+        f"instance sshd did not answer on 127.0.0.1:{port} in {SSH_READY_TIMEOUT_S:.0f} s "
+        f"(boot log: {directory / 'console.log'})"
+    )
 
 
-def stop_instance(pid: int | None, directory: Path) -> None:
-    """Kill the instance's namespace (all its processes and mounts) and anything left inside."""
+def stop_instance(pid: int | None, directory: Path, *, instance_id: str, grace_s: float = 0.0) -> None:
+    """Stop the instance: wait up to ``grace_s`` for it to end by itself (a clean poweroff),
+    then kill its namespace (all its processes and mounts) and remove its cgroups."""
+    deadline = time.monotonic() + grace_s
+    while grace_s and pid_alive(pid, str(directory)) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid or 0, os.WNOHANG)
+        time.sleep(0.05)
     if pid is not None and pid_alive(pid, str(directory)):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while pid_alive(pid, str(directory)) and time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):  # reap it when it is our child
@@ -199,6 +298,7 @@ def stop_instance(pid: int | None, directory: Path) -> None:
             time.sleep(0.02)
     kill_stragglers(directory)
     unmount_under(directory)
+    remove_cgroups(instance_id)
 
 
 def kill_stragglers(directory: Path) -> None:
@@ -241,29 +341,20 @@ def delete_tree(directory: Path) -> None:
 
 
 def export_root(directory: Path, lower: Path | None, target: Path) -> None:
-    """tar + zstd a stopped instance's root filesystem, without the builder's policy-rc.d."""
+    """tar + zstd a stopped instance's root filesystem. The empty file left where the instance's
+    resolv.conf was bind-mounted is not part of the image."""
     root = directory / "root"
     tar = ["tar", "--numeric-owner", "--xattrs", "--one-file-system", "-I", "zstd -3 -T0",
            "-cpf", str(target), "-C", str(root), "."]  # fmt: skip
+    tidy = '[ -s "$R/etc/resolv.conf" ] || rm -f "$R/etc/resolv.conf"'
     if lower is not None:
         # mount the instance's layers again in a private namespace that ends with tar
-        script = f'set -e; R="$1"; shift; {MOUNT_LAYERS}; rm -f "$R/{POLICY_RC_D_PATH}"; exec "$@"'
-        command = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            str(root),
-            *tar,
-        ]
+        script = f'set -e; R="$1"; shift; {MOUNT_LAYERS}; {tidy}; exec "$@"'
         env = {**os.environ, **layer_env(lower, directory)}
     else:
-        (root / POLICY_RC_D_PATH).unlink(missing_ok=True)
-        command, env = tar, dict(os.environ)
+        script = f'set -e; R="$1"; shift; {tidy}; exec "$@"'
+        env = dict(os.environ)
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(root), *tar]
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         target.unlink(missing_ok=True)

@@ -1,8 +1,12 @@
 """Base images of the local platform: Debian root filesystems built with mmdebstrap.
 
 A base is built from ``source.local.bootstrap`` (suite, variant, mirrors, extra packages) with
-sshd, python3 and the ``-updates`` and ``-security`` suites, stored as ``sources/<id>.tar.zst``
-and catalogued under a name derived from those settings. The newest one is the family's source;
+what a cloud image has: systemd as init, sshd, python3, a login user ``admin`` with passwordless
+sudo, a hostname that resolves
+(libnss-myhostname), SSH host keys made at each instance's first boot and the instance's login
+key installed at boot (``scripts/base-customize.sh``), and the ``-updates`` and ``-security``
+suites. It is stored as ``sources/<id>.tar.zst`` and catalogued under a name derived from those
+settings and from what this module puts in every base. The newest one is the family's source;
 building a new one (``refresh``) is what makes every family on it rebuild.
 """
 
@@ -13,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from pathlib import Path
 
 from golden_image.errors import PlatformError
 from golden_image.platforms.local import sandbox
@@ -23,11 +28,24 @@ from golden_image.values import SourceImage
 
 log = logging.getLogger(__name__)
 
-SOURCE_PACKAGES = ["openssh-server", "python3", "ca-certificates", "apt-utils"]
+SOURCE_PACKAGES = [
+    "systemd-sysv",
+    "dbus",
+    "libnss-myhostname",
+    "openssh-server",
+    "sudo",
+    "python3",
+    "ca-certificates",
+    "apt-utils",
+]
+CUSTOMIZE = Path(__file__).resolve().parents[2] / "scripts" / "base-customize.sh"
 
 
 def bootstrap_name(boot: LocalBootstrap) -> str:
-    settings = json.dumps(boot.model_dump(), sort_keys=True)
+    """Names the settings and what every base gets, so a change to either builds a new base."""
+    settings = json.dumps(
+        {**boot.model_dump(), "packages": SOURCE_PACKAGES, "customize": CUSTOMIZE.read_text()}, sort_keys=True
+    )
     return f"debian-{boot.suite}-{boot.variant}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
@@ -55,6 +73,7 @@ def _build(store: ImageStore, boot: LocalBootstrap, name: str) -> ImageRow:
         f"--include={packages}",
         "--components=main",
         '--aptopt=Acquire::Retries "3"',
+        f'--customize-hook=sh "{CUSTOMIZE}" "$1"',
         boot.suite,
         str(partial),
         f"deb {boot.mirror} {boot.suite} main",
