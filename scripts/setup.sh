@@ -7,7 +7,7 @@ want_dev=${1:-}
 
 need=()
 for pair in packer:packer mmdebstrap:mmdebstrap zstd:zstd ssh:openssh-client ssh-keygen:openssh-client \
-            unshare:util-linux git:git tar:tar; do
+            unshare:util-linux git:git tar:tar systemd-nspawn:systemd-container slirp4netns:slirp4netns; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # Debian's keyring lets mmdebstrap verify the bookworm archive

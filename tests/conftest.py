@@ -26,8 +26,9 @@ os.environ.update(airflow_environment())  # the same Airflow settings `golden ba
 
 def _real_machine_problem() -> str | None:
     if os.geteuid() != 0:
-        return "needs root (chroot, mount, mknod)"
-    missing = [b for b in ("packer", "mmdebstrap", "zstd", "unshare", "ssh") if not shutil.which(b)]
+        return "needs root (mount, namespaces, systemd-nspawn)"
+    tools = ("packer", "mmdebstrap", "zstd", "unshare", "ssh", "systemd-nspawn", "slirp4netns")
+    missing = [b for b in tools if not shutil.which(b)]
     return f"missing {missing}; run scripts/setup.sh" if missing else None
 
 
