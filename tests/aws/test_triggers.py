@@ -1,9 +1,11 @@
-"""Deferrable waits against moto, with slow availability injected (moto's images are instant)."""
+"""Deferrable waits against moto, with slow availability injected (moto's images are instant).
+
+What the trigger serializes and how every failure state ends each wait: tests/unit/test_waits.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 
 import pytest
 
@@ -18,21 +20,6 @@ def first_event(trigger: Ec2StateTrigger) -> dict:  # type: ignore[type-arg]
         raise AssertionError("trigger ended without an event")
 
     return asyncio.run(run())
-
-
-def test_serializes_to_an_equal_trigger(aws_conn: str) -> None:
-    trigger = Ec2StateTrigger(
-        wait="image_available",
-        ids=["ami-1"],
-        aws_conn_id=aws_conn,
-        region_name="us-west-2",
-        poll_interval=5,
-        timeout=60,
-    )
-    path, kwargs = trigger.serialize()
-    module, name = path.rsplit(".", 1)
-    again = getattr(importlib.import_module(module), name)(**kwargs)
-    assert again.serialize() == (path, kwargs)
 
 
 def test_waits_for_slow_images(aws_conn: str, hook, base_ami: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
