@@ -1,6 +1,8 @@
-"""Every AWS call of the AmiHook runs under exactly the actions of include/iam, and fails without
-one (moto with IAM enforcement, see tests/aws/iam_moto.py; the whole DAG under the policy is in
-tests/aws/test_dag.py)."""
+"""include/iam's policy in both directions, on moto with IAM enforcement (tests/aws/iam_moto.py):
+every AWS call the pipeline makes (counted by AmiHook's botocore event handler) is granted, every
+action it grants is called (but for a commented few it needs otherwise), and without an action the
+calls fail. The whole DAG under the policy is in tests/aws/test_dag.py; the policy's resource and
+condition scoping (which moto does not evaluate) in tests/unit/test_iam_policy.py."""
 
 from __future__ import annotations
 
@@ -66,3 +68,148 @@ def test_without_an_action_it_fails(enforcing_moto, monkeypatch, removed: str) -
     # EC2 says AccessDenied; moto's SSM (JSON protocol) reports the bare HTTP status
     assert caught.value.response["Error"]["Code"] in {"AccessDenied", "UnauthorizedOperation", "403"}
     assert removed.split(":")[1] in str(caught.value)
+
+
+# -- the policy in both directions ---------------------------------------------------------------
+NOT_CALLED_THROUGH_BOTO3 = {
+    # EC2 calls KMS on the pipeline's behalf (with the pipeline's permissions) when CopyImage
+    # re-encrypts a region's copy with that region's key (aws.kms_keys) and when it launches from
+    # an image encrypted with a customer key; the grants are only for AWS resources
+    # (kms:GrantIsForAWSResource). moto's CopyImage does no KMS work, so nothing calls these here.
+    "kms:CreateGrant": "EC2 grants itself use of the region's key for an encrypted copy / launch",
+    "kms:Decrypt": "EC2 decrypts the source snapshots of an encrypted copy / launch",
+    "kms:DescribeKey": "EC2 checks the KmsKeyId of CopyImage",
+    "kms:GenerateDataKeyWithoutPlaintext": "EC2 makes the data key of the encrypted copy",
+    "kms:ReEncrypt*": "EC2 re-encrypts a snapshot from the source key to the region's key",
+    # address: ssm (platforms/aws/addresses.py) runs `aws ssm start-session` (the AWS CLI +
+    # session-manager-plugin), not boto3; tests/aws/test_ssm_tunnel.py fakes that CLI.
+    "ssm:StartSession": "the AWS CLI opens the port-forwarding session of an SSM tunnel",
+    "ssm:TerminateSession": "the AWS CLI ends the session when the session-manager-plugin fails",
+    # RunInstances with IamInstanceProfile (aws.instance_profile) needs PassRole on the role;
+    # IAM checks it inside RunInstances, the pipeline never calls IAM.
+    "iam:PassRole": "RunInstances passes the builder's instance profile role to EC2",
+}
+"""Actions the policy must grant although no boto3 call of the pipeline is theirs, and why."""
+
+
+def iam_actions() -> dict[str, str]:
+    """botocore operation name (``describe_images``) -> IAM action (``ec2:DescribeImages``)."""
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    actions: dict[str, str] = {}
+    for service in ("ec2", "ssm"):
+        for operation in session.get_service_model(service).operation_names:
+            name = xform_name(operation)
+            assert name not in actions, f"{name} is both {actions[name]} and {service}:{operation}"
+            actions[name] = f"{service}:{operation}"
+    return actions
+
+
+def granted_actions() -> set[str]:
+    return set(actions_only(json.loads(POLICY.read_text()))["Statement"][0]["Action"])
+
+
+def drive_every_call_path(hook: AmiHook, west: AmiHook, url: str, admin: tuple[str, str]) -> None:
+    """Every AWS call path of the pipeline (hook, platform and trigger), under the policy."""
+    import time
+
+    from golden_image.platforms.aws import AwsPlatform
+    from golden_image.triggers.ec2 import Ec2StateTrigger
+    from tests.specs import family_spec
+
+    conn, ec2 = hook.aws_conn_id, admin_client(url, admin, "ec2")
+    run_pipeline_calls(hook, west, url, admin)
+    pointer = f"/golden/iam-{conn}/latest"
+    builder = hook.find_instance_by_token(conn)  # run_pipeline_calls' builder
+    assert builder is not None
+    builder_id, family = builder["InstanceId"], f"iam-{conn}"  # the moto server is shared: own names
+
+    # capture and sources: two more images of the family (cleanup candidates), a name-filter source
+    older = [hook.create_image(builder_id, f"golden-{family}-{n}", {FAMILY_TAG: family}) for n in (1, 2)]
+    hook.tag([older[0]], {FAMILY_TAG: family, "golden:status": "rejected"})
+    assert hook.resolve_source(AwsSource(owners=["amazon"], name_filter="*")).image_id.startswith("ami-")
+    assert hook.find_image_by_name(f"golden-{family}-1")["ImageId"] == older[0]  # type: ignore[index]
+    assert hook.parameter_value(f"/golden/iam-{conn}/never-published") is None
+
+    # waits: every kind, blocking and through the trigger's own hook
+    assert hook.poll("image_available", older).done and hook.poll("instance_running", [builder_id]).done
+    assert set(hook.states("image", older)) == set(older)
+    for wait, ids in (("image_available", older), ("instance_running", [builder_id])):
+        trigger = Ec2StateTrigger(wait=wait, ids=ids, aws_conn_id=conn, region_name="us-east-1")
+        assert trigger.poll().done
+    assert hook.describe_instance(builder_id)["InstanceId"] == builder_id
+
+    # cleanup with candidates: an in-use check (moto lacks DescribeImageReferences: the fallback
+    # scans instances and launch templates), then deregister + delete snapshots
+    ec2.create_launch_template(LaunchTemplateName=f"uses-{conn}", LaunchTemplateData={"ImageId": older[1]})
+    assert hook.images_in_use(older) == {older[1]}
+    result = hook.cleanup_family(family, keep=1, min_age_days=0, pointer=pointer, now=2e9)
+    assert [d["image_id"] for d in result["delete"]] == [older[0]]
+    assert [i["ImageId"] for i in hook.family_images(family)] == [older[1]]
+
+    # the platform's own paths (launch, capture, validation record, share, publish, cleanup, janitor)
+    spec = family_spec(
+        f"{family}-platform",
+        platform="aws",
+        source={"family": "iam-parent"},
+        aws={"aws_conn_id": conn, "poll_interval_s": 0.05},
+        distribution={"regions": ["us-east-1", "us-west-2"], "accounts": ["111122223333"]},
+    )
+    hook.publish(spec.source_pointer, older[1])  # type: ignore[arg-type]  # the parent family's AMI
+    aws = AwsPlatform.for_family(spec)
+    source = aws.resolve_source(spec)
+    target = aws.launch_instance(
+        source.image_id, role="builder", family=spec.name, run_id="r1", region="us-east-1"
+    )
+    image = aws.capture_image(target, spec=spec, run_id="r1", version="1", manifest={})
+    assert aws.find_captured(spec.name, "r1") is not None and aws.images(spec.name)
+    aws.record_validation(image.image_id, passed=True, report={"tests": 1}, junit_xml="<testsuite/>")
+    copied = aws.copy_image(image.image_id, "us-west-2")
+    aws.grant_launch(copied, ["111122223333"], region="us-west-2")
+    assert aws.image_locations(image.image_id) == {"us-east-1": image.image_id, "us-west-2": copied}
+    for region in spec.distribution.regions:
+        aws.publish(spec, image.image_id, region, "r1")
+    assert aws.published_image(spec) is not None
+    aws.cleanup(spec, dry_run=False, now=time.time())
+    assert aws.terminate_instance(target.instance_id)
+    leaked = hook.run_instance(
+        image_id=source.image_id,
+        instance_types=["t3.small"],
+        client_token=f"{conn}-leak",
+        tags={FAMILY_TAG: family},
+    )
+    assert leaked["InstanceId"] in aws.janitor(older_than_s=0)
+    hook.deregister_with_snapshots(hook.describe_image(older[1]))
+    hook.terminate([builder_id])
+    assert hook.find_instance("i-0123456789abcdef0") is None
+
+
+def test_the_policy_grants_exactly_what_the_pipeline_calls(enforcing_moto, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """(i) every action the code called is granted; (ii) every granted action was called, except
+    the commented few that the code needs but does not call through boto3."""
+    url, admin = enforcing_moto
+    hooks: list[AmiHook] = []
+    real_init = AmiHook.__init__
+
+    def init(self: AmiHook, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        real_init(self, **kwargs)
+        hooks.append(self)
+
+    monkeypatch.setattr(AmiHook, "__init__", init)
+    policy = actions_only(json.loads(POLICY.read_text()))
+    hook = pipeline_hook(url, admin, "coverage", policy, monkeypatch)
+    west = AmiHook(aws_conn_id="coverage", region_name="us-west-2")
+    drive_every_call_path(hook, west, url, admin)
+
+    actions = iam_actions()
+    called = {actions[name] for h in hooks for name in h.calls.counts}
+    granted = granted_actions()
+    assert len(hooks) > 4  # the platform's hooks per region and the triggers' hooks were counted too
+    missing = sorted(called - granted)
+    assert missing == [], f"the code calls {missing}: add them to {POLICY.name}"
+    unused = sorted(granted - called - set(NOT_CALLED_THROUGH_BOTO3))
+    assert unused == [], f"nothing calls {unused}: remove them from {POLICY.name}"
+    assert sorted(set(NOT_CALLED_THROUGH_BOTO3) - granted) == [], "the policy no longer grants these"
+    assert sorted(set(NOT_CALLED_THROUGH_BOTO3) & called) == [], "called through boto3 after all"
