@@ -4,9 +4,10 @@
 
 Runs the example family aws-debian12-base end to end through Airflow (dag.test, triggers run
 inline) against moto server, with real Packer/Ansible/Testinfra on local stand-in instances and
-injected EC2 latencies (an instance reads `pending` for --instance-s after it is first asked
-about, an AMI or a region copy for --image-s). Twice: with deferrable waits (the default) and,
-as the baseline, with `aws.deferrable: false` (waits block the worker).
+injected EC2 latencies in seconds (an instance reads `pending` until --instance-s after EC2
+launched it, an AMI or a region copy until --image-s after EC2 created it; tests/aws/standins.py
+SlowEc2's seconds mode: this measures wait time; the DAG test counts looks instead). Twice: with
+deferrable waits (the default) and, as the baseline, with `aws.deferrable: false` (waits block the worker).
 
 Wait time held by a worker = time inside AwsPlatform.wait (blocking sleeps, or the one check
 before deferring); wait time deferred = the triggers' own measured waits. Target: >= 90 %.
@@ -62,7 +63,7 @@ def run_once(work: Path, url: str, *, deferrable: bool, delays: dict[str, float]
     with pytest.MonkeyPatch.context() as patch:  # undone after the run
         patch.setattr(AwsPlatform, "wait", wait)
         events = record_trigger_events(patch)
-        SlowEc2(delays).install(patch)
+        SlowEc2(seconds=delays).install(patch)
         started = time.perf_counter()
         result = run_family_dag(spec, {"force": True, "reason": "benchmark"})
         total = time.perf_counter() - started

@@ -12,12 +12,13 @@ first. A base AMI nobody captured stands for the Debian base.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from golden_image import paths
-from golden_image.hooks.ami import AmiHook, tag_value
+from golden_image.hooks.ami import AmiHook, image_created_at, tag_value
 from golden_image.platforms.local import LOGIN_USER, LocalPlatform
 from golden_image.values import Target
 from tests.specs import family_spec
@@ -109,34 +110,78 @@ class LocalBackedResolver:
 
 
 class SlowEc2:
-    """EC2's latencies, injected (moto's instances run and its AMIs are available at once): a
-    resource reads ``pending`` until ``delays[kind]`` seconds after EC2 created it (LaunchTime /
-    CreationDate), so every process (workers, triggerer) sees the same timeline."""
+    """EC2's latencies, injected (moto's instances run and its AMIs are available at once).
 
-    def __init__(self, delays: dict[str, float]) -> None:
-        self.delays = delays
+    ``looks={"instance": 2, "image": 3}``: a resource reads ``pending`` for its first N looks
+    (``AmiHook.states`` calls that EC2 answers with running / available), counted per resource
+    id in a SQLite file under GOLDEN_HOME that every process installing it shares (workers,
+    triggerer). Deterministic: the first look, the worker's check before deferring, always sees
+    ``pending``, so every wait defers exactly once, and its trigger fires on its (N-1)-th poll,
+    however loaded the machine is.
+
+    ``seconds={"instance": 5.0, "image": 10.0}``: a resource reads ``pending`` until that long
+    after EC2 created it (LaunchTime / CreationDate), for the deferral benchmark, which measures
+    wait *time*; how many polls that takes depends on the machine.
+    """
+
+    def __init__(
+        self, *, looks: dict[str, int] | None = None, seconds: dict[str, float] | None = None
+    ) -> None:
+        if (looks is None) == (seconds is None):
+            raise ValueError("SlowEc2 takes looks= or seconds=")
+        self.looks = looks or {}
+        self.seconds = seconds or {}
+
+    @staticmethod
+    def counter_path() -> Path:
+        return paths.golden_home() / "aws" / "slow-ec2-looks.sqlite"
+
+    @classmethod
+    def looked(cls, resource_ids: list[str]) -> dict[str, int]:
+        """Count one more look at each resource; returns how many each has had, this one included."""
+        path = cls.counter_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS looks (id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            db.execute("BEGIN IMMEDIATE")
+            counts = {}
+            for resource_id in resource_ids:
+                db.execute(
+                    "INSERT INTO looks VALUES (?, 1) ON CONFLICT(id) DO UPDATE SET n = n + 1", (resource_id,)
+                )
+                counts[resource_id] = db.execute(
+                    "SELECT n FROM looks WHERE id = ?", (resource_id,)
+                ).fetchone()[0]
+            db.execute("COMMIT")
+            return counts
+        finally:
+            db.close()
+
+    def _created(self, hook: AmiHook, kind: str, ids: list[str]) -> dict[str, float]:
+        if kind == "image":
+            return {
+                i["ImageId"]: image_created_at(i) for i in hook.conn.describe_images(ImageIds=ids)["Images"]
+            }
+        reservations = hook.conn.describe_instances(InstanceIds=ids)["Reservations"]
+        return {i["InstanceId"]: i["LaunchTime"].timestamp() for r in reservations for i in r["Instances"]}
 
     def install(self, monkeypatch: Any) -> None:
-        from golden_image.hooks.ami import AmiHook, image_created_at
-
         real = AmiHook.states
 
         def states(hook: AmiHook, kind: str, ids: list[str]) -> dict[str, str]:
             found = real(hook, kind, ids)
             ready = [i for i, state in found.items() if state in {"running", "available"}]
-            if not ready or not self.delays.get(kind):
+            if not ready:
                 return found
-            if kind == "image":
-                images = hook.conn.describe_images(ImageIds=ready)["Images"]
-                created = {i["ImageId"]: image_created_at(i) for i in images}
-            else:
-                reservations = hook.conn.describe_instances(InstanceIds=ready)["Reservations"]
-                created = {
-                    i["InstanceId"]: i["LaunchTime"].timestamp() for r in reservations for i in r["Instances"]
-                }
-            for resource_id, at in created.items():
-                if time.time() - at < self.delays[kind]:
-                    found[resource_id] = "pending"
+            if self.looks.get(kind):
+                for resource_id, n in self.looked(ready).items():
+                    if n <= self.looks[kind]:
+                        found[resource_id] = "pending"
+            elif self.seconds.get(kind):
+                for resource_id, at in self._created(hook, kind, ready).items():
+                    if time.time() - at < self.seconds[kind]:
+                        found[resource_id] = "pending"
             return found
 
         monkeypatch.setattr(AmiHook, "states", states)

@@ -3,8 +3,9 @@
 The example family include/images/aws-debian12-base.yaml runs as it is, except its source (moto
 reserves /aws/ parameters, so the base AMI comes from a parameter the test sets) and its regions /
 account / connection. Real Packer, Ansible and Testinfra work over SSH on the local instances that
-stand in for moto's (tests/aws/standins.py); EC2's latencies are injected, so every wait defers to
-the triggerer and the tasks resume by running their idempotent step again.
+stand in for moto's (tests/aws/standins.py); EC2's latencies are injected as a number of looks
+(not seconds), so every wait defers to the triggerer exactly once, whatever the load, and the
+tasks resume by running their idempotent step again.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     (images / "aws-debian12-base.yaml").write_text(yaml.safe_dump(family))
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     spec = load_families(images, PROJECT / "include").families["aws-debian12-base"]
-    SlowEc2({"instance": 2.0, "image": 3.0}).install(monkeypatch)
+    looks = {"instance": 2, "image": 3}  # pending for the worker's check, then for N-1 trigger polls
+    SlowEc2(looks=looks).install(monkeypatch)
 
     keys = platform.home / "aws" / "keys"
     keys_before = set(keys.glob("golden-*"))
@@ -62,8 +64,12 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     assert all(state == "success" for state in result["tasks"].values()), result["tasks"]
 
     # every wait went through the triggerer: builder + test instance, the AMI, the us-west-2 copy
-    waits = sorted((e["wait"], e["status"]) for e in trigger_events)
-    assert waits == [("image_available", "success")] * 2 + [("instance_running", "success")] * 2, waits
+    waits = sorted((e["wait"], e["status"], e["polls"]) for e in trigger_events)
+    assert (
+        waits
+        == [("image_available", "success", looks["image"])] * 2
+        + [("instance_running", "success", looks["instance"])] * 2
+    ), waits
 
     [image] = ec2["us-east-1"].describe_images(
         Owners=["self"], Filters=[{"Name": "tag:golden:family", "Values": [spec.name]}]
@@ -71,6 +77,8 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     [copy] = ec2["us-west-2"].describe_images(
         Owners=["self"], Filters=[{"Name": "tag:golden:family", "Values": [spec.name]}]
     )["Images"]
+    waited_for = sorted(e["ids"] for e in trigger_events if e["wait"] == "image_available")
+    assert waited_for == sorted([[image["ImageId"]], [copy["ImageId"]]])  # the AMI and its copy
     for region, ami in (("us-east-1", image), ("us-west-2", copy)):
         tags = {t["Key"]: t["Value"] for t in ami["Tags"]}
         assert tags["golden:status"] == "validated" and tags["golden:run-id"] == result["run_id"]
