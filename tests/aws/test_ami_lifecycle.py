@@ -133,3 +133,45 @@ def test_copies_use_the_regions_kms_key_and_grants_reach_organisations(aws_conn:
         {"OrganizationalUnitArn": ou},
     ]
     assert aws.copy_image(image_id, "us-east-1") == image_id  # the primary region is the image itself
+
+
+def test_an_ami_without_a_status_tag_is_not_validated(hook: AmiHook, base_ami: str, aws_conn: str) -> None:
+    """Regression (issue 7): an AMI with no golden:status tag (a capture never validated) is not
+    validated: cleanup counted it as validated toward keep; copy and publish refuse it at once."""
+    import time
+
+    from golden_image.hooks.ami import image_status
+    from golden_image.platforms.aws import AwsPlatform
+    from tests.specs import family_spec
+
+    builder = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    validated = hook.create_image(builder, "golden-web-1", {FAMILY_TAG: "web", "golden:status": "validated"})
+    time.sleep(1.1)  # CreationDate has one-second resolution: the untagged one is the newest
+    untagged = hook.create_image(builder, "golden-web-2", {FAMILY_TAG: "web"})
+    assert image_status(hook.describe_image(untagged)) == "captured"
+
+    result = hook.cleanup_family(
+        "web", keep=1, min_age_days=0, pointer="/golden/web/latest", now=time.time() + 5
+    )
+    assert {k["image_id"]: k["why"] for k in result["keep"]} == {validated: "among the newest 1"}
+    assert [d["image_id"] for d in result["delete"]] == [untagged]  # never "among the newest"
+
+    kept = hook.create_image(builder, "golden-web-3", {FAMILY_TAG: "web"})  # untagged, and kept for the rest
+    spec = family_spec(
+        "web",
+        platform="aws",
+        source={"aws": {"ssm_parameter": "/x"}},
+        aws={"aws_conn_id": aws_conn, "poll_interval_s": 0.05},
+        distribution={"regions": ["us-east-1", "us-west-2"]},
+    )
+    aws = AwsPlatform.for_family(spec)
+    for refused in (
+        lambda: aws.copy_image(kept, "us-west-2"),
+        lambda: aws.copy_image(kept, "us-east-1"),
+        lambda: aws.publish(spec, kept, "us-east-1", "manual__1"),
+    ):
+        with pytest.raises(PlatformError, match="only validated images") as caught:
+            refused()
+        assert caught.value.retryable is False and kept in str(caught.value)
+    assert hook.parameter_value(spec.pointer) is None
+    assert AmiHook(aws_conn_id=aws_conn, region_name="us-west-2").find_image_by_name("golden-web-3") is None

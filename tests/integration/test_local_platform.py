@@ -155,6 +155,22 @@ def test_copy_verifies_and_is_idempotent(platform: LocalPlatform) -> None:
         platform.copy_image(rejected.image_id, "local-b")
 
 
+def test_a_captured_image_is_never_published(platform: LocalPlatform) -> None:
+    """Regression (issue 7): publish refuses a captured (unvalidated) or rejected image that is in
+    the region, at once (retrying cannot validate it; it used to be a retryable error)."""
+    spec = family_spec("pubtest")
+    for n, status in enumerate(["captured", "rejected"]):
+        row = fake_image(platform, "pubtest", n, 0, status)
+        assert platform.catalog.location(row.image_id, "local") is not None  # it is in the region
+        with pytest.raises(PlatformError, match="only validated images are shared or published") as caught:
+            platform.publish(spec, row.image_id, "local", f"run-{n}")
+        assert caught.value.retryable is False and status in str(caught.value)
+    assert platform.catalog.pointer(spec.pointer, "local") is None
+    validated = fake_image(platform, "pubtest", 2, 0, "validated")
+    assert platform.publish(spec, validated.image_id, "local", "run-2") is None  # the first pointer
+    assert platform.catalog.pointer(spec.pointer, "local") == validated.image_id
+
+
 @pytest.mark.parametrize("overlay", ["1", "0"], ids=["overlay", "unpacked"])
 def test_capture_exports_what_the_builder_changed(
     platform: LocalPlatform, source_image, overlay, monkeypatch
