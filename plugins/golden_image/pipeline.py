@@ -143,10 +143,11 @@ PIPELINE: tuple[Step, ...] = (
 RETRY_DELAY_S = 20
 
 
-def check(pipeline: tuple[Step, ...] = PIPELINE) -> None:
-    """Raise ValueError unless every reference in the pipeline names an earlier step."""
+def check(pipeline: tuple[Step, ...] | None = None) -> None:
+    """Raise ValueError unless every reference in the pipeline (default: PIPELINE, read when
+    called) names an earlier step."""
     seen: set[str] = set()
-    for step in pipeline:
+    for step in PIPELINE if pipeline is None else pipeline:
         referenced = {*step.after, *step.inputs.values(), *([step.teardown_of] if step.teardown_of else [])}
         unknown = sorted(referenced - seen)
         if unknown or step.task_id in seen:
@@ -154,11 +155,13 @@ def check(pipeline: tuple[Step, ...] = PIPELINE) -> None:
         seen.add(step.task_id)
 
 
-def describe(pipeline: tuple[Step, ...] = PIPELINE) -> list[dict[str, Any]]:
-    """The steps as rows for people (``golden show``, the DAG's doc)."""
-    setups = {step.teardown_of for step in pipeline if step.teardown_of}
+def describe(pipeline: tuple[Step, ...] | None = None) -> list[dict[str, Any]]:
+    """The steps as rows for people (``golden show``, the DAG's doc); default: PIPELINE, read
+    when called, so the doc always describes what the factory renders."""
+    steps = PIPELINE if pipeline is None else pipeline
+    setups = {step.teardown_of for step in steps if step.teardown_of}
     rows = []
-    for step in pipeline:
+    for step in steps:
         notes = []
         if step.task_id in setups:
             notes.append("setup")

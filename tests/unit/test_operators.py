@@ -288,12 +288,6 @@ def test_adding_a_step_is_one_pipeline_entry(families, scan_pipeline) -> None:  
     assert rows.index("scan_image") == rows.index("validate_image") + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pipeline.describe() and pipeline.check() bind PIPELINE as a default argument at "
-    "import time, so factory.render_doc (which calls pipeline.describe() without arguments) "
-    "documents the pipeline as it was imported, not the one the factory renders",
-)
 def test_the_dag_doc_lists_an_added_step(families, scan_pipeline) -> None:  # type: ignore[no-untyped-def]
     doc = build_family_dag(families["debian12-base"]).doc_md
     assert "`scan_image` | `validate_image` | scan the captured image" in doc

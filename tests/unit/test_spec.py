@@ -83,7 +83,13 @@ def test_good_family_loads_with_defaults(include: Path) -> None:
 def test_example_families_are_valid() -> None:
     found = load_families(PROJECT / "include" / "images", PROJECT / "include")
     assert found.errors == {}
-    assert set(found.families) == {"debian12-base", "debian12-web", "aws-debian12-base", "aws-debian12-web"}
+    assert set(found.families) == {
+        "debian12-base",
+        "debian12-web",
+        "debian12-hardened",
+        "aws-debian12-base",
+        "aws-debian12-web",
+    }
     assert found.families["debian12-web"].source.family == "debian12-base"
     assert found.families["aws-debian12-web"].source.family == "aws-debian12-base"
 
