@@ -10,7 +10,10 @@ and keeps, for every path of the result, the file and line it came from.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,6 +26,8 @@ except ImportError:  # pragma: no cover
 MAX_FILE_BYTES = 256 * 1024
 MAX_NODES = 20_000
 """Upper bound on values after alias expansion; a real family file has a few hundred."""
+MAX_DEPTH = 32
+"""Upper bound on nesting (mappings and lists inside each other); a real family file has about 6."""
 
 Path_ = tuple[str | int, ...]
 
@@ -132,6 +137,90 @@ class _Merger:
         return value
 
 
+def read_text(path: Path, root: Path | None = None, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The text of ``path`` if it is a small, regular, UTF-8 file; :class:`YamlError` saying why not.
+
+    Never blocks and never reads more than ``max_bytes + 1`` bytes: a FIFO, socket, device or
+    directory is refused from ``fstat`` before reading (opened with ``O_NONBLOCK``, so a FIFO
+    without a writer cannot hang us). A symlink is followed only when ``root`` is given and the
+    file it finally resolves to is inside ``root``; the resolved file is then opened with
+    ``O_NOFOLLOW``. A UTF-8 byte order mark is dropped.
+    """
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError as exc:
+        raise YamlError(f"cannot read file: {exc.strerror or exc}") from None
+    target = path
+    if link:
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise YamlError(
+                "cannot read file: a symlink that leads nowhere (a loop or a missing target)"
+            ) from None
+        if root is None or not target.is_relative_to(root.resolve()):
+            raise YamlError(
+                f"is a symlink that leads outside {root.name + '/' if root else 'its directory'}; "
+                "a family file must be a regular file (a symlink only to one in the same directory tree)"
+            )
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags)
+    except OSError as exc:
+        raise YamlError(f"cannot read file: {_kind_of(target) or exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise YamlError(f"cannot read file: {_kind(info.st_mode)}, not a regular file")
+        if info.st_size > max_bytes:
+            raise YamlError(f"file is larger than {max_bytes // 1024} KiB; a family file should be small")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise YamlError(f"cannot read file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:  # it grew while we looked
+        raise YamlError(f"file is larger than {max_bytes // 1024} KiB; a family file should be small")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise YamlError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); is this a binary file?",
+            line,
+        ) from None
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _kind_of(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return ""
+    return "" if stat.S_ISREG(mode) else f"{_kind(mode)}, not a regular file"
+
+
 def load_yaml(text: str, file: str = "") -> LoadedYaml:
     """Parse one YAML document strictly; raise :class:`YamlError` with a line number.
 
@@ -145,10 +234,16 @@ def load_yaml(text: str, file: str = "") -> LoadedYaml:
             raise YamlError("tab used for indentation; YAML needs spaces", number)
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except RecursionError:  # the pure-Python composer recurses; libyaml stops at 1000 levels itself
+        raise YamlError(f"nested deeper than {MAX_DEPTH} levels; flatten the structure") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
-        raise YamlError(f"not valid YAML: {exc.problem or exc.context}", line) from None
+        problem = exc.problem or exc.context
+        if problem and "maximum nesting depth" in problem:  # libyaml's own limit (1000 levels)
+            problem = f"nested deeper than {MAX_DEPTH} levels; flatten the structure"
+            raise YamlError(problem, line) from None
+        raise YamlError(f"not valid YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
         raise YamlError(f"not valid YAML: {exc}") from None
     if node is None:
@@ -174,6 +269,18 @@ class _Builder:
                 node.start_mark.line + 1,
             )
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if len(path) >= MAX_DEPTH and isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            shown = _dotted(path[:4]) + (" ..." if len(path) > 4 else "")
+            raise YamlError(
+                f"nested deeper than {MAX_DEPTH} levels (at {shown}); a family file is a few levels "
+                "of plain settings, flatten the structure",
+                node.start_mark.line + 1,
+            )
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+            raise YamlError(
+                f"tag '{node.tag}' is not supported; a family file holds plain mappings, lists and values",
+                node.start_mark.line + 1,
+            )
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -204,6 +311,15 @@ class _Builder:
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc)
             raise YamlError(f"not valid YAML: {problem}", node.start_mark.line + 1) from None
+        except (ValueError, OverflowError, TypeError) as exc:  # 2001-13-14, 5000-digit ints, '0x'
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise YamlError(
+                f"not a valid {tag} ({str(exc)[:100]}); quote the value if it is meant as text",
+                node.start_mark.line + 1,
+            ) from None
+
+
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 def _dotted(path: Path_) -> str:
