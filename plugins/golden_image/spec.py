@@ -28,6 +28,7 @@ image*) are independent.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -44,7 +45,9 @@ from pydantic import (
     model_validator,
 )
 
-from golden_image.yamlload import LoadedYaml, MergeRules, YamlError, dotted_path, load_yaml, merge
+from golden_image.yamlload import LoadedYaml, MergeRules, YamlError, dotted_path, load_yaml, merge, read_text
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 FAMILY_NAME = r"^[a-z][a-z0-9-]{1,62}$"
@@ -415,19 +418,83 @@ def family_files(images_dir: Path) -> list[Path]:
 
 
 def load_families(images_dir: Path, include_dir: Path | None = None) -> FamilySet:
-    """Load every family file; a broken one is reported in ``errors`` and never hides the others."""
+    """Load every family file; a broken one is reported in ``errors`` and never hides the others.
+
+    Set-wide rules (each explained in its error): one file per family and per DAG id
+    (:func:`_family_files_by_name`); a family's default pointer is its own and a shared custom
+    pointer breaks every family using it (:func:`_check_pointers`); a family built on
+    (``source.family``) or extending (``extends``) a broken family is broken too.
+    """
     include_dir = include_dir or images_dir.parent
     loader = _Loader(include_dir)
     families: dict[str, FamilySpec] = {}
     errors: dict[str, list[SpecError]] = {}
-    for path in family_files(images_dir):
+    files = _family_files_by_name(images_dir, include_dir, errors)
+    for stem, path in files.items():
+        if stem in errors:
+            continue
         try:
-            families[path.stem] = loader.family(path)
+            families[stem] = loader.family(path)
         except FamilyFileError as exc:
-            errors[path.stem] = exc.errors
-    _check_layering(families, errors, images_dir, include_dir)
-    _check_pointers(families, errors, images_dir, include_dir)
+            errors[stem] = exc.errors
+        except Exception as exc:  # _Loader contains its own; this is the last line of defence
+            errors[stem] = _unexpected(path, include_dir, exc).errors
+    _check_pointers(families, errors, files, loader)
+    _check_dependants(families, errors, files, loader)
     return FamilySet(families, errors)
+
+
+def _family_files_by_name(
+    images_dir: Path, include_dir: Path, errors: dict[str, list[SpecError]]
+) -> dict[str, Path]:
+    """File stem -> family file. Put in ``errors`` (and not loaded): a stem that is not a family
+    name, two files of one family (``x.yaml`` and ``x.yml``), and stems that make one DAG id
+    (``a_b`` and ``a-b``: Airflow would show either, from one parse to the next)."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in family_files(images_dir):
+        by_stem.setdefault(path.stem, []).append(path)
+    files: dict[str, Path] = {}
+    for stem, paths in by_stem.items():
+        files[stem] = paths[0]
+        shown = [_shown(p, include_dir) for p in paths]
+        if len(paths) > 1:
+            errors[stem] = [
+                SpecError(
+                    here,
+                    0,
+                    "",
+                    f"{' and '.join(shown)} both define family '{stem}'; a family is one file: remove one",
+                )
+                for here in shown
+            ]
+        elif not re.fullmatch(FAMILY_NAME, stem):
+            errors[stem] = [
+                SpecError(
+                    shown[0],
+                    0,
+                    "",
+                    f"'{stem[:80]}' is not a valid family name (2-63 lowercase letters, digits and '-', "
+                    "starting with a letter); the file name is the family name: rename the file",
+                )
+            ]
+    by_dag: dict[str, list[str]] = {}
+    for stem in files:
+        by_dag.setdefault(dag_id_for(stem), []).append(stem)
+    for dag_id, stems in by_dag.items():
+        if len(stems) < 2:
+            continue
+        for stem in stems:
+            others = ", ".join(_shown(files[o], include_dir) for o in stems if o != stem)
+            errors.setdefault(stem, []).append(
+                SpecError(
+                    _shown(files[stem], include_dir),
+                    0,
+                    "",
+                    f"makes the same DAG id {dag_id} as {others}; Airflow would show either one from "
+                    "parse to parse, so neither is loaded: rename one (family names use '-', not '_')",
+                )
+            )
+    return files
 
 
 class _Loader:
@@ -450,6 +517,8 @@ class _Loader:
                 self._done[path] = self._load(path)
             except FamilyFileError as exc:
                 self._done[path] = exc
+            except Exception as exc:  # a bug or an input we did not foresee: this file's error only
+                self._done[path] = _unexpected(path, self.include_dir, exc)
         outcome = self._done[path]
         if isinstance(outcome, FamilyFileError):
             raise outcome
@@ -462,6 +531,8 @@ class _Loader:
                 self._raw[path] = self._read(path)
             except FamilyFileError as exc:
                 self._raw[path] = exc
+            except Exception as exc:  # a bug or an input we did not foresee: this file's error only
+                self._raw[path] = _unexpected(path, self.include_dir, exc)
         loaded = self._raw[path]
         if isinstance(loaded, FamilyFileError):
             raise loaded
@@ -470,11 +541,10 @@ class _Loader:
     def _read(self, path: Path) -> LoadedYaml:
         shown = _shown(path, self.include_dir)
         try:
-            loaded = load_yaml(path.read_text(encoding="utf-8"), shown)
+            text = read_text(path, root=path.parent)
+            loaded = load_yaml(text, shown)
         except YamlError as exc:
             raise FamilyFileError([SpecError(shown, exc.line, "", exc.message)]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FamilyFileError([SpecError(shown, 0, "", f"cannot read file: {exc}")]) from None
         if not isinstance(loaded.data, dict):
             raise FamilyFileError(
                 [SpecError(shown, 1, "", "expected a mapping (key: value) at the top level")]
@@ -587,57 +657,131 @@ class _Loader:
 
 
 def _check_pointers(
-    families: dict[str, FamilySpec], errors: dict[str, list[SpecError]], images_dir: Path, include_dir: Path
+    families: dict[str, FamilySpec],
+    errors: dict[str, list[SpecError]],
+    files: dict[str, Path],
+    loader: _Loader,
 ) -> None:
-    """Two families publishing to one pointer would overwrite each other's "latest": refuse both."""
-    owners: dict[tuple[str, str], list[str]] = {}
+    """Two families publishing to one pointer would overwrite each other's "latest".
+
+    ``/golden/<name>/latest`` (the default) belongs to family ``<name>`` whenever a file of that
+    name exists, even a broken one: another family claiming it is the broken one, never the
+    owner. Two families sharing any other pointer: neither owns it, so both are broken.
+    """
+    reserved = {default_pointer(stem): stem for stem in files if re.fullmatch(FAMILY_NAME, stem)}
+    broken: dict[str, str] = {}
     for name, spec in families.items():
-        owners.setdefault((spec.platform, spec.pointer), []).append(name)
-    for (_, pointer), names in owners.items():
+        owner = reserved.get(spec.pointer)
+        if owner is not None and owner != name:
+            broken[name] = (
+                f"{spec.pointer} is the default pointer of family '{owner}' ({files[owner].name}), which "
+                "only that family publishes to: choose another pointer, or remove publish.pointer for "
+                f"this family's own {default_pointer(name)}"
+            )
+    sharing: dict[tuple[str, str], list[str]] = {}
+    for name, spec in families.items():
+        if name not in broken:
+            sharing.setdefault((spec.platform, spec.pointer), []).append(name)
+    for (platform, pointer), names in sharing.items():
         if len(names) > 1:
             for name in names:
                 others = ", ".join(n for n in names if n != name)
-                shown = _shown(images_dir / f"{name}.yaml", include_dir)
-                errors[name] = [SpecError(shown, 0, "publish.pointer", f"{pointer} is also used by {others}")]
+                broken[name] = (
+                    f"{pointer} is also used by {others} (platform {platform}); families publishing to "
+                    "one pointer overwrite each other's latest image and neither owns a custom pointer, "
+                    "so both are refused: give each its own, or remove publish.pointer for the default "
+                    "/golden/<family>/latest"
+                )
+    for name, message in broken.items():
+        resolved = loader.resolved(files[name])
+        line = resolved.line_of(("publish", "pointer"))
+        errors[name] = [SpecError(resolved.file, line, "publish.pointer", message)]
+        del families[name]
+
+
+def _check_dependants(
+    families: dict[str, FamilySpec],
+    errors: dict[str, list[SpecError]],
+    files: dict[str, Path],
+    loader: _Loader,
+) -> None:
+    """A family built on (``source.family``) or extending a broken family is broken too, until
+    nothing changes (a family broken here can break the ones that depend on it)."""
+    while True:
+        before = len(errors)
+        _check_layering(families, errors, files, loader)
+        for name in list(families):
+            parent = families[name].extends
+            if parent is not None and parent in errors:
+                own = loader.raw(files[name])
+                errors[name] = [
+                    SpecError(
+                        own.file,
+                        own.line_of(("extends",)),
+                        "extends",
+                        f"extends family '{parent}' which has errors of its own (see {files[parent].name})",
+                    )
+                ]
                 del families[name]
+        if len(errors) == before:
+            return
 
 
 def _check_layering(
-    families: dict[str, FamilySpec], errors: dict[str, list[SpecError]], images_dir: Path, include_dir: Path
+    families: dict[str, FamilySpec],
+    errors: dict[str, list[SpecError]],
+    files: dict[str, Path],
+    loader: _Loader,
 ) -> None:
-    """``source.family`` must name a loadable family of the same platform, without cycles."""
-    for name in list(families):
+    """``source.family`` must name a loadable family of the same platform that keeps its default
+    pointer, without cycles. Only the direct parent is judged here: :func:`_check_dependants`
+    repeats this until nothing changes, so every error names the family's own parent."""
+    problems: dict[str, str] = {}
+    for name, spec in families.items():
+        parent_name = spec.source.family
+        if parent_name is None:
+            continue
         seen = [name]
-        spec = families[name]
-        while spec.source.family is not None:
-            parent_name = spec.source.family
-            parent = families.get(parent_name)
-            problem = None
-            if parent_name in seen:
-                problem = f"layering cycle: {' -> '.join([*seen, parent_name])}"
-            elif parent is None:
-                known = sorted(families) + sorted(errors)
-                hint = difflib.get_close_matches(parent_name, known, n=1)
-                problem = f"no family named '{parent_name}'" + (
-                    f" (did you mean '{hint[0]}'?)" if hint else f"; known families: {', '.join(known)}"
-                )
-                if parent_name in errors:
-                    problem = f"source family '{parent_name}' has errors of its own"
-            elif parent.platform != families[name].platform:
-                problem = f"source family '{parent_name}' is on platform {parent.platform}"
-            elif parent.pointer != default_pointer(parent_name):
-                problem = (
-                    f"source family '{parent_name}' publishes to {parent.pointer}; a family others layer on "
-                    f"keeps the default pointer {default_pointer(parent_name)} (remove its publish.pointer)"
-                )
-            if problem:
-                shown = _shown(images_dir / f"{name}.yaml", include_dir)
-                errors[name] = [SpecError(shown, 0, "source.family", problem)]
-                del families[name]
-                break
-            assert parent is not None
-            seen.append(parent_name)
-            spec = parent
+        current: FamilySpec | None = spec
+        while current is not None and current.source.family is not None and current.source.family not in seen:
+            seen.append(current.source.family)
+            current = families.get(current.source.family)
+        parent = families.get(parent_name)
+        if current is not None and current.source.family == name:
+            problems[name] = f"layering cycle: {' -> '.join([*seen, name])}"
+        elif parent_name in errors:
+            where = f" (see {files[parent_name].name})" if parent_name in files else ""
+            problems[name] = f"source family '{parent_name}' has errors of its own{where}"
+        elif parent is None:
+            known = sorted(families) + sorted(errors)
+            hint = difflib.get_close_matches(parent_name, known, n=1)
+            problems[name] = f"no family named '{parent_name}'" + (
+                f" (did you mean '{hint[0]}'?)" if hint else f"; known families: {', '.join(known)}"
+            )
+        elif parent.platform != spec.platform:
+            problems[name] = f"source family '{parent_name}' is on platform {parent.platform}"
+        elif parent.pointer != default_pointer(parent_name):
+            problems[name] = (
+                f"source family '{parent_name}' publishes to {parent.pointer}; a family others layer on "
+                f"keeps the default pointer {default_pointer(parent_name)} (remove its publish.pointer)"
+            )
+    for name, problem in problems.items():
+        resolved = loader.resolved(files[name])
+        file, line = resolved.origin_of(("source", "family"))
+        errors[name] = [
+            SpecError(resolved.file, line if file == resolved.file else 0, "source.family", problem)
+        ]
+        del families[name]
+
+
+def _unexpected(path: Path, include_dir: Path, exc: Exception) -> FamilyFileError:
+    """An exception nobody planned for, contained to the file being loaded (and logged in full)."""
+    log.error("loading %s failed unexpectedly", path, exc_info=exc)
+    detail = f"{type(exc).__name__}: {exc}"
+    if len(detail) > 200:
+        detail = detail[:200] + " ..."
+    message = f"could not be loaded ({detail}); other families are not affected. Please report this"
+    return FamilyFileError([SpecError(_shown(path, include_dir), 0, "", message)])
 
 
 def _shown(path: Path, include_dir: Path) -> str:

@@ -117,3 +117,28 @@ def test_aws_family_shares_one_mapped_task_per_region_and_defers(families) -> No
     assert build_family_dag(families["debian12-base"]).get_task("capture_image").deferrable is False
     assert "platform:aws" in dag.tags
     DagSerialization.serialize_dag(dag)
+
+
+def test_files_sharing_a_dag_id_make_one_error_dag_naming_both(tmp_path: Path) -> None:
+    include = tmp_path / "include"
+    shutil.copytree(PROJECT / "include", include)
+    images = include / "images"
+    (images / "debian12_base.yaml").write_text((images / "debian12-base.yaml").read_text())
+    (images / ("w" * 240 + ".yaml")).write_text("schema_version: 1\n")
+    dags = load_dags(images)
+    # the families built on or extending debian12-base are refused with it, naming it
+    assert "source family 'debian12-base' has errors of its own" in dags["golden_image__debian12_web"].doc_md
+    assert "extends family 'debian12-base'" in dags["golden_image__aws_debian12_base"].doc_md
+    error_dag = dags["golden_image__debian12_base"]  # not the real DAG, never either file at random
+    assert "broken" in error_dag.tags
+    [task] = error_dag.tasks
+    assert any(
+        e.startswith("include/images/debian12-base.yaml: (file): makes the same DAG id") for e in task.errors
+    )
+    assert any(
+        e.startswith("include/images/debian12_base.yaml: (file): makes the same DAG id") for e in task.errors
+    )
+    assert "as include/images/debian12_base.yaml" in error_dag.doc_md
+    # a file name longer than Airflow's DAG ids still gets its error DAG
+    [long] = [d for d in dags.values() if d.dag_id.startswith("golden_image__www")]
+    assert len(long.dag_id) <= 250 and "is not a valid family name" in long.doc_md

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from golden_image.spec import MAX_EXTENDS_DEPTH, FamilyFileError, family_mapping, load_families, load_family
+from golden_image.spec import (
+    MAX_EXTENDS_DEPTH,
+    FamilyFileError,
+    family_mapping,
+    load_families,
+    load_family,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -457,7 +463,8 @@ def test_hostile_extends_values_are_clean_errors(include: Path, tmp_path: Path) 
     for name, (value, _) in cases.items():
         write(include, name, child(name, value))
     found = load_families(images, include)
-    assert set(found.families) == {"good", "escape"}
+    assert set(found.families) == {"good"}  # a family file is never read through a link leading outside
+    assert "escape.yaml: (file): is a symlink that leads outside images/" in str(found.errors["escape"][0])
     for name, (_, message) in cases.items():
         [error] = found.errors[name]
         assert f"include/images/{name}.yaml:3: extends: {message}" in str(error), name
@@ -473,3 +480,89 @@ def test_a_huge_chain_is_refused_without_a_traceback(include: Path) -> None:
     found = load_families(include / "images", include)
     assert len(found.families) == MAX_EXTENDS_DEPTH + 1 and len(found.errors) == count - MAX_EXTENDS_DEPTH - 1
     assert "levels of extends" in str(found.errors[f"link-{count - 1:03}"][0])
+
+
+# --- one file per family, one family per DAG id ---------------------------------------------------
+
+
+def test_yml_beside_yaml_is_an_error_naming_both(include: Path) -> None:
+    write(include, "good", GOOD.format(name="good"))
+    write(include, "web", GOOD.format(name="web"))
+    (include / "images" / "web.yml").write_text(GOOD.format(name="web"))
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"good"}
+    errors = [str(e) for e in found.errors["web"]]
+    assert len(errors) == 2
+    for error in errors:
+        assert "include/images/web.yaml and include/images/web.yml both define family 'web'" in error
+    assert errors[0].startswith("include/images/web.yaml:") and errors[1].startswith(
+        "include/images/web.yml:"
+    )
+
+
+def test_names_that_make_one_dag_id_refuse_both(include: Path) -> None:
+    write(include, "good", GOOD.format(name="good"))
+    write(include, "web-one", GOOD.format(name="web-one"))
+    write(include, "web_one", GOOD.format(name="web_one"))
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"good"}
+    mine = "\n".join(str(e) for e in found.errors["web-one"])
+    theirs = "\n".join(str(e) for e in found.errors["web_one"])
+    assert "makes the same DAG id golden_image__web_one as include/images/web_one.yaml" in mine
+    assert "makes the same DAG id golden_image__web_one as include/images/web-one.yaml" in theirs
+    assert "'web_one' is not a valid family name" in theirs and "rename the file" in theirs
+
+
+@pytest.mark.parametrize("stem", ["Web", "w", "1web", "web.prod", "w\u0435b", "x" * 200])
+def test_a_file_name_that_is_not_a_family_name_is_a_clear_error(include: Path, stem: str) -> None:
+    write(include, "good", GOOD.format(name="good"))
+    (include / "images" / f"{stem}.yaml").write_text(GOOD.format(name="good"))
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"good"}
+    [error] = found.errors[stem]
+    assert f"'{stem[:80]}' is not a valid family name" in str(error)
+
+
+# --- pointers: the newcomer is the broken one -------------------------------------------------------
+
+
+def test_a_new_file_claiming_a_familys_default_pointer_is_the_broken_one(include: Path) -> None:
+    write(include, "base", GOOD.format(name="base"))
+    write(include, "explicit", GOOD.format(name="explicit") + "publish: {pointer: /golden/explicit/latest}\n")
+    write(include, "layer", layered("layer", "base"))
+    for name, pointer in (("aaa", "/golden/base/latest"), ("zzz", "/golden/explicit/latest")):
+        write(include, name, GOOD.format(name=name) + f"publish: {{pointer: {pointer}}}\n")
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"base", "explicit", "layer"}
+    [error] = found.errors["aaa"]
+    assert str(error).startswith("include/images/aaa.yaml:22: publish.pointer: /golden/base/latest is the ")
+    assert "default pointer of family 'base' (base.yaml)" in str(error)
+    assert "default pointer of family 'explicit'" in str(found.errors["zzz"][0])
+
+
+def test_a_broken_familys_default_pointer_stays_reserved(include: Path) -> None:
+    write(include, "base", GOOD.format(name="base").replace("os: linux", "os: beos"))
+    write(include, "thief", GOOD.format(name="thief") + "publish: {pointer: /golden/base/latest}\n")
+    found = load_families(include / "images", include)
+    assert found.families == {}
+    assert "default pointer of family 'base'" in str(found.errors["thief"][0])
+
+
+def test_two_custom_pointers_colliding_break_both_and_their_dependants(include: Path) -> None:
+    for name in ("one", "two"):
+        write(include, name, GOOD.format(name=name) + "publish: {pointer: /images/shared}\n")
+    write(include, "on-one", layered("on-one", "one"))
+    write(include, "on-on-one", layered("on-on-one", "on-one"))
+    write(include, "like-two", child("like-two", "two"))
+    write(include, "other", GOOD.format(name="other"))
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"other"}
+    assert "/images/shared is also used by two (platform local)" in str(found.errors["one"][0])
+    assert "neither owns a custom pointer" in str(found.errors["one"][0])
+    assert "source.family: source family 'one' has errors of its own (see one.yaml)" in str(
+        found.errors["on-one"][0]
+    )
+    assert "source family 'on-one' has errors of its own" in str(found.errors["on-on-one"][0])
+    assert "like-two.yaml:3: extends: extends family 'two' which has errors of its own" in str(
+        found.errors["like-two"][0]
+    )
