@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -53,6 +54,24 @@ SCHEMA_VERSION = 1
 FAMILY_NAME = r"^[a-z][a-z0-9-]{1,62}$"
 CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
 SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|private_?key|api_?key|credential)", re.I)
+SECRET_VALUES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("an AWS access key id", re.compile(r"A[KS]IA[0-9A-Z]{16}(?![0-9A-Za-z])")),
+    ("a private key", re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")),
+    ("a GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}")),
+    ("a GitLab token", re.compile(r"glpat-[A-Za-z0-9_-]{20,}")),
+    ("a Slack token", re.compile(r"xox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("a Google API key", re.compile(r"AIza[0-9A-Za-z_-]{35}")),
+    ("a URL with a password", re.compile(r"://[^\s/:@]+:(?![$%{<])[^\s/@]+@")),
+    ("a password assignment", re.compile(r"=[ \t]*(?![\s$%{<'\"*])\S{3,}")),
+)
+"""Credentials recognised by their shape, in any value (and comment) of a family file. Each starts
+with a literal, so a clean file is scanned in microseconds."""
+_ASSIGNED_TO = re.compile(r"(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key)[ \t]*$")
+"""What must precede a password assignment's ``=`` (lowercased): ``--password=...``, ``TOKEN=...``."""
+SECRETS_ADVICE = (
+    "secrets never go in family files. Keep it in an Airflow connection or secrets backend and look "
+    "it up at run time"
+)
 
 NonNegative = Annotated[int, Field(ge=0)]
 
@@ -69,7 +88,7 @@ EXTENDS_RULES = MergeRules(
 class FieldProblem(ValueError):
     """A whole-model check's error that belongs to one field (``loc``), so it gets that line."""
 
-    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
 
@@ -98,13 +117,109 @@ IncludePath = Annotated[str, AfterValidator(_include_path)]
 
 
 def _no_secrets(values: dict[str, Any]) -> dict[str, Any]:
-    for key in values:
-        if SECRET_NAME.search(key):
-            raise ValueError(
-                f"'{key}' looks like a secret; secrets never go in family files. Keep it in an Airflow "
-                "connection or secrets backend and look it up at run time"
-            )
+    """Refuse a key named like a credential, at any depth (mappings inside lists too), that holds a
+    value: a string or number, or a mapping/list with one somewhere inside (named by the full path).
+    ``password_authentication: false`` or ``token: null`` hold no secret and pass."""
+    found = _secret_key(values, ())
+    if found is not None:
+        path, key = found
+        raise FieldProblem(path, f"'{key}' looks like a secret; {SECRETS_ADVICE}")
     return values
+
+
+def _secret_key(
+    value: Any, path: tuple[str | int, ...], named: str = ""
+) -> tuple[tuple[str | int, ...], str] | None:
+    """The first path (and the credential-like key above it) holding a value, depth first."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        has_value = isinstance(value, str | int | float) and not isinstance(value, bool) and value != ""
+        return (path, named) if named and has_value else None
+    for key, item in items:
+        inner = named or (key if isinstance(key, str) and SECRET_NAME.search(key) else "")
+        found = _secret_key(item, (*path, key), inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _strings(data: Any) -> list[str]:
+    """Every string in ``data`` (keys too), each once however often aliases repeat it."""
+    out: dict[int, str] = {}
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            out[id(value)] = value
+    return list(out.values())
+
+
+def _secrets_in(text: str) -> Iterator[tuple[str, int]]:
+    """(kind, offset) of every credential-shaped string in ``text``."""
+    for kind, pattern in SECRET_VALUES:
+        for found in pattern.finditer(text):
+            if pattern is SECRET_VALUES[-1][1]:
+                before = text[max(0, found.start() - 20) : found.start()].lower()
+                if not _ASSIGNED_TO.search(before):
+                    continue
+            yield kind, found.start()
+
+
+def _secret_values(loaded: LoadedYaml, text: str) -> list[SpecError]:
+    """Credentials recognised by their shape (:data:`SECRET_VALUES`) anywhere in one file's values,
+    keys and comments; each error names the field and line but never shows the value."""
+    errors: list[SpecError] = []
+    kinds: set[str] = set()
+    seen: set[int] = set()  # aliases share one string: scan it once, however often it repeats
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), loaded.data)]
+    if next(_secrets_in("\n".join(_strings(loaded.data))), None) is None:
+        stack = []  # the usual case, found cheaply: no value to locate, only comments to scan
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append(((*path, key), key))  # the key itself, found at the key's line
+                stack.append(((*path, key), item))
+            continue
+        if isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+            continue
+        if not isinstance(value, str) or id(value) in seen:
+            continue
+        seen.add(id(value))
+        for kind, _ in _secrets_in(value):
+            kinds.add(kind)
+            errors.append(
+                SpecError(
+                    loaded.file,
+                    loaded.line_of(path),
+                    dotted_path(path),
+                    f"looks like {kind} (value not shown); {SECRETS_ADVICE}. If it is real, rotate it: "
+                    "it is in the repository's history now",
+                )
+            )
+            break
+    for kind, offset in _secrets_in(text):  # what is in no value is in a comment
+        if kind not in kinds:
+            kinds.add(kind)
+            errors.append(
+                SpecError(
+                    loaded.file,
+                    text.count("\n", 0, offset) + 1,
+                    "",
+                    f"looks like {kind} in a comment (value not shown); {SECRETS_ADVICE}. If it is "
+                    "real, rotate it: it is in the repository's history now",
+                )
+            )
+    return sorted(set(errors), key=lambda e: (e.line, e.field))
 
 
 Variables = Annotated[dict[str, Any], AfterValidator(_no_secrets)]
@@ -545,6 +660,9 @@ class _Loader:
             loaded = load_yaml(text, shown)
         except YamlError as exc:
             raise FamilyFileError([SpecError(shown, exc.line, "", exc.message)]) from None
+        secrets = _secret_values(loaded, text)
+        if secrets:
+            raise FamilyFileError(secrets)
         if not isinstance(loaded.data, dict):
             raise FamilyFileError(
                 [SpecError(shown, 1, "", "expected a mapping (key: value) at the top level")]

@@ -566,3 +566,91 @@ def test_two_custom_pointers_colliding_break_both_and_their_dependants(include: 
     assert "like-two.yaml:3: extends: extends family 'two' which has errors of its own" in str(
         found.errors["like-two"][0]
     )
+
+
+# --- secrets ----------------------------------------------------------------------------------------
+
+
+def test_secret_keys_are_found_at_any_depth(include: Path) -> None:
+    text = GOOD.format(name="web").replace(
+        "  playbook: ansible/site.yml\n",
+        "  playbook: ansible/site.yml\n  extra_vars:\n    admin_users:\n      - {name: ops}\n"
+        "      - name: x\n        password: y-not-shown\n",
+    )
+    [error] = errors_of(include, "web", text)
+    assert error.startswith("include/images/web.yaml:20: ansible.extra_vars.admin_users[1].password: ")
+    assert "'password' looks like a secret" in error and "y-not-shown" not in error
+    nested = GOOD.format(name="web").replace("{packages: [curl]}", "{db: {credentials: {user: bob}}}")
+    [error] = errors_of(include, "web", nested)
+    assert "packer.vars.db.credentials.user: 'credentials' looks like a secret" in error
+    harmless = GOOD.format(name="web").replace(
+        "{packages: [curl]}",
+        "{sshd: {password_authentication: false, permit_root_login: no}, token_cache: null}",
+    )
+    load_family(write(include, "web", harmless), include)
+
+
+def _fake(prefix: str, length: int, alphabet: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") -> str:
+    """A credential-shaped string made up here (so no scanner mistakes this file for a leak)."""
+    return prefix + "".join(alphabet[(i * 7 + 3) % len(alphabet)] for i in range(length))
+
+
+SECRETS = {
+    "aws-key": ("an AWS access key id", _fake("AKIA", 16)),
+    "aws-session-key": ("an AWS access key id", _fake("ASIA", 16)),
+    "private-key": ("a private key", "-----BEGIN OPENSSH PRIVATE KEY-----\\n" + _fake("b3Bl", 60)),
+    "rsa-key": ("a private key", "-----BEGIN RSA PRIVATE KEY-----"),
+    "github": ("a GitHub token", _fake("ghp_", 36, "abcdefghij0123456789ABCDEF")),
+    "slack": ("a Slack token", _fake("xoxb-", 30, "0123456789-abcdef")),
+    "url": (
+        "a URL with a password",
+        "https://deploy:" + _fake("", 12, "abcdef0123") + "@git.example.com/x.git",
+    ),
+    "assignment": ("a password assignment", "mysql --password=" + _fake("", 10, "abcdef0123")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SECRETS))
+@pytest.mark.parametrize("where", ["description", "tag", "list", "comment"])
+def test_credentials_are_refused_anywhere_without_echoing_them(include: Path, case: str, where: str) -> None:
+    kind, secret = SECRETS[case]
+    text = GOOD.format(name="web")
+    line, field = {
+        "description": (3, "description"),
+        "tag": (23, "tags.note"),
+        "list": (13, "packer.vars.packages[1]"),
+        "comment": (4, ""),
+    }[where]
+    if where == "description":
+        text = text.replace("description: test family", f'description: "{secret}"')
+    elif where == "tag":
+        text += f'tags:\n  note: "{secret}"\n'
+    elif where == "list":
+        text = text.replace("[curl]", f'[curl, "{secret}"]')
+    else:
+        text = text.replace("owners: [me@example.com]", f"owners: [me@example.com]  # {secret}")
+    write(include, "good", GOOD.format(name="good"))
+    write(include, "web", text)
+    found = load_families(include / "images", include)
+    assert set(found.families) == {"good"}
+    [error] = found.errors["web"]
+    shown = f"{field}: looks like {kind}" if field else f"(file): looks like {kind} in a comment"
+    assert str(error).startswith(f"include/images/web.yaml:{line}: {shown} (value not shown)"), str(error)
+    plain = secret.replace("\\n", "\n")
+    for piece in {plain, plain[-12:], plain.split("\n")[-1][-12:]}:
+        assert piece not in str(error)
+    from golden_image.loader import load_dags
+
+    doc = load_dags(include / "images")["golden_image__web"].doc_md
+    assert "looks like" in doc and plain[-12:] not in doc
+
+
+def test_example_families_and_look_alikes_are_not_secrets(include: Path) -> None:
+    found = load_families(PROJECT / "include" / "images", PROJECT / "include")
+    assert found.errors == {}
+    harmless = (
+        "{mirror: 'https://deb.debian.org/debian', proxy: 'http://$PROXY_USER:$PROXY_PASS@proxy:3128',"
+        " cmd: 'mysql --password=$DB_PASSWORD', jinja: 'token={{ vault_token }}', eq: 'a=b', keys: AKIA}"
+    )
+    text = GOOD.format(name="web").replace("{packages: [curl]}", harmless) + "# password: rotate yearly\n"
+    load_family(write(include, "web", text), include)
