@@ -18,7 +18,7 @@ from golden_image.spec import load_families
 from golden_image.yamlload import MAX_DEPTH, MAX_FILE_BYTES, YamlError, read_text
 
 PROJECT = Path(__file__).resolve().parents[2]
-REAL = {"debian12-base", "debian12-web", "aws-debian12-base", "aws-debian12-web"}
+REAL = {path.stem for path in (PROJECT / "include" / "images").glob("*.yaml")}  # the examples
 REAL_DAGS = {"golden_image__" + n.replace("-", "_") for n in REAL}
 
 
