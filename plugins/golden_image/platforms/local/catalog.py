@@ -3,10 +3,17 @@
 One file, WAL mode, short transactions: safe for the few concurrent Airflow tasks of one machine.
 Files and rows change together: callers write files first, then rows (a crash leaves an orphan
 file that cleanup can see, never a row pointing at nothing).
+
+A catalog that cannot be read (not a database, a malformed or truncated file, tables whose columns
+are not this schema's) raises :class:`CatalogCorrupt` naming the file and the recovery command,
+never a bare ``sqlite3`` error. Grants and pointer moves are also appended to a small journal
+(``catalog.journal.jsonl`` beside the database), the one record of them outside the catalog, so
+``golden catalog rebuild`` can restore them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -16,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golden_image.errors import PlatformError
 from golden_image.values import ImageRecord
+
+RECOVERY = "golden catalog rebuild"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -130,32 +140,110 @@ class InstanceRow:
     created_at: float
 
 
+class CatalogCorrupt(PlatformError):
+    """The catalog file cannot be read as this schema's catalog; retrying cannot help."""
+
+    retryable = False
+
+
+def _schema_columns() -> dict[str, list[str]]:
+    """Every table of SCHEMA and its columns in order (INSERTs here are positional)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SCHEMA)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        tables.remove("sqlite_sequence")  # sqlite's own (AUTOINCREMENT)
+        return {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        db.close()
+
+
+SCHEMA_COLUMNS = _schema_columns()
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and any(word in str(exc) for word in ("locked", "busy"))
+
+
 class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.journal = path.with_name(f"{path.stem}.journal.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=30)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-        finally:
-            db.close()
+            db = sqlite3.connect(path, timeout=30)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                problems = [r[0] for r in db.execute("PRAGMA quick_check").fetchall() if r[0] != "ok"]
+                if problems:
+                    raise self.corrupt("; ".join(problems[:3]))
+                for table, columns in SCHEMA_COLUMNS.items():
+                    found = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+                    if found != columns:
+                        raise self.corrupt(f"table {table} has columns {found}, not this schema's {columns}")
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def corrupt(self, why: str) -> CatalogCorrupt:
+        return CatalogCorrupt(
+            f"the image catalog {self.path} is unreadable ({why}); nothing was changed. "
+            f"Run `{RECOVERY}` to move it aside and rebuild it from the image files "
+            f"under {self.path.parent}"
+        )
+
+    def _error(self, exc: sqlite3.Error) -> PlatformError:
+        if _is_busy(exc):  # another task holds the write lock for longer than the timeout
+            return PlatformError(f"the image catalog {self.path} is busy ({exc}); retry")
+        return self.corrupt(str(exc))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         db.row_factory = sqlite3.Row
         try:
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from None
+            if isinstance(exc, json.JSONDecodeError):  # a row's manifest is not JSON
+                raise self.corrupt(f"a manifest column is not JSON: {exc}") from None
             raise
         finally:
             db.close()
+
+    def has_images(self) -> bool:
+        """Whether any image (source or family) is catalogued: one indexed row read."""
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM images LIMIT 1").fetchone() is not None
+
+    # -- the journal of grants and pointer moves ----------------------------------------------------
+    def _append_journal(self, entry: dict[str, Any]) -> None:
+        """One JSON line per grant / pointer move, after its row committed (rows are the truth)."""
+        line = json.dumps({**entry, "at": time.time()}, sort_keys=True) + "\n"
+        with self.journal.open("a") as handle:
+            handle.write(line)
+
+    def journal_entries(self) -> list[dict[str, Any]]:
+        """The journal's entries in order; a torn last line (a crash mid-write) is ignored."""
+        if not self.journal.exists():
+            return []
+        entries = []
+        for line in self.journal.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                entries.append(json.loads(line))
+        return entries
 
     # -- images -----------------------------------------------------------------------------
     def add_image(self, row: ImageRow, region: str, path: Path) -> ImageRow:
@@ -272,7 +360,10 @@ class Catalog:
         """Grant launch permission; True when it was new."""
         with self._connect() as db:
             cur = db.execute("INSERT OR IGNORE INTO grants VALUES (?,?,?)", (image_id, account, time.time()))
-            return cur.rowcount == 1
+            new = cur.rowcount == 1
+        if new:
+            self._append_journal({"op": "grant", "image_id": image_id, "account": account})
+        return new
 
     def grants(self, image_id: str) -> list[str]:
         with self._connect() as db:
@@ -298,7 +389,17 @@ class Catalog:
                 "VALUES (?,?,?,?,?,?)",
                 (name, region, image_id, previous, run_id, now),
             )
-            return previous
+        self._append_journal(
+            {
+                "op": "pointer",
+                "name": name,
+                "region": region,
+                "image_id": image_id,
+                "previous": previous,
+                "run_id": run_id,
+            }
+        )
+        return previous
 
     def pointer(self, name: str, region: str) -> str | None:
         with self._connect() as db:
@@ -317,6 +418,75 @@ class Catalog:
                 "SELECT * FROM pointer_history WHERE name=? ORDER BY id DESC", (name,)
             ).fetchall()
         return [dict(r) for r in rows]
+
+    # -- restoring rows from files (golden catalog rebuild) ------------------------------------------
+    def restore_image(self, row: ImageRow, copies: dict[str, tuple[Path, str]]) -> tuple[bool, list[str]]:
+        """Insert ``row`` unless its id is catalogued, and every missing location of ``copies``
+        (region -> (path, sha256)). Returns (row inserted, regions added); idempotent."""
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.image_id,
+                    row.kind,
+                    row.family,
+                    row.version,
+                    row.run_id,
+                    row.status,
+                    row.created_at,
+                    row.sha256,
+                    row.size,
+                    row.source_image_id,
+                    row.source_digest,
+                    json.dumps(row.manifest, sort_keys=True),
+                ),
+            )
+            inserted = cur.rowcount == 1
+            added = []
+            for region, (path, digest) in sorted(copies.items()):
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO locations VALUES (?,?,?,?,?)",
+                    (row.image_id, region, str(path), digest, time.time()),
+                )
+                if cur.rowcount == 1:
+                    added.append(region)
+        return inserted, added
+
+    def restore_grant(self, image_id: str, account: str, granted_at: float) -> bool:
+        with self._connect() as db:
+            cur = db.execute("INSERT OR IGNORE INTO grants VALUES (?,?,?)", (image_id, account, granted_at))
+            return cur.rowcount == 1
+
+    def restore_pointer(self, moves: list[dict[str, Any]]) -> bool:
+        """Restore one pointer (name, region) from its journalled moves, oldest first, with their
+        history, unless the catalog still has that pointer. True when it was restored."""
+        last = moves[-1]
+        with self._connect() as db:
+            if db.execute(
+                "SELECT 1 FROM pointers WHERE name=? AND region=?", (last["name"], last["region"])
+            ).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO pointers VALUES (?,?,?,?,?)",
+                (last["name"], last["region"], last["image_id"], last["run_id"], last["at"]),
+            )
+            if not db.execute(
+                "SELECT 1 FROM pointer_history WHERE name=? AND region=?", (last["name"], last["region"])
+            ).fetchone():
+                for move in moves:
+                    db.execute(
+                        "INSERT INTO pointer_history (name, region, image_id, previous_image_id, run_id, "
+                        "updated_at) VALUES (?,?,?,?,?,?)",
+                        (
+                            move["name"],
+                            move["region"],
+                            move["image_id"],
+                            move["previous"],
+                            move["run_id"],
+                            move["at"],
+                        ),
+                    )
+        return True
 
     # -- instances -----------------------------------------------------------------------------
     def add_instance(self, row: InstanceRow) -> None:
