@@ -2,12 +2,13 @@
 
 A base is built from ``source.local.bootstrap`` (suite, variant, mirrors, extra packages) with
 what a cloud image has: systemd as init, sshd, python3, a login user ``admin`` with passwordless
-sudo, a hostname that resolves
-(libnss-myhostname), SSH host keys made at each instance's first boot and the instance's login
-key installed at boot (``scripts/base-customize.sh``), and the ``-updates`` and ``-security``
-suites. It is stored as ``sources/<id>.tar.zst`` and catalogued under a name derived from those
-settings and from what this module puts in every base. The newest one is the family's source;
-building a new one (``refresh``) is what makes every family on it rebuild.
+sudo, a hostname that resolves (libnss-myhostname), SSH host keys made at each instance's first
+boot and the instance's login key installed at boot (``scripts/base-customize.sh``), and the
+``-updates`` and ``-security`` suites. It is stored as ``sources/<id>.tar.zst`` beside
+``sources/<id>.json`` (its catalog row, written before the archive gets its name, so ``golden
+catalog rebuild`` can restore it), and catalogued under a name derived from those settings and
+from what this module puts in every base. The newest one is the family's source; building a
+new one (``refresh``) is what makes every family on it rebuild.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from golden_image.errors import PlatformError
 from golden_image.platforms.local import sandbox
 from golden_image.platforms.local.catalog import ImageRow
-from golden_image.platforms.local.store import ImageStore, sha256_file
+from golden_image.platforms.local.store import ImageStore, row_fields, sha256_file
 from golden_image.spec import LocalBootstrap
 from golden_image.values import SourceImage
 
@@ -89,8 +90,7 @@ def _build(store: ImageStore, boot: LocalBootstrap, name: str) -> ImageRow:
         raise PlatformError(
             f"mmdebstrap failed (exit {result.returncode}); is {boot.mirror} reachable?\n{tail}"
         )
-    partial.rename(target)
-    digest = sha256_file(target)
+    digest = sha256_file(partial)
     row = ImageRow(
         image_id=image_id,
         kind="source",
@@ -100,12 +100,14 @@ def _build(store: ImageStore, boot: LocalBootstrap, name: str) -> ImageRow:
         status="available",
         created_at=time.time(),
         sha256=digest,
-        size=target.stat().st_size,
+        size=partial.stat().st_size,
         manifest={
             "bootstrap": boot.model_dump(),
             "packages": packages.split(","),
             "build_seconds": round(time.monotonic() - started, 1),
         },
     )
+    target.with_name(f"{image_id}.json").write_text(json.dumps(row_fields(row), indent=2, sort_keys=True))
+    partial.rename(target)
     log.info("source image %s ready in %.1f s (%s)", image_id, time.monotonic() - started, digest[:12])
     return store.catalog.add_image(row, "source", target)
