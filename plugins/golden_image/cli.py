@@ -7,6 +7,7 @@
     golden bake FAMILY [--force] [--reason R] [--json]   run the family's DAG locally through Airflow
     golden source FAMILY [--refresh]    the family's source image; --refresh builds a new base
     golden janitor [--ttl-hours H] [--platform local|aws|all]   remove what killed runs left
+    golden catalog rebuild [--json]     restore the local catalog's rows from the image files
 
 Exit status is non-zero on any error.
 """
@@ -310,6 +311,40 @@ def cmd_janitor(args: argparse.Namespace) -> int:
     return 1 if result["errors"] else 0
 
 
+def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
+    """Restore the local store's catalog from its files (after it was emptied, lost or corrupted)."""
+    from golden_image.platforms.local.store import ImageStore, rebuild_catalog
+
+    home = paths.golden_home()
+    result = rebuild_catalog(home)
+    try:
+        ImageStore(home)  # intact now?
+        result["intact"], still = True, ""
+    except GoldenImageError as exc:
+        result["intact"], still = False, str(exc)
+    lines = [f"catalog {result['catalog']}: rebuilt from the files under {home}"]
+    if result["moved_aside"]:
+        lines.append(f"unreadable catalog moved aside: {' '.join(result['moved_aside'])}")
+    lines += [
+        f"restored image   {i['image_id']}  {i['family']} {i['version']}  {i['status']}  "
+        f"{','.join(i['regions'])}"
+        for i in result["images"]
+    ]
+    lines += [f"restored base    {s['image_id']}  {s['name']} {s['version']}" for s in result["sources"]]
+    lines += [f"restored copy    {c['image_id']} in {c['region']}" for c in result["locations"]]
+    lines += [f"restored grant   {g['image_id']} to {g['account']}" for g in result["grants"]]
+    lines += [f"restored pointer {p['name']} in {p['region']} -> {p['image_id']}" for p in result["pointers"]]
+    restored = sum(len(result[k]) for k in ("images", "sources", "locations", "grants", "pointers"))
+    if not restored:
+        lines.append("nothing to restore: every image file is catalogued")
+    lines += [f"skipped          {s['path']}: {s['why']}" for s in result["skipped"]]
+    lines += [f"not in the files {lost}" for lost in result["lost"]]
+    if still:
+        lines.append(f"still damaged: {still}")
+    _print(result, args.json, "\n".join(lines))
+    return 0 if result["intact"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="golden", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -338,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     janitor = add("janitor", cmd_janitor, "remove stale instances")
     janitor.add_argument("--ttl-hours", type=float, default=6.0)
     janitor.add_argument("--platform", choices=[*PLATFORMS, "all"], default="all")
+    catalog = sub.add_parser("catalog", help="the local image store's catalog")
+    catalog_sub = catalog.add_subparsers(dest="action", required=True)
+    rebuild = catalog_sub.add_parser(
+        "rebuild", help="restore the catalog's rows from the manifests and files under GOLDEN_HOME"
+    )
+    rebuild.add_argument("--json", action="store_true", help="machine-readable output")
+    rebuild.set_defaults(func=cmd_catalog_rebuild)
     return parser
 
 
