@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from golden_image.errors import PlatformError
 from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms.local import sandbox, sources
 from golden_image.platforms.local.catalog import Catalog, ImageRow, InstanceRow
-from golden_image.platforms.local.store import ImageStore
+from golden_image.platforms.local.store import ImageStore, remove_path, temp_leftovers
 from golden_image.spec import FamilySpec, LocalBootstrap
 from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target
 
@@ -268,12 +269,20 @@ class LocalPlatform:
         self.store.delete(image_id)
 
     def janitor(self, *, older_than_s: float) -> list[str]:
-        """Instances older than the TTL, instance dirs the catalog forgot, caches nobody needs."""
+        """What killed runs left, older than the TTL: instances, instance dirs the catalog forgot,
+        caches nobody needs, partial exports and copies, our tools' temporary directories.
+
+        Nothing at all in a store whose catalog lost its rows: there every image and instance
+        directory looks unknown (`golden catalog rebuild` first)."""
+        self.store.require_intact()
         removed = []
         now = time.time()
 
         def is_old(path: Path) -> bool:
-            return now - path.stat().st_mtime >= older_than_s
+            try:
+                return now - path.lstat().st_mtime >= older_than_s
+            except FileNotFoundError:
+                return False
 
         for row in self.catalog.instances():
             if now - row.created_at >= older_than_s and self.terminate_instance(row.instance_id):
@@ -290,7 +299,14 @@ class LocalPlatform:
             if instance_id not in live and not (instances_dir / instance_id).exists():
                 sandbox.remove_cgroups(instance_id)
                 removed.append(f"cgroup/{instance_id}")
-        for tree in list(self.store.stale_caches(in_use=self.images_in_use(), is_old=is_old)):
-            sandbox.delete_tree(tree)
-            removed.append(f"cache/{tree.name}")
+        with self.store.lock("cache"):  # never under an unpack in progress
+            for entry in list(self.store.stale_caches(in_use=self.images_in_use(), is_old=is_old)):
+                remove_path(entry)
+                removed.append(f"cache/{entry.name}")
+        for path in list(self.store.leftovers(is_old)):
+            remove_path(path)
+            removed.append(str(path.relative_to(self.home)))
+        for path in list(temp_leftovers(Path(tempfile.gettempdir()), is_old)):
+            remove_path(path)
+            removed.append(f"tmp/{path.name}")
         return removed

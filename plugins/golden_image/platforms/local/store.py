@@ -22,7 +22,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -531,3 +533,41 @@ def _restore_journal(store: ImageStore, result: dict[str, Any]) -> None:
             result["skipped"].append({"path": f"pointer {name} {region}", "why": why})
         elif store.catalog.restore_pointer(history):
             result["pointers"].append({"name": name, "region": region, "image_id": history[-1]["image_id"]})
+
+
+TEMP_PREFIXES = ("golden-packer-", "golden-ansible-", "golden-testinfra-", "golden-validate-")
+"""The ``tempfile.TemporaryDirectory`` prefixes of the hooks and ``golden validate --deep``: Packer
+var files, Ansible private data dirs, Testinfra's SSH config and JUnit report (a SIGKILL leaves them)."""
+
+
+def temp_leftovers(tmp: Path, is_old: Callable[[Path], bool]) -> Iterator[Path]:
+    """Our tools' temporary directories in ``tmp`` that nothing touched within the TTL: only our
+    prefixes, only real directories (never a symlink) owned by this user, and only when every
+    entry inside is old too (a live ansible-runner keeps writing its artifacts)."""
+    uid = os.geteuid()
+    for entry in sorted(tmp.iterdir()) if tmp.is_dir() else []:
+        if not entry.name.startswith(TEMP_PREFIXES):
+            continue
+        try:
+            info = entry.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and _all_old(entry, is_old):
+            yield entry
+
+
+def _all_old(directory: Path, is_old: Callable[[Path], bool]) -> bool:
+    if not is_old(directory):
+        return False
+    for parent, dirs, files in os.walk(directory):  # does not follow symlinks
+        for name in (*dirs, *files):
+            if not is_old(Path(parent) / name):
+                return False
+    return True
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        sandbox.delete_tree(path)
+    else:
+        path.unlink(missing_ok=True)
