@@ -26,7 +26,7 @@ def test_ssh_through_an_ssm_tunnel_that_waits_for_the_agent(  # type: ignore[no-
     monkeypatch.setenv("FAKE_SSM_FORWARD_TO", f"127.0.0.1:{instance.port}")
     monkeypatch.setenv("FAKE_SSM_NOT_CONNECTED", "2")  # the new instance's agent registers late
     resolver = SsmTunnelResolver(
-        user="root",
+        user=instance.user,
         aws_conn_id=aws_conn,
         region="us-east-1",
         state_dir=tmp_path / "tunnels",
