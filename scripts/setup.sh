@@ -22,6 +22,19 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Packer and ansible-playbook run as this unprivileged user when the worker is root
+# (plugins/golden_image/hooks/unprivileged.py): a playbook's lookup never acts as root here
+runner=${GOLDEN_RUNNER_USER:-golden-runner}
+if ! getent passwd "$runner" >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: creating the system user $runner (runs Packer and ansible-playbook)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$runner"
+  else
+    echo "setup: note: no user $runner; a root worker needs it: sudo useradd --system --user-group" \
+      "--no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $runner" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 req=requirements.txt

@@ -72,6 +72,15 @@ def instance(platform, source_image) -> Iterator:  # type: ignore[no-untyped-def
     platform.terminate_instance(target.instance_id)
 
 
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory the unprivileged tool user can read (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="golden-shared-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     subprocess.run(

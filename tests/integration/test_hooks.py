@@ -57,8 +57,8 @@ def test_packer_cancel_is_clean(instance) -> None:  # type: ignore[no-untyped-de
     assert time.monotonic() - started < 30
 
 
-def test_packer_validate_reports_template_errors(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.pkr.hcl"
+def test_packer_validate_reports_template_errors(shared_tmp: Path) -> None:
+    broken = shared_tmp / "broken.pkr.hcl"
     broken.write_text(
         'source "null" "x" {\n  communicator = "none"\n  nonsense = 1\n}\n'
         'build { sources = ["source.null.x"] }\n'

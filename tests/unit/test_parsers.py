@@ -37,7 +37,7 @@ def test_consume_collects_artifacts_and_errors() -> None:
 def test_var_file_is_valid_hcl_literals() -> None:
     text = hcl_var_file({"ssh_port": 2222, "packages": ["a", "b"], "name": 'q"uote', "m": {"k": 1}})
     assert text.splitlines() == [
-        'm = {"k": 1}',
+        'm = {"k" = 1}',
         'name = "q\\"uote"',
         'packages = ["a", "b"]',
         "ssh_port = 2222",

@@ -3,17 +3,23 @@
 Templates are HCL2 that both Debian's Packer 1.6.6 and current Packer accept. Variables go in a
 generated ``*.pkrvars.hcl`` file (JSON values are valid HCL expressions). Output is parsed
 line by line and streamed to the task log; the artifact ids are read from Packer's own output.
+
+The variables are data: only names the template declares (:func:`check_variables`, also run when
+the family file is loaded), and every string is written so that Packer reads it literally
+(``${`` and ``%{`` would start an HCL template directive: they are escaped as ``$${`` / ``%%{``).
+Packer runs unprivileged in a private workspace (``hooks/unprivileged.py``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from golden_image.errors import PackerError
+from golden_image.hcl import HclError, template_variables
+from golden_image.hooks import unprivileged
 
 log = logging.getLogger(__name__)
 
 COMMA = "%!(PACKER_COMMA)"
+KEY_VARIABLE = "ssh_private_key_file"
+"""The template variable holding the instance's key: the run gets a private copy of the key file."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +66,67 @@ class PackerResult:
     seconds: float = 0.0
 
 
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def hcl_literal(value: Any) -> str:
+    """``value`` as an HCL expression that evaluates to exactly ``value``: literals, lists and
+    objects; every string (object keys too) quoted with ``${`` / ``%{`` escaped, so Packer
+    evaluates no interpolation or template directive in it."""
+    if isinstance(value, str):
+        return _hcl_string(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(hcl_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{hcl_literal(str(k))} = {hcl_literal(v)}" for k, v in value.items()) + "}"
+    raise PackerError(f"cannot pass a {type(value).__name__} to Packer: {value!r:.80}")
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hcl_string(text: str) -> str:
+    """A quoted HCL string whose value is ``text``, literally (no interpolation, no directive)."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out).replace("${", "$${").replace("%{", "%%{") + '"'
+
+
 def hcl_var_file(variables: dict[str, Any]) -> str:
     lines = []
     for name, value in sorted(variables.items()):
-        if not name.isidentifier():
+        if not VARIABLE_NAME.fullmatch(name):
             raise PackerError(f"Packer variable name '{name}' is not a valid identifier")
-        lines.append(f"{name} = {json.dumps(value)}")
+        lines.append(f"{name} = {hcl_literal(value)}")
     return "\n".join(lines) + "\n"
+
+
+def check_variables(template: Path, names: list[str] | set[str]) -> None:
+    """Refuse a variable ``template`` does not declare (Packer 1.6 only warns, then ignores it)."""
+    try:
+        declared = template_variables(template)
+    except (OSError, UnicodeDecodeError, HclError) as exc:
+        raise PackerError(f"cannot read the variables of {template.name}: {exc}") from None
+    unknown = sorted(set(names) - set(declared))
+    if unknown:
+        hints = [
+            f"'{n}' (did you mean '{close[0]}'?)"
+            if (close := difflib.get_close_matches(n, declared, n=1))
+            else f"'{n}'"
+            for n in unknown
+        ]
+        raise PackerError(
+            f"{template.name} declares no variable {', '.join(hints)}; "
+            f"it declares: {', '.join(declared) or 'none'}"
+        )
 
 
 class PackerHook:
@@ -72,22 +136,37 @@ class PackerHook:
         if not self.binary:
             raise PackerError("packer is not installed; run `apt-get install -y packer` (or `make setup`)")
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.setdefault("CHECKPOINT_DISABLE", "1")  # no phone-home
-        env.setdefault("PACKER_NO_COLOR", "1")
-        return env
+    @staticmethod
+    def _prepare(
+        space: unprivileged.Workspace, template: Path, variables: dict[str, Any]
+    ) -> tuple[Path, dict[str, str]]:
+        """The var file (private to the run's user, the key replaced by its private copy) and the
+        environment of one Packer run in ``space``."""
+        unprivileged.require_reachable([template, template.parent], space.who, "packer")
+        check_variables(template, list(variables))
+        variables = dict(variables)
+        if variables.get(KEY_VARIABLE):
+            variables[KEY_VARIABLE] = space.copy_key(str(variables[KEY_VARIABLE]))
+        var_file = space.write("golden.pkrvars.hcl", hcl_var_file(variables))
+        env = space.env(
+            {
+                "CHECKPOINT_DISABLE": "1",  # no phone-home
+                "PACKER_NO_COLOR": "1",
+                "PACKER_CACHE_DIR": str(space.mkdir("packer_cache")),
+                "PACKER_CONFIG_DIR": str(space.home / ".packer.d"),
+            }
+        )
+        return var_file, env
 
     def validate(self, template: Path, variables: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory(prefix="golden-packer-") as tmp:
-            var_file = Path(tmp) / "golden.pkrvars.hcl"
-            var_file.write_text(hcl_var_file(variables))
+        with unprivileged.workspace("golden-packer-") as space:
+            var_file, env = self._prepare(space, template, variables)
             done = subprocess.run(
-                [self.binary, "validate", f"-var-file={var_file}", template.name],
+                [*space.who.prefix(), self.binary, "validate", f"-var-file={var_file}", template.name],
                 cwd=template.parent,
                 capture_output=True,
                 text=True,
-                env=self._env(),
+                env=env,
                 check=False,
             )
         if done.returncode != 0:
@@ -105,10 +184,10 @@ class PackerHook:
         emit = on_line or (lambda text: log.info("%s", text))
         result = PackerResult()
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="golden-packer-") as tmp:
-            var_file = Path(tmp) / "golden.pkrvars.hcl"
-            var_file.write_text(hcl_var_file(variables))
+        with unprivileged.workspace("golden-packer-") as space:
+            var_file, env = self._prepare(space, template, variables)
             command = [
+                *space.who.prefix(),
                 self.binary,
                 "build",
                 "-machine-readable",
@@ -125,7 +204,7 @@ class PackerHook:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env=self._env(),
+                env=env,
                 start_new_session=True,
             )
             assert self._process.stdout is not None
