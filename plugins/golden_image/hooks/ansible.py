@@ -2,22 +2,36 @@
 
 Streams Ansible's own output to the task log and returns a per-task summary (ok / changed /
 failed / skipped, and the failed task with its message) that goes into the image manifest.
+
+Variables are data: they reach Ansible in a private YAML file (``-e @file``) in which every
+string, at any depth and in keys too, is tagged ``!unsafe``, so Ansible never evaluates a
+``{{ }}`` or ``{% %}`` in them; ``ansible_*`` names (connection settings) are refused here too
+(the spec refuses them at load time). Secret values (``ansible.secret_vars``) travel the same
+way and are replaced by ``********`` in every line this hook emits and in the summary.
+
+ansible-playbook runs unprivileged in a private workspace (``hooks/unprivileged.py``) with a copy
+of the instance's key, through a wrapper that ansible-runner starts as its ``binary``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import shlex
 import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from golden_image.errors import AnsibleError, UserError
+from golden_image.hooks import unprivileged
 from golden_image.hooks.ssh import SSH_OPTIONS
 from golden_image.values import Target
 
@@ -29,6 +43,51 @@ RESULT_EVENTS = {
     "runner_on_skipped": "skipped",
     "runner_on_unreachable": "unreachable",
 }
+RUNNER_ENV = (
+    "ANSIBLE_CALLBACK_PLUGINS",
+    "ANSIBLE_STDOUT_CALLBACK",
+    "ORIGINAL_STDOUT_CALLBACK",
+    "ANSIBLE_LOAD_CALLBACK_PLUGINS",
+    "AWX_ISOLATED_DATA_DIR",
+    "RUNNER_OMIT_EVENTS",
+    "RUNNER_ONLY_FAILED_EVENTS",
+    "AD_HOC_COMMAND_ID",
+    "JOB_ID",
+    "PROJECT_UPDATE_ID",
+    "MAX_EVENT_RES",
+)
+"""What ansible-runner sets for its event callback: the wrapper passes these on, nothing else of
+the worker's environment."""
+CONNECTION_VARS = re.compile(r"ansible_", re.I)
+MASK = "********"
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    """YAML whose every string is ``!unsafe``: Ansible keeps it as data, never a template."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+_UnsafeDumper.add_representer(str, lambda dumper, text: dumper.represent_scalar("!unsafe", text))
+
+
+def unsafe_yaml(variables: dict[str, Any]) -> str:
+    """``variables`` as an Ansible vars file in which no string is ever templated."""
+    return yaml.dump(variables, Dumper=_UnsafeDumper, default_flow_style=False, allow_unicode=True)
+
+
+class Redactor:
+    """Replaces secret values in text (longest first, also as they look JSON-escaped)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        forms = {form for value in secrets if value for form in (value, json.dumps(value)[1:-1])}
+        self.forms = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for form in self.forms:
+            text = text.replace(form, MASK)
+        return text
 
 
 @dataclass
@@ -50,7 +109,7 @@ class AnsibleSummary:
             "failed_message": self.failed_message,
         }
 
-    def record(self, event: dict[str, Any]) -> None:
+    def record(self, event: dict[str, Any], redact: Callable[[str], str] = str) -> None:
         if event.get("event") == "playbook_on_stats":
             data = event.get("event_data", {})
             self.stats = {
@@ -65,13 +124,13 @@ class AnsibleSummary:
         result = data.get("res") or {}
         changed = bool(result.get("changed")) if isinstance(result, dict) else False
         item = {
-            "task": data.get("task", "?"),
+            "task": redact(str(data.get("task", "?"))),
             "host": data.get("host", "?"),
             "status": "changed" if outcome == "ok" and changed else outcome,
         }
         ignored = bool(data.get("ignore_errors"))
         if outcome in {"failed", "unreachable"} and not ignored:
-            message = _result_message(result)
+            message = redact(_result_message(result))
             item["message"] = message
             self.failed_task = self.failed_task or item["task"]
             self.failed_message = self.failed_message or message
@@ -105,21 +164,32 @@ class AnsibleHook:
     def syntax_check(self, playbook: Path) -> None:
         import subprocess
 
-        done = subprocess.run(
-            [self.playbook_binary(), "--syntax-check", "-i", "localhost,", str(playbook)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **self._env(playbook)},
-            check=False,
-        )
+        with unprivileged.workspace("golden-ansible-") as space:
+            unprivileged.require_reachable([playbook, playbook.parent], space.who, "ansible-playbook")
+            done = subprocess.run(
+                [
+                    *space.who.prefix(),
+                    self.playbook_binary(),
+                    "--syntax-check",
+                    "-i",
+                    "localhost,",
+                    str(playbook),
+                ],
+                cwd=playbook.parent,
+                capture_output=True,
+                text=True,
+                env=space.env(self._settings(playbook, space)),
+                check=False,
+            )
         if done.returncode != 0:
             raise UserError(
                 f"ansible-playbook --syntax-check {playbook.name}: {(done.stderr or done.stdout).strip()}"
             )
 
     @staticmethod
-    def _env(playbook: Path) -> dict[str, str]:
+    def _settings(playbook: Path, space: unprivileged.Workspace) -> dict[str, str]:
         roles = playbook.parent / "roles"
+        home = space.home / ".ansible"
         return {
             "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -129,7 +199,12 @@ class AnsibleHook:
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "False",
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s",
-            # ansible-runner starts `ansible-playbook` from PATH: make it the pinned one next to us
+            "ANSIBLE_HOME": str(home),
+            "ANSIBLE_LOCAL_TEMP": str(space.tmp / "ansible-local"),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(home / "cp"),
+            "ANSIBLE_ASYNC_DIR": str(home / "async"),
+            "ANSIBLE_PERSISTENT_CONTROL_PATH_DIR": str(home / "pc"),
+            # ansible-playbook's own interpreter: the pinned one next to us
             "PATH": f"{Path(AnsibleHook.playbook_binary()).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
@@ -139,47 +214,70 @@ class AnsibleHook:
         playbook: Path,
         extra_vars: dict[str, Any],
         *,
+        secrets: dict[str, Any] | None = None,
         on_line: Callable[[str], None] | None = None,
     ) -> AnsibleSummary:
-        """Apply ``playbook`` to the instance; raise :class:`AnsibleError` with the failed task."""
+        """Apply ``playbook`` to the instance; raise :class:`AnsibleError` with the failed task.
+
+        ``extra_vars`` and ``secrets`` are data (never templated); ``secrets``' values never
+        appear in what this hook emits or returns."""
         import ansible_runner  # heavy; never at DAG parse time
 
-        emit = on_line or (lambda text: log.info("%s", text))
+        secrets = secrets or {}
+        connection = sorted(k for k in [*extra_vars, *secrets] if CONNECTION_VARS.match(str(k)))
+        if connection:
+            raise AnsibleError(
+                f"{playbook.name}: refusing connection variables {connection} from the spec", AnsibleSummary()
+            )
+        redact = Redactor([str(v) for v in secrets.values()])
+        emit_line = on_line or (lambda text: log.info("%s", text))
         summary = AnsibleSummary()
         tail: list[str] = []
 
         def on_event(event: dict[str, Any]) -> bool:
-            text = (event.get("stdout") or "").rstrip()
+            text = redact((event.get("stdout") or "").rstrip())
             if text:
                 for line in text.splitlines():
-                    emit(line)
+                    emit_line(line)
                 tail[:] = [*tail, *text.splitlines()][-20:]
-            summary.record(event)
+            summary.record(event, redact)
             return False  # the summary keeps what we need; no event files on disk
 
-        inventory = {
-            "all": {
-                "hosts": {
-                    target.instance_id: {
-                        "ansible_host": target.host,
-                        "ansible_port": target.port,
-                        "ansible_user": target.user,
-                        "ansible_become": target.escalates,  # cloud images log in as admin/ec2-user
-                        "ansible_ssh_private_key_file": target.key_file,
-                        "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
-                        "ansible_python_interpreter": "/usr/bin/python3",
+        binary = self.playbook_binary()
+        with unprivileged.workspace("golden-ansible-") as space:
+            unprivileged.require_reachable(
+                [playbook, playbook.parent, Path(binary)], space.who, "ansible-playbook"
+            )
+            inventory = {
+                "all": {
+                    "hosts": {
+                        target.instance_id: {
+                            "ansible_host": target.host,
+                            "ansible_port": target.port,
+                            "ansible_user": target.user,
+                            "ansible_become": target.escalates,  # cloud images log in as admin/ec2-user
+                            "ansible_ssh_private_key_file": space.copy_key(target.key_file),
+                            "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
+                            "ansible_python_interpreter": "/usr/bin/python3",
+                        }
                     }
                 }
             }
-        }
-        with tempfile.TemporaryDirectory(prefix="golden-ansible-") as private:
+            inventory_file = space.write("inventory.json", json.dumps(inventory))
+            vars_file = space.write("vars.yml", unsafe_yaml({**extra_vars, **secrets}))
+            private = space.mkdir("runner")
+            for sub in ("runner/artifacts", "runner/artifacts/run", "runner/artifacts/run/job_events"):
+                space.mkdir(sub)  # the event callback (in ansible-playbook) writes there
+            env = space.env(self._settings(playbook, space))
+            wrapper = space.wrapper("ansible-playbook", binary, env, RUNNER_ENV)
             runner = ansible_runner.run(
-                private_data_dir=private,
-                playbook=str(playbook),
+                private_data_dir=str(private),
+                ident="run",
+                binary=wrapper,
+                cmdline=f"-e {shlex.quote('@' + str(vars_file))} {shlex.quote(str(playbook))}",
                 project_dir=str(playbook.parent),
-                inventory=inventory,
-                extravars=extra_vars,
-                envvars=self._env(playbook),
+                inventory=str(inventory_file),
+                envvars=env,
                 event_handler=on_event,
                 cancel_callback=self._cancelled.is_set,
                 quiet=True,
