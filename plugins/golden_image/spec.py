@@ -46,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from golden_image.hcl import HclError, template_variables
 from golden_image.yamlload import LoadedYaml, MergeRules, YamlError, dotted_path, load_yaml, merge, read_text
 
 log = logging.getLogger(__name__)
@@ -318,14 +319,204 @@ class PatchPolicy(Strict):
     """Which pending updates trigger a rebuild (and which the bake applies)."""
 
 
+PACKER_PIPELINE_VARS = {
+    "ssh_host": "the builder instance",
+    "ssh_port": "the builder instance",
+    "ssh_username": "the builder instance",
+    "ssh_private_key_file": "the builder instance",
+    "become": "the builder instance's login user",
+    "update_policy": "patch_policy.updates",
+    "family": "name",
+}
+"""Template variables the pipeline sets (``steps.packer_variables``), and from what."""
+_TEMPLATE_VARIABLES: dict[tuple[Path, int, int], list[str] | str] = {}
+
+
+def _declared_in(template: Path) -> list[str] | str:
+    """The variables ``template`` declares, or why they cannot be read; cached by file identity
+    (one read per template per process, a stat per family load)."""
+    info = template.stat()
+    key = (template, info.st_mtime_ns, info.st_size)
+    if key not in _TEMPLATE_VARIABLES:
+        try:
+            _TEMPLATE_VARIABLES[key] = template_variables(template)
+        except (OSError, UnicodeDecodeError, HclError) as exc:
+            _TEMPLATE_VARIABLES[key] = f"cannot read the variables of {template.name}: {exc}"
+    return _TEMPLATE_VARIABLES[key]
+
+
+def _packer_vars_declared(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """``packer.vars`` names only variables the template declares, and none the pipeline sets.
+    Packer itself only warns about an undeclared name and ignores it (a typo silently does
+    nothing); a look-alike (``ssh_hots``, a Cyrillic letter for a Latin one) is an error here."""
+    for name in value:
+        if name in PACKER_PIPELINE_VARS:
+            raise FieldProblem(
+                (name,),
+                f"'{name}' is set by the pipeline (from {PACKER_PIPELINE_VARS[name]}), not the family",
+            )
+    include_dir: Path | None = (info.context or {}).get("include_dir")
+    template = info.data.get("template")
+    if include_dir is None or template is None or not value:
+        return value
+    declared = _declared_in(include_dir / template)
+    if isinstance(declared, str):
+        raise ValueError(declared)
+    for name in value:
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            ascii_note = "" if name.isascii() else " (it has non-ASCII characters)"
+            raise FieldProblem(
+                (name,),
+                f"'{name}'{ascii_note} is not a variable of {template}{hint}; it declares: "
+                + ", ".join(
+                    f"{n} (set by the pipeline)" if n in PACKER_PIPELINE_VARS else n for n in declared
+                ),
+            )
+    return value
+
+
 class PackerStep(Strict):
     template: IncludePath = "packer/linux-ssh.pkr.hcl"
     vars: Variables = Field(default_factory=dict)
+
+    @field_validator("vars")
+    @classmethod
+    def _declared(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _packer_vars_declared(value, info)
+
+
+ANSIBLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ANSIBLE_RESERVED = frozenset(
+    {
+        # Ansible's magic variables without the ansible_ prefix (ansible.constants.INTERNAL_STATIC_VARS)
+        "group_names", "groups", "hostvars", "inventory_dir", "inventory_file", "inventory_hostname",
+        "inventory_hostname_short", "play_hosts", "playbook_dir", "role_name", "role_names", "role_path",
+        "role_uuid", "omit", "vars", "environment",
+        # names Jinja templates in Ansible call as functions
+        "lookup", "query", "q", "now", "undef", "lipsum", "range", "dict", "cycler", "joiner", "namespace",
+        # Python / Jinja constants and keywords (Ansible's own isidentifier refuses them)
+        "true", "false", "none", "True", "False", "None",
+    }
+)  # fmt: skip
+
+
+def _ansible_var_name(name: object) -> str | None:
+    """Why ``name`` cannot be a variable the family sets, or None."""
+    import keyword
+
+    if not isinstance(name, str) or not ANSIBLE_NAME.fullmatch(name) or keyword.iskeyword(name):
+        return f"{name!r} is not a valid Ansible variable name (ASCII letters, digits and '_', not a keyword)"
+    if name.lower().startswith("ansible_"):
+        return (
+            f"'{name}': ansible_* variables are connection and controller settings (ansible_connection, "
+            "ansible_ssh_common_args, ansible_become_*, ...); the pipeline sets how Ansible reaches the "
+            "instance, never the family file"
+        )
+    if name in ANSIBLE_RESERVED:
+        return f"'{name}' is one of Ansible's own (magic or reserved) names"
+    if name.startswith("golden_"):
+        return f"'{name}': golden_* variables are set by the pipeline (golden_family)"
+    return None
+
+
+def _nested_ansible_keys(value: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The path of the first ``ansible_*`` key inside ``value`` (mappings and lists), or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and key.lower().startswith("ansible_"):
+                return (*path, key)
+            found = _nested_ansible_keys(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nested_ansible_keys(item, (*path, index))
+            if found is not None:
+                return found
+    return None
+
+
+def _ansible_extra_vars(value: dict[str, Any]) -> dict[str, Any]:
+    """Top-level names are plain variables: valid identifiers, no ``ansible_*``, no magic names.
+
+    Nested keys are data (paths, host names), so any string goes, except ``ansible_*``: Ansible
+    reads connection settings only from top-level names, but a playbook that lifts a mapping into
+    variables (``vars: "{{ settings }}"``, ``set_fact: "{{ ... }}"``, role params) would make a
+    nested ``ansible_connection`` a real one; refusing it costs no real data."""
+    for name, item in value.items():
+        problem = _ansible_var_name(name)
+        if problem:
+            raise FieldProblem((name,), problem)
+        nested = _nested_ansible_keys(item, (name,))
+        if nested is not None:
+            raise FieldProblem(
+                nested,
+                f"'{nested[-1]}': ansible_* keys are refused at any depth (a playbook lifting this mapping "
+                "into variables would change how Ansible connects)",
+            )
+    return value
+
+
+CONNECTION_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+
+
+class SecretRef(Strict):
+    """Where a secret the playbook needs is read at run time: a field of an Airflow connection or
+    an Airflow Variable. The family file holds only this reference, never the value."""
+
+    connection: str | None = Field(default=None, pattern=CONNECTION_ID)
+    field: str | None = Field(default=None, pattern=r"^(password|login|extra\.[A-Za-z0-9_.-]{1,250})$")
+    """password, login or extra.<key> of the connection."""
+    variable: str | None = Field(default=None, pattern=CONNECTION_ID)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.connection is None) == (self.variable is None):
+            raise ValueError("set exactly one of connection (with field) or variable")
+        if self.connection is not None and self.field is None:
+            raise FieldProblem(
+                ("field",), "a connection reference needs field: password, login or extra.<key>"
+            )
+        if self.variable is not None and self.field is not None:
+            raise FieldProblem(("field",), "field only goes with connection")
+        return self
+
+    def describe(self) -> str:
+        return (
+            f"connection {self.connection} {self.field}" if self.connection else f"variable {self.variable}"
+        )
 
 
 class AnsibleStep(Strict):
     playbook: IncludePath
     extra_vars: Variables = Field(default_factory=dict)
+    secret_vars: dict[str, SecretRef] = Field(default_factory=dict)
+    """Playbook variables whose values are read from Airflow at run time (never logged)."""
+
+    @field_validator("extra_vars")
+    @classmethod
+    def _data_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _ansible_extra_vars(value)
+
+    @field_validator("secret_vars")
+    @classmethod
+    def _secret_names(cls, value: dict[str, SecretRef]) -> dict[str, SecretRef]:
+        for name in value:
+            problem = _ansible_var_name(name)
+            if problem:
+                raise FieldProblem((name,), problem)
+        return value
+
+    @model_validator(mode="after")
+    def _secret_or_data(self) -> AnsibleStep:
+        both = sorted(set(self.extra_vars) & set(self.secret_vars))
+        if both:
+            raise FieldProblem(
+                ("secret_vars", both[0]), f"'{both[0]}' is in extra_vars too; set it in one place"
+            )
+        return self
 
 
 class Hygiene(Strict):

@@ -23,10 +23,11 @@ from golden_image.decisions import (
     parse_apt_simulation,
 )
 from golden_image.errors import StepError, ValidationFailed
+from golden_image.hooks.packer import check_variables
 from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms import PLATFORMS, get_platform, platform_class
 from golden_image.platforms.base import Platform
-from golden_image.spec import FamilySpec
+from golden_image.spec import FamilySpec, SecretRef
 from golden_image.values import Target
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,9 @@ def launch(platform: Platform, spec: FamilySpec, image_id: str, *, role: str, ru
 
 
 def packer_variables(spec: FamilySpec, target: Target) -> dict[str, Any]:
-    return {
-        **spec.packer.vars,
+    """The family's ``packer.vars`` plus what the pipeline sets (``spec.PACKER_PIPELINE_VARS``,
+    which the family may not set: the spec refuses it, and so does this)."""
+    pipeline = {
         "ssh_host": target.host,
         "ssh_port": target.port,
         "ssh_username": target.user,
@@ -110,11 +112,17 @@ def packer_variables(spec: FamilySpec, target: Target) -> dict[str, Any]:
         "update_policy": spec.patch_policy.updates,
         "family": spec.name,
     }
+    clash = sorted(set(spec.packer.vars) & set(pipeline))
+    if clash:
+        raise StepError(f"packer.vars sets {clash}, which the pipeline sets")
+    return {**spec.packer.vars, **pipeline}
 
 
 def bake_packer(spec: FamilySpec, target: Target, hook: Any, emit: Emit | None = None) -> dict[str, Any]:
     template = paths.include_dir() / spec.packer.template
-    result = hook.build(template, packer_variables(spec, target), on_line=emit)
+    variables = packer_variables(spec, target)
+    check_variables(template, list(variables))  # checked at load time too; the template may have changed
+    result = hook.build(template, variables, on_line=emit)
     log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)
     return {
         "artifacts": result.artifacts,
@@ -130,8 +138,44 @@ def provision_ansible(
         return {"status": "skipped", "reason": "family has no ansible step"}
     playbook = paths.include_dir() / spec.ansible.playbook
     extra = {**spec.ansible.extra_vars, "golden_family": spec.name}
-    summary = hook.run_playbook(target, playbook, extra, on_line=emit)
+    secrets = resolve_secret_vars(spec.ansible.secret_vars)
+    summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit)
     return dict(summary.to_dict())
+
+
+def resolve_secret_vars(refs: dict[str, SecretRef]) -> dict[str, str]:
+    """The values of ``ansible.secret_vars``, read from Airflow now (connections and Variables,
+    through its secrets backends); each is also registered with Airflow's log masker. Errors name
+    the reference, never a value."""
+    if not refs:
+        return {}
+    from airflow.sdk import BaseHook, Variable
+    from airflow.sdk.log import mask_secret
+
+    values: dict[str, str] = {}
+    for name, ref in refs.items():
+        where = f"ansible.secret_vars.{name} ({ref.describe()})"
+        try:
+            if ref.variable is not None:
+                value: Any = Variable.get(ref.variable)
+            else:
+                assert ref.connection is not None and ref.field is not None
+                connection = BaseHook.get_connection(ref.connection)
+                if ref.field in {"password", "login"}:
+                    value = getattr(connection, ref.field)
+                else:
+                    value = connection.extra_dejson
+                    for part in ref.field.split(".")[1:]:
+                        value = value.get(part) if isinstance(value, dict) else None
+        except Exception as exc:  # not found, backend down: the reference, never a value
+            raise StepError(f"{where}: cannot read it from Airflow: {type(exc).__name__}") from None
+        if value is None or value == "":
+            raise StepError(f"{where} is empty or not set")
+        if not isinstance(value, str):
+            raise StepError(f"{where} is a {type(value).__name__}, not a string")
+        mask_secret(value)
+        values[name] = value
+    return values
 
 
 # -- capture -------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def include(tmp_path: Path) -> Path:
     for rel in ("packer/t.pkr.hcl", "ansible/site.yml", "validation/test_x.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("# test\n")
+    (root / "packer/t.pkr.hcl").write_text('variable "packages" {}\nvariable "extra" {}\n')
     (root / "images").mkdir()
     return root
 
