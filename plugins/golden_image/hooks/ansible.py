@@ -268,6 +268,8 @@ class AnsibleHook:
             private = space.mkdir("runner")
             for sub in ("runner/artifacts", "runner/artifacts/run", "runner/artifacts/run/job_events"):
                 space.mkdir(sub)  # the event callback (in ansible-playbook) writes there
+            space.mkdir("runner/env")  # no artifacts/stdout copy: a careless task may print a secret
+            space.write("runner/env/settings", "suppress_output_file: true\n")
             env = space.env(self._settings(playbook, space))
             wrapper = space.wrapper("ansible-playbook", binary, env, RUNNER_ENV)
             runner = ansible_runner.run(
