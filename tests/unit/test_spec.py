@@ -581,12 +581,14 @@ def test_secret_keys_are_found_at_any_depth(include: Path) -> None:
     [error] = errors_of(include, "web", text)
     assert error.startswith("include/images/web.yaml:20: ansible.extra_vars.admin_users[1].password: ")
     assert "'password' looks like a secret" in error and "y-not-shown" not in error
-    nested = GOOD.format(name="web").replace("{packages: [curl]}", "{db: {credentials: {user: bob}}}")
+    nested = GOOD.format(name="web").replace(
+        "{packages: [curl]}", "{extra: {db: {credentials: {user: bob}}}}"
+    )
     [error] = errors_of(include, "web", nested)
-    assert "packer.vars.db.credentials.user: 'credentials' looks like a secret" in error
+    assert "packer.vars.extra.db.credentials.user: 'credentials' looks like a secret" in error
     harmless = GOOD.format(name="web").replace(
         "{packages: [curl]}",
-        "{sshd: {password_authentication: false, permit_root_login: no}, token_cache: null}",
+        "{extra: {sshd: {password_authentication: false, permit_root_login: no}, token_cache: null}}",
     )
     load_family(write(include, "web", harmless), include)
 
@@ -650,8 +652,8 @@ def test_example_families_and_look_alikes_are_not_secrets(include: Path) -> None
     found = load_families(PROJECT / "include" / "images", PROJECT / "include")
     assert found.errors == {}
     harmless = (
-        "{mirror: 'https://deb.debian.org/debian', proxy: 'http://$PROXY_USER:$PROXY_PASS@proxy:3128',"
-        " cmd: 'mysql --password=$DB_PASSWORD', jinja: 'token={{ vault_token }}', eq: 'a=b', keys: AKIA}"
+        "{extra: {mirror: 'https://deb.debian.org/debian', proxy: 'http://$PROXY_USER:$PROXY_PASS@proxy:3128',"
+        " cmd: 'mysql --password=$DB_PASSWORD', jinja: 'token={{ vault_token }}', eq: 'a=b', keys: AKIA}}"
     )
     text = GOOD.format(name="web").replace("{packages: [curl]}", harmless) + "# password: rotate yearly\n"
     load_family(write(include, "web", text), include)
