@@ -21,6 +21,6 @@ build {
   sources = ["source.null.t"]
   provisioner "shell" {
     environment_vars = ["VALUE=${var.value}", "VALUES=${join("|", var.values)}"]
-    inline           = ["printf '%s' \"$VALUE\" > /root/packer-value", "printf '%s' \"$VALUES\" > /root/packer-values"]
+    inline           = ["printf '%s' \"$VALUE\" > /tmp/packer-value", "printf '%s' \"$VALUES\" > /tmp/packer-values"]
   }
 }

@@ -61,7 +61,7 @@ def family_errors(where: Path, name: str, body: str) -> list[str]:
 
 
 def remote_json(target, path: str) -> dict:  # type: ignore[no-untyped-def]
-    return json.loads(run_ssh(target, f"cat {path}").stdout)
+    return json.loads(run_ssh(target, f"cat {path}", root=True).stdout)
 
 
 # -- Ansible: Jinja in a value -------------------------------------------------------------------
@@ -192,8 +192,8 @@ def test_packer_template_directives_in_values_reach_the_instance_literally(insta
             "values": values,
         },
     )
-    assert run_ssh(instance, "cat /root/packer-value").stdout == value
-    assert run_ssh(instance, "cat /root/packer-values").stdout == "|".join(values)
+    assert run_ssh(instance, "cat /tmp/packer-value").stdout == value
+    assert run_ssh(instance, "cat /tmp/packer-values").stdout == "|".join(values)
 
 
 @pytest.mark.parametrize("name", ["ssh_hots", "\u0455sh_host", "pakages"])  # \u0455: Cyrillic dze
@@ -270,7 +270,7 @@ def test_secret_vars_are_resolved_masked_and_never_stored(
         paths.include_dir = original  # type: ignore[assignment]
 
     # the playbook got the real values, as data (the Jinja in the password did not run)
-    assert run_ssh(instance, "cat /root/secret-used").stdout == f"{planted}\n{TOKEN}\n"
+    assert run_ssh(instance, "cat /root/secret-used", root=True).stdout == f"{planted}\n{TOKEN}\n"
     assert sorted(os.listdir(drop)) == []
     # ... and they are nowhere in what the step emits, raises or returns (XCom, manifest)
     summary = caught.value.summary.to_dict()

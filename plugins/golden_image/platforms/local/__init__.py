@@ -34,6 +34,17 @@ LOGIN_USER = "admin"
 """Every local base has it (scripts/base-customize.sh): the tools log in as it and escalate with sudo."""
 
 
+def tool_user_uids() -> frozenset[int]:
+    """The uid Packer and ansible-playbook run as on this worker, when it is not ours."""
+    from golden_image.hooks.unprivileged import run_as
+
+    try:
+        who = run_as()
+    except Exception:  # no such user: nothing of theirs to sweep
+        return frozenset()
+    return frozenset({who.uid}) if who.switch else frozenset()
+
+
 def image_id_for(family: str, run_id: str) -> str:
     """Deterministic per (family, run): a retried capture finds its own image."""
     return "img-" + hashlib.sha256(f"{family}\0{run_id}".encode()).hexdigest()[:16]
@@ -306,7 +317,9 @@ class LocalPlatform:
         for path in list(self.store.leftovers(is_old)):
             remove_path(path)
             removed.append(str(path.relative_to(self.home)))
-        for path in list(temp_leftovers(Path(tempfile.gettempdir()), is_old)):
-            remove_path(path)
-            removed.append(f"tmp/{path.name}")
+        runner = tool_user_uids()  # workspaces of the unprivileged tools, in TMPDIR or /tmp
+        for tmp in dict.fromkeys([Path(tempfile.gettempdir()), Path("/tmp")]):
+            for path in list(temp_leftovers(tmp, is_old, owners=runner)):
+                remove_path(path)
+                removed.append(f"tmp/{path.name}")
         return removed

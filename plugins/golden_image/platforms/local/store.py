@@ -540,11 +540,14 @@ TEMP_PREFIXES = ("golden-packer-", "golden-ansible-", "golden-testinfra-", "gold
 var files, Ansible private data dirs, Testinfra's SSH config and JUnit report (a SIGKILL leaves them)."""
 
 
-def temp_leftovers(tmp: Path, is_old: Callable[[Path], bool]) -> Iterator[Path]:
+def temp_leftovers(
+    tmp: Path, is_old: Callable[[Path], bool], *, owners: frozenset[int] = frozenset()
+) -> Iterator[Path]:
     """Our tools' temporary directories in ``tmp`` that nothing touched within the TTL: only our
-    prefixes, only real directories (never a symlink) owned by this user, and only when every
-    entry inside is old too (a live ansible-runner keeps writing its artifacts)."""
-    uid = os.geteuid()
+    prefixes, only real directories (never a symlink) owned by this user (or one of ``owners``:
+    the unprivileged user the tools run as), and only when every entry inside is old too (a live
+    ansible-runner keeps writing its artifacts)."""
+    uids = {os.geteuid(), *owners}
     for entry in sorted(tmp.iterdir()) if tmp.is_dir() else []:
         if not entry.name.startswith(TEMP_PREFIXES):
             continue
@@ -552,7 +555,7 @@ def temp_leftovers(tmp: Path, is_old: Callable[[Path], bool]) -> Iterator[Path]:
             info = entry.lstat()
         except FileNotFoundError:
             continue
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and _all_old(entry, is_old):
+        if stat.S_ISDIR(info.st_mode) and info.st_uid in uids and _all_old(entry, is_old):
             yield entry
 
 
