@@ -23,3 +23,8 @@ def images_dir() -> Path:
 def golden_home() -> Path:
     """Root of the local image store: catalog, regions, instances, sources (GOLDEN_HOME)."""
     return Path(os.environ.get("GOLDEN_HOME") or "/var/lib/golden-image")
+
+
+def ansible_cache_dir() -> Path:
+    """Where requirements.yml is installed: one directory per requirements digest."""
+    return golden_home() / "ansible"

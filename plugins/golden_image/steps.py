@@ -136,11 +136,15 @@ def provision_ansible(
 ) -> dict[str, Any]:
     if spec.ansible is None:
         return {"status": "skipped", "reason": "family has no ansible step"}
+    from golden_image.hooks.galaxy import GalaxyHook
+
     playbook = paths.include_dir() / spec.ansible.playbook
+    # requirements.yml next to the playbook, installed into the cache (reused while unchanged)
+    requirements = GalaxyHook().ensure(playbook.parent, emit=emit)
     extra = {**spec.ansible.extra_vars, "golden_family": spec.name}
     secrets = resolve_secret_vars(spec.ansible.secret_vars)
     summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit)
-    return dict(summary.to_dict())
+    return {**summary.to_dict(), "requirements": requirements.to_dict()}
 
 
 def resolve_secret_vars(refs: dict[str, SecretRef]) -> dict[str, str]:
@@ -249,7 +253,10 @@ def capture_image(
 def _ansible_brief(summary: dict[str, Any] | None) -> dict[str, Any]:
     if not summary:
         return {}
-    return {k: summary.get(k) for k in ("status", "rc", "stats", "tasks")}
+    brief = {k: summary.get(k) for k in ("status", "rc", "stats", "tasks")}
+    if summary.get("requirements"):  # which requirements.yml install (key, source, versions) it ran with
+        brief["requirements"] = summary["requirements"]
+    return brief
 
 
 # -- validate ------------------------------------------------------------------------------------

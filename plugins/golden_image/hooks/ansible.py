@@ -188,13 +188,16 @@ class AnsibleHook:
 
     @staticmethod
     def _settings(playbook: Path, space: unprivileged.Workspace) -> dict[str, str]:
-        roles = playbook.parent / "roles"
+        from golden_image.hooks.galaxy import search_paths
+
+        roles, collections = search_paths(playbook)  # vendored, then the installed requirements.yml
         home = space.home / ".ansible"
         return {
             "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
             "ANSIBLE_PIPELINING": "True",
-            "ANSIBLE_ROLES_PATH": str(roles),
+            "ANSIBLE_ROLES_PATH": roles,
+            "ANSIBLE_COLLECTIONS_PATH": collections,
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_DISPLAY_ARGS_TO_STDOUT": "False",
