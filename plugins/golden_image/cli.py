@@ -40,8 +40,7 @@ def _print(data: Any, as_json: bool, text: str) -> None:
 
 
 def _deep_checks(spec: FamilySpec) -> list[str]:
-    """packer validate, ansible --syntax-check and Testinfra collection for one family."""
-    from golden_image.hooks.ansible import AnsibleHook
+    """packer validate, ansible requirements + --syntax-check and Testinfra collection for one family."""
     from golden_image.hooks.packer import PackerHook
     from golden_image.hooks.testinfra import TestinfraHook
     from golden_image.steps import packer_variables
@@ -59,15 +58,37 @@ def _deep_checks(spec: FamilySpec) -> list[str]:
     except Exception as exc:
         problems.append(f"packer: {exc}")
     if spec.ansible is not None:
-        try:
-            AnsibleHook().syntax_check(include / spec.ansible.playbook)
-        except Exception as exc:
-            problems.append(f"ansible: {exc}")
+        problems += [f"ansible: {problem}" for problem in _ansible_checks(include / spec.ansible.playbook)]
     if spec.validation.testinfra:
         try:
             TestinfraHook().collect([include / s for s in spec.validation.testinfra])
         except Exception as exc:
             problems.append(f"testinfra: {exc}")
+    return problems
+
+
+def _ansible_checks(playbook: Path) -> list[str]:
+    """requirements.yml installed (cached), every role and collection found, then the syntax check."""
+    from golden_image.hooks import galaxy
+    from golden_image.hooks.ansible import AnsibleHook
+
+    include = paths.include_dir()
+    problems = []
+    installed = None
+    try:
+        installed = galaxy.GalaxyHook().ensure(playbook.parent, emit=lambda line: None)
+    except Exception as exc:
+        problems.append(f"requirements: {exc}")
+    try:
+        problems += galaxy.check_playbook(playbook, include, installed=installed)
+    except Exception as exc:
+        problems.append(str(exc))
+    if problems:  # the syntax check would only say the same about the first of them, less clearly
+        return problems
+    try:
+        AnsibleHook().syntax_check(playbook)
+    except Exception as exc:
+        problems.append(galaxy.explain(str(exc), include))
     return problems
 
 

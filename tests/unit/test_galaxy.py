@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from golden_image import cli
 from golden_image.errors import UserError
 from golden_image.hooks import galaxy
 from golden_image.hooks.ansible import AnsibleHook
@@ -160,6 +161,14 @@ def test_nothing_required_installs_nothing(include: Path) -> None:
     result = GalaxyHook().ensure(include / "ansible")
     assert (result.installed, result.path) == (False, None)
     assert not (include.parent / "home").exists()
+
+
+def test_deep_check_names_the_role_and_skips_the_raw_syntax_check(include: Path) -> None:
+    book = playbook(include, "- hosts: all\n  roles: [geerlingguy.ntp]\n")
+    assert cli._ansible_checks(book) == [
+        "ansible/site.yml:2: role 'geerlingguy.ntp' is not vendored in include/ansible/roles "
+        "and not in include/ansible/requirements.yml"
+    ]
 
 
 def test_ansibles_own_role_error_is_explained(include: Path) -> None:
