@@ -204,4 +204,4 @@ def test_killed_bake_then_janitor_leaves_nothing(strict_family, platform, golden
     assert rooted == []
     from golden_image.platforms.local import sandbox
 
-    assert sandbox.stale_cgroups() == []  # no cgroup of a killed instance is left either
+    assert sandbox.stale_cgroups(golden_home) == []  # no cgroup of a killed instance is left either

@@ -67,13 +67,13 @@ def test_instance_is_isolated_and_leaves_nothing(platform: LocalPlatform, source
         assert out[7:] == ["authorized_keys"]  # read-only from the host, never part of the image
         assert host_network() == network_before  # no interface, address or route on the host
         assert host_mounts_under(directory) == []  # mounts are private to the instance's namespace
-        assert len(sandbox.cgroup_pids(target.instance_id)) > 5  # its own cgroups: systemd, sshd, slirp ...
+        assert len(sandbox.cgroup_pids(directory)) > 5  # its own cgroups: systemd, sshd, slirp ...
         assert platform.images_in_use() == {source_image.image_id}
     finally:
         assert platform.terminate_instance(target.instance_id) is True
     assert not directory.exists()
-    assert processes_rooted_in(directory) == [] and sandbox.cgroup_pids(target.instance_id) == set()
-    assert target.instance_id not in sandbox.stale_cgroups()
+    assert processes_rooted_in(directory) == [] and sandbox.cgroup_pids(directory) == set()
+    assert target.instance_id not in sandbox.stale_cgroups(platform.home)
     assert host_network() == network_before
     assert platform.terminate_instance(target.instance_id) is False  # idempotent
     assert source_image.image_id not in platform.images_in_use()

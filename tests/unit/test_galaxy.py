@@ -27,8 +27,10 @@ def write(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def include(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project with include/ansible/ and a vendored role `web`; its own GOLDEN_HOME."""
+def include(shared_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project with include/ansible/ and a vendored role `web`; its own GOLDEN_HOME (in a
+    directory the unprivileged ansible-playbook can read)."""
+    tmp_path = shared_tmp
     monkeypatch.setenv("GOLDEN_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("GOLDEN_ANSIBLE_SOURCE", raising=False)

@@ -140,7 +140,7 @@ class LocalPlatform:
             lower = self.store.lower_tree(image_id, archive) if sandbox.overlay_supported() else None
             sandbox.make_key(key, f"golden-{instance_id}")
             env = sandbox.prepare_root(directory, lower=lower, archive=archive, public_key=Path(f"{key}.pub"))
-            pid = sandbox.start_instance(directory, instance_id=instance_id, port=port, env=env)
+            pid = sandbox.start_instance(directory, port=port, env=env)
             self.catalog.set_instance(instance_id, state="running", pid=pid)
         except BaseException as exc:
             self.terminate_instance(instance_id)
@@ -159,7 +159,7 @@ class LocalPlatform:
         row = self.catalog.instance(instance_id)
         if row is None:
             return
-        sandbox.stop_instance(row.pid, Path(row.dir), instance_id=instance_id, grace_s=grace_s)
+        sandbox.stop_instance(row.pid, Path(row.dir), grace_s=grace_s)
         if row.state != "terminated":
             self.catalog.set_instance(instance_id, state="stopped")
 
@@ -302,13 +302,13 @@ class LocalPlatform:
         instances_dir = self.home / "instances"
         for directory in instances_dir.iterdir() if instances_dir.exists() else []:
             if directory.name not in known and is_old(directory):
-                sandbox.stop_instance(None, directory, instance_id=directory.name)
+                sandbox.stop_instance(None, directory)
                 sandbox.delete_tree(directory)
                 removed.append(directory.name)
         live = {row.instance_id for row in self.catalog.instances()}
-        for instance_id in sandbox.stale_cgroups():  # cgroups of instances whose directory is gone
+        for instance_id in sandbox.stale_cgroups(self.home):  # cgroups of instances whose directory is gone
             if instance_id not in live and not (instances_dir / instance_id).exists():
-                sandbox.remove_cgroups(instance_id)
+                sandbox.remove_cgroups(instances_dir / instance_id)
                 removed.append(f"cgroup/{instance_id}")
         with self.store.lock("cache"):  # never under an unpack in progress
             for entry in list(self.store.stale_caches(in_use=self.images_in_use(), is_old=is_old)):

@@ -20,6 +20,7 @@ the janitor. Everything here needs root.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -159,61 +160,75 @@ def prepare_root(directory: Path, *, lower: Path | None, archive: Path, public_k
     return layer_env(lower, directory)
 
 
-def cgroup_dirs(instance_id: str) -> list[Path]:
-    """The instance's own cgroup in each hierarchy systemd uses (name=systemd v1 and/or v2)."""
+def _scope(home: Path) -> str:
+    """Instances of one store share a cgroup parent, so another store's janitor on the same host
+    (the tests beside a demo) never sees, let alone kills, them."""
+    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+
+
+def _cgroup_tops(home: Path) -> list[Path]:
+    """``golden/<store>`` in each hierarchy systemd uses (name=systemd v1 and/or v2)."""
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         fstype, options = fields[fields.index("-") + 1], fields[-1]
         if fstype == "cgroup2" or (fstype == "cgroup" and "name=systemd" in options.split(",")):
-            found.append(Path(fields[4]) / CGROUP_PARENT / instance_id)
+            found.append(Path(fields[4]) / CGROUP_PARENT / _scope(home))
     return found
 
 
-def cgroup_pids(instance_id: str) -> set[int]:
+def cgroup_dirs(directory: Path) -> list[Path]:
+    """The instance's own cgroups (``directory`` is ``<store>/instances/<instance id>``)."""
+    return [top / directory.name for top in _cgroup_tops(directory.parent.parent)]
+
+
+def cgroup_pids(directory: Path) -> set[int]:
     """Every process in the instance's cgroups (host PIDs): the instance's processes, wherever
     their root or namespace is."""
     pids: set[int] = set()
-    for top in cgroup_dirs(instance_id):
+    for top in cgroup_dirs(directory):
         for procs in top.rglob("cgroup.procs") if top.exists() else []:
             with contextlib.suppress(OSError):
                 pids |= {int(pid) for pid in procs.read_text().split()}
     return pids
 
 
-def remove_cgroups(instance_id: str, timeout_s: float = 10.0) -> None:
+def remove_cgroups(directory: Path, timeout_s: float = 10.0) -> None:
     """Kill what still runs in the instance's cgroups (nothing, once its namespace died; the
     janitor's case otherwise), then remove the cgroup trees, deepest first."""
     deadline = time.monotonic() + timeout_s
-    for top in cgroup_dirs(instance_id):
+    for top in cgroup_dirs(directory):
         while top.exists():
-            for pid in cgroup_pids(instance_id):
+            for pid in cgroup_pids(directory):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 with contextlib.suppress(OSError):
-                    directory.rmdir()
+                    sub.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
             if top.exists():
                 if time.monotonic() > deadline:
                     raise PlatformError(f"cgroup {top} still has processes after {timeout_s:.0f} s")
                 time.sleep(0.05)
+        for parent in (top.parent, top.parent.parent):  # the store's and golden/, once empty
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
-def stale_cgroups() -> list[str]:
-    """Instance ids that still have a cgroup (the janitor compares them with live instances)."""
+def stale_cgroups(home: Path) -> list[str]:
+    """Ids of this store's instances that have a cgroup (the janitor compares them with live ones)."""
     ids: set[str] = set()
-    for top in cgroup_dirs("x"):
-        parent = top.parent
-        ids |= {p.name for p in parent.iterdir() if p.is_dir()} if parent.exists() else set()
+    for top in _cgroup_tops(home):
+        ids |= {p.name for p in top.iterdir() if p.is_dir()} if top.exists() else set()
     return sorted(ids)
 
 
-def start_instance(directory: Path, *, instance_id: str, port: int, env: dict[str, str]) -> int:
-    """Boot the instance (``directory`` laid out by ``prepare_root``); its SSH on 127.0.0.1:``port``.
-    Returns the PID of the instance's namespace once SSH answers."""
-    cgroups = cgroup_dirs(instance_id)
+def start_instance(directory: Path, *, port: int, env: dict[str, str]) -> int:
+    """Boot the instance (``directory`` laid out by ``prepare_root``, named by the instance id);
+    its SSH on 127.0.0.1:``port``. Returns the PID of the instance's namespace once SSH answers."""
+    instance_id = directory.name
+    cgroups = cgroup_dirs(directory)
     for cgroup in cgroups:
         cgroup.mkdir(parents=True, exist_ok=True)
     script = directory / "launch.sh"
@@ -280,7 +295,7 @@ def _wait_ssh(port: int, process: subprocess.Popen[bytes], directory: Path, dead
     )
 
 
-def stop_instance(pid: int | None, directory: Path, *, instance_id: str, grace_s: float = 0.0) -> None:
+def stop_instance(pid: int | None, directory: Path, *, grace_s: float = 0.0) -> None:
     """Stop the instance: wait up to ``grace_s`` for it to end by itself (a clean poweroff),
     then kill its namespace (all its processes and mounts) and remove its cgroups."""
     deadline = time.monotonic() + grace_s
@@ -298,7 +313,7 @@ def stop_instance(pid: int | None, directory: Path, *, instance_id: str, grace_s
             time.sleep(0.02)
     kill_stragglers(directory)
     unmount_under(directory)
-    remove_cgroups(instance_id)
+    remove_cgroups(directory)
 
 
 def kill_stragglers(directory: Path) -> None:
