@@ -35,6 +35,13 @@ if ! getent passwd "$runner" >/dev/null; then
   fi
 fi
 
+# Local instances boot systemd under systemd-nspawn, which needs a cgroup hierarchy. Every init
+# mounts one; a bare chroot (the newcomer check) has none: mount cgroup v2 where it belongs.
+if [ "$(id -u)" -eq 0 ] && [ -d /sys/fs/cgroup ] && ! grep -qE ' (cgroup2?) ' /proc/self/mountinfo; then
+  echo "setup: no cgroup hierarchy is mounted; mounting cgroup2 on /sys/fs/cgroup (systemd-nspawn needs one)"
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup
+fi
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 req=requirements.txt

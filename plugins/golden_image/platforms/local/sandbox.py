@@ -89,7 +89,13 @@ def require_instance_tools() -> None:
         require(binary, package)
     if os.geteuid() != 0:
         raise PlatformError(
-            "the local platform needs root (chroot, mount, mknod); run as root", retryable=False
+            "the local platform needs root (mount, namespaces, systemd-nspawn); run as root", retryable=False
+        )
+    if not _cgroup_tops(Path("/")):
+        raise PlatformError(
+            "no cgroup hierarchy is mounted, and systemd-nspawn needs one: `mount -t cgroup2 cgroup2 "
+            "/sys/fs/cgroup` (scripts/setup.sh does it when it runs as root)",
+            retryable=False,
         )
 
 
@@ -268,7 +274,7 @@ def _forward_ssh(directory: Path, port: int, process: subprocess.Popen[bytes], d
         _alive_or_raise(process, directory)
         if api.exists():
             unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            with unix as sock, contextlib.suppress(ConnectionRefusedError):
+            with unix as sock, contextlib.suppress(OSError):  # not listening yet, or it just died
                 sock.connect(str(api))
                 sock.sendall(json.dumps(request).encode())
                 reply = json.loads(sock.recv(4096) or b"{}")
