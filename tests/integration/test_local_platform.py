@@ -36,11 +36,14 @@ def host_mounts_under(directory: Path) -> list[str]:
 
 
 def host_network() -> tuple[str, ...]:
-    """The host's interfaces, addresses and routes."""
+    """The host's interfaces, addresses and routes, and what systemd-nspawn keeps in its /run."""
+    nspawn = Path("/run/systemd/nspawn")
+    leftovers = sorted(str(p) for p in nspawn.rglob("*")) if nspawn.exists() else []
     return tuple(
         sorted(os.listdir("/sys/class/net"))
         + Path("/proc/net/route").read_text().splitlines()
         + Path("/proc/net/if_inet6").read_text().splitlines()
+        + leftovers
     )
 
 

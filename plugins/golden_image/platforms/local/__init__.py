@@ -21,7 +21,6 @@ from typing import Any
 from golden_image import paths
 from golden_image.decisions import ImageFacts, plan_cleanup
 from golden_image.errors import PlatformError
-from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms.local import sandbox, sources
 from golden_image.platforms.local.catalog import Catalog, ImageRow, InstanceRow
 from golden_image.platforms.local.store import ImageStore, remove_path, temp_leftovers
@@ -189,8 +188,7 @@ class LocalPlatform:
         builder = self.catalog.instance(target.instance_id)
         if builder is None or builder.state == "terminated":
             raise PlatformError(f"builder {target.instance_id} is gone; re-run the DAG from launch_builder")
-        run_ssh(target, "systemctl poweroff", root=True, check=False, timeout=30)  # a clean shutdown
-        self.stop_instance(target.instance_id, grace_s=POWEROFF_GRACE_S)
+        self.stop_instance(target.instance_id, grace_s=POWEROFF_GRACE_S)  # a clean poweroff
         image_id = image_id_for(spec.name, run_id)
         region_dir = self.store.region_dir(spec.primary_region, image_id)
         region_dir.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ if [ -n "${GOLDEN_LOWER:-}" ]; then  # copy-on-write root over the image's cache
   MOUNT_LAYERS
 fi
 for cgroup in $GOLDEN_CGROUPS; do echo $$ > "$cgroup/cgroup.procs"; done
+mount -t tmpfs -o mode=755,size=16m golden-host-run /run  # nspawn's own state: gone with us
 unshare --net -- systemd-nspawn --quiet --register=no --keep-unit --boot --console=passive \
   --link-journal=no --machine="$NAME" -D "$R" \
   --bind-ro="$DIR/run:/run/golden" --bind-ro="$DIR/resolv.conf:/etc/resolv.conf" &
@@ -301,9 +302,25 @@ def _wait_ssh(port: int, process: subprocess.Popen[bytes], directory: Path, dead
     )
 
 
+def init_pids(directory: Path) -> set[int]:
+    """The host PID of the instance's systemd (the process in its ``init.scope`` cgroup)."""
+    pids: set[int] = set()
+    for top in cgroup_dirs(directory):
+        for procs in top.glob("*/init.scope/cgroup.procs") if top.exists() else []:
+            with contextlib.suppress(OSError):
+                pids |= {int(pid) for pid in procs.read_text().split()}
+    return pids
+
+
 def stop_instance(pid: int | None, directory: Path, *, grace_s: float = 0.0) -> None:
-    """Stop the instance: wait up to ``grace_s`` for it to end by itself (a clean poweroff),
-    then kill its namespace (all its processes and mounts) and remove its cgroups."""
+    """Stop the instance: with ``grace_s``, power it off cleanly first (SIGRTMIN+4 to its systemd,
+    as a VM's power button; no login needed, so it works after generalisation removed the key)
+    and wait up to ``grace_s`` for it to end; then kill its namespace (all its processes and
+    mounts) and remove its cgroups."""
+    if grace_s:
+        for init in init_pids(directory):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGRTMIN + 4)
     deadline = time.monotonic() + grace_s
     while grace_s and pid_alive(pid, str(directory)) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
