@@ -1,7 +1,8 @@
-"""Where things live: the project's include/ tree and the local image store."""
+"""Where things live (the project's include/ tree, the local image store) and a file's digest."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,3 +29,12 @@ def golden_home() -> Path:
 def ansible_cache_dir() -> Path:
     """Where requirements.yml is installed: one directory per requirements digest."""
     return golden_home() / "ansible"
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

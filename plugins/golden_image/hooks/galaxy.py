@@ -51,6 +51,7 @@ import yaml
 
 from golden_image import paths
 from golden_image.errors import UserError
+from golden_image.paths import sha256_file
 
 log = logging.getLogger(__name__)
 Emit = Callable[[str], None]
@@ -287,14 +288,6 @@ def resolve(requirements: Requirements, source: Source) -> tuple[dict[str, Any],
     return {"roles": roles, "collections": collections}, tarballs
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_key(requirements: Requirements, source: Source, tarballs: list[Path]) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -306,7 +299,7 @@ def cache_key(requirements: Requirements, source: Source, tarballs: list[Path]) 
     for part in ("golden-ansible-requirements/1", requirements.text, str(source), core):
         digest.update(part.encode() + b"\0")
     for tarball in tarballs:
-        digest.update(f"{tarball.name}:{_sha256(tarball)}\0".encode())
+        digest.update(f"{tarball.name}:{sha256_file(tarball)}\0".encode())
     return digest.hexdigest()[:20]
 
 

@@ -256,20 +256,7 @@ class Catalog:
             if existing is None:
                 db.execute(
                     "INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        row.image_id,
-                        row.kind,
-                        row.family,
-                        row.version,
-                        row.run_id,
-                        row.status,
-                        row.created_at,
-                        row.sha256,
-                        row.size,
-                        row.source_image_id,
-                        row.source_digest,
-                        json.dumps(row.manifest, sort_keys=True),
-                    ),
+                    _image_values(row),
                 )
                 db.execute(
                     "INSERT INTO locations VALUES (?,?,?,?,?)",
@@ -426,20 +413,7 @@ class Catalog:
         with self._connect() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row.image_id,
-                    row.kind,
-                    row.family,
-                    row.version,
-                    row.run_id,
-                    row.status,
-                    row.created_at,
-                    row.sha256,
-                    row.size,
-                    row.source_image_id,
-                    row.source_digest,
-                    json.dumps(row.manifest, sort_keys=True),
-                ),
+                _image_values(row),
             )
             inserted = cur.rowcount == 1
             added = []
@@ -530,6 +504,24 @@ class Catalog:
         with self._connect() as db:
             r = db.execute("SELECT * FROM instances WHERE instance_id=?", (instance_id,)).fetchone()
         return _instance_row(r) if r else None
+
+
+def _image_values(row: ImageRow) -> tuple[Any, ...]:
+    """An image row in the images table's column order."""
+    return (
+        row.image_id,
+        row.kind,
+        row.family,
+        row.version,
+        row.run_id,
+        row.status,
+        row.created_at,
+        row.sha256,
+        row.size,
+        row.source_image_id,
+        row.source_digest,
+        json.dumps(row.manifest, sort_keys=True),
+    )
 
 
 def _instance_row(row: sqlite3.Row) -> InstanceRow:

@@ -20,7 +20,6 @@ the source of a copy, an unpack into the cache) verifies its sha256 first.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from golden_image.errors import PlatformError
+from golden_image.paths import sha256_file
 from golden_image.platforms.local import sandbox
 from golden_image.platforms.local.catalog import RECOVERY, Catalog, CatalogCorrupt, ImageRow
 
@@ -46,14 +46,6 @@ class StoreDamaged(PlatformError):
     """The catalog lost rows of images whose files are on disk; act only after a rebuild."""
 
     retryable = False
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def row_fields(row: ImageRow) -> dict[str, Any]:
