@@ -30,10 +30,10 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -50,6 +50,7 @@ from golden_image.hcl import HclError, template_variables
 from golden_image.yamlload import LoadedYaml, MergeRules, YamlError, dotted_path, load_yaml, merge, read_text
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 FAMILY_NAME = r"^[a-z][a-z0-9-]{1,62}$"
@@ -818,31 +819,26 @@ class _Loader:
         return self._outcome(path)[0]
 
     def _outcome(self, path: Path) -> tuple[LoadedYaml, FamilySpec]:
-        if path not in self._done:
-            try:
-                self._done[path] = self._load(path)
-            except FamilyFileError as exc:
-                self._done[path] = exc
-            except Exception as exc:  # a bug or an input we did not foresee: this file's error only
-                self._done[path] = _unexpected(path, self.include_dir, exc)
-        outcome = self._done[path]
-        if isinstance(outcome, FamilyFileError):
-            raise outcome
-        return outcome
+        return self._cached(self._done, path, self._load)
 
     def raw(self, path: Path) -> LoadedYaml:
         """The file's own mapping, with a supported schema_version; cached, errors too."""
-        if path not in self._raw:
+        return self._cached(self._raw, path, self._read)
+
+    def _cached(self, cache: dict[Path, Any], path: Path, compute: Callable[[Path], T]) -> T:
+        """``compute(path)`` once per file, its FamilyFileError cached and raised again like its
+        result; any other exception becomes that file's error only."""
+        if path not in cache:
             try:
-                self._raw[path] = self._read(path)
+                cache[path] = compute(path)
             except FamilyFileError as exc:
-                self._raw[path] = exc
+                cache[path] = exc
             except Exception as exc:  # a bug or an input we did not foresee: this file's error only
-                self._raw[path] = _unexpected(path, self.include_dir, exc)
-        loaded = self._raw[path]
-        if isinstance(loaded, FamilyFileError):
-            raise loaded
-        return loaded
+                cache[path] = _unexpected(path, self.include_dir, exc)
+        outcome = cache[path]
+        if isinstance(outcome, FamilyFileError):
+            raise outcome
+        return outcome
 
     def _read(self, path: Path) -> LoadedYaml:
         shown = _shown(path, self.include_dir)

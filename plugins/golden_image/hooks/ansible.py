@@ -149,17 +149,23 @@ def _result_message(result: Any) -> str:
     return "\n".join(p for p in parts if p)[:3000]
 
 
+def pinned_binary(name: str) -> str:
+    """An ansible-core command (ansible-playbook, ansible-galaxy): the pinned one next to our
+    Python, else the first on PATH."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise UserError(f"{name} is not installed; run `make setup` (ansible-core is pinned)")
+    return found
+
+
 class AnsibleHook:
     def __init__(self) -> None:
         self._cancelled = threading.Event()
 
     @staticmethod
     def playbook_binary() -> str:
-        local = Path(sys.executable).parent / "ansible-playbook"
-        found = str(local) if local.exists() else shutil.which("ansible-playbook")
-        if not found:
-            raise UserError("ansible-playbook is not installed; run `make setup` (ansible-core is pinned)")
-        return found
+        return pinned_binary("ansible-playbook")
 
     def syntax_check(self, playbook: Path) -> None:
         import subprocess

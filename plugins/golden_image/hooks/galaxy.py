@@ -379,11 +379,9 @@ class GalaxyHook:
 
     @staticmethod
     def galaxy_binary() -> str:
-        local = Path(sys.executable).parent / "ansible-galaxy"
-        found = str(local) if local.exists() else shutil.which("ansible-galaxy")
-        if not found:
-            raise UserError("ansible-galaxy is not installed; run `make setup` (ansible-core is pinned)")
-        return found
+        from golden_image.hooks.ansible import pinned_binary
+
+        return pinned_binary("ansible-galaxy")
 
     def installed(
         self, ansible_dir: Path, *, source: Source | None = None, cache: Path | None = None
