@@ -28,7 +28,7 @@ from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms import PLATFORMS, get_platform, platform_class
 from golden_image.platforms.base import Platform
 from golden_image.spec import FamilySpec, SecretRef
-from golden_image.values import Target
+from golden_image.values import REJECTED, VALIDATED, Target
 
 log = logging.getLogger(__name__)
 Emit = Callable[[str], None]
@@ -195,13 +195,68 @@ def git_revision() -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+OS_RELEASE_KEYS = ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME")
+PACKAGE_FIELDS = ("name", "version", "architecture", "source", "source_version")
+DPKG_QUERY = (
+    "dpkg-query -W -f '${Package}\\t${Version}\\t${Architecture}\\t${source:Package}\\t${source:Version}\\n'"
+)
+SYSTEM_FACTS = r"""python3 - <<'PY'
+import glob, json, subprocess
+def read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+sources = {}
+for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list")),
+             *sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))]:
+    text = read(path)
+    if text is not None:
+        sources[path] = text
+arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+print(json.dumps({"architecture": arch, "os_release": read("/etc/os-release") or "", "apt_sources": sources}))
+PY"""
+
+
 def installed_packages(target: Target) -> list[dict[str, str]]:
-    output = run_ssh(target, "dpkg-query -W -f '${Package}\\t${Version}\\n'").stdout
-    return [
-        dict(zip(("name", "version"), line.split("\t", 1), strict=True))
-        for line in output.splitlines()
-        if "\t" in line
-    ]
+    """Every installed package: name, version, architecture and its source package (the key of
+    Debian's security data) with the source version."""
+    output = run_ssh(target, DPKG_QUERY).stdout
+    packages = []
+    for line in output.splitlines():
+        fields = line.split("\t")
+        if len(fields) != len(PACKAGE_FIELDS):
+            continue
+        package = dict(zip(PACKAGE_FIELDS, fields, strict=True))
+        package["source"] = package["source"] or package["name"]
+        package["source_version"] = package["source_version"] or package["version"]
+        packages.append(package)
+    return packages
+
+
+def os_release_fields(text: str) -> dict[str, str]:
+    """``/etc/os-release`` as a mapping (KEY=value, optionally quoted)."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            fields[key] = value.strip().strip('"').strip("'")
+    return fields
+
+
+def system_facts(target: Target) -> dict[str, Any]:
+    """What the patch check and the vulnerability gate read later without an instance: the
+    dpkg architecture, os-release (release codename) and the apt sources (file -> text)."""
+    facts = json.loads(run_ssh(target, SYSTEM_FACTS).stdout)
+    release = os_release_fields(facts.get("os_release", ""))
+    return {
+        "architecture": facts.get("architecture", ""),
+        "os_release": {
+            k: release[k] for k in ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME") if k in release
+        },
+        "apt_sources": facts.get("apt_sources", {}),
+    }
 
 
 def spec_digest(spec: FamilySpec) -> str:
@@ -225,6 +280,7 @@ def capture_image(
         log.info("run %s already captured %s; not capturing twice", run_id, existing.image_id)
         return existing.to_json()
     packages = installed_packages(target)
+    facts = system_facts(target)
     run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text(), root=True)
     manifest = {
         "family": spec.name,
@@ -242,6 +298,7 @@ def capture_image(
         "spec_sha256": spec_digest(spec),
         "created_at": time.time(),
         "packages": packages,
+        **facts,
         "packer": packer or {},
         "ansible": _ansible_brief(ansible),
     }
@@ -287,7 +344,14 @@ def validate_image(
         "instance_id": target.instance_id,
         "validated_at": time.time(),
     }
-    platform.record_validation(image_id, passed=report.passed, report=summary, junit_xml=report.junit_xml)
+    platform.record_result(
+        image_id,
+        "validation",
+        summary,
+        status=VALIDATED if report.passed else REJECTED,
+        files={"validation.xml": report.junit_xml},
+        summary=f"{report.tests} run, {report.failures + report.errors} failed",
+    )
     if not report.passed:
         failed = "; ".join(f"{t['test']}: {t['message'][:200]}" for t in report.failed_tests[:5])
         raise ValidationFailed(

@@ -165,7 +165,14 @@ def drive_every_call_path(hook: AmiHook, west: AmiHook, url: str, admin: tuple[s
     )
     image = aws.capture_image(target, spec=spec, run_id="r1", version="1", manifest={})
     assert aws.find_captured(spec.name, "r1") is not None and aws.images(spec.name)
-    aws.record_validation(image.image_id, passed=True, report={"tests": 1}, junit_xml="<testsuite/>")
+    aws.record_result(
+        image.image_id,
+        "validation",
+        {"tests": 1},
+        status="validated",
+        files={"validation.xml": "<testsuite/>"},
+        summary="1 run, 0 failed",
+    )
     copied = aws.copy_image(image.image_id, "us-west-2")
     aws.grant_launch(copied, ["111122223333"], region="us-west-2")
     assert aws.image_locations(image.image_id) == {"us-east-1": image.image_id, "us-west-2": copied}

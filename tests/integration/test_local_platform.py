@@ -220,7 +220,7 @@ def test_an_agent_enabled_by_mistake_is_caught_running(platform: LocalPlatform, 
     run_ssh(builder, "systemctl enable golden-agent", root=True)  # the mistake; golden-other stays off
     image = platform.capture_image(builder, spec=spec, run_id="r", version="v", manifest={})
     platform.terminate_instance(builder.instance_id)
-    platform.record_validation(image.image_id, passed=True, report={}, junit_xml="")
+    platform.record_result(image.image_id, "validation", {}, status="validated")
     tester = platform.launch_instance(
         image.image_id, role="test", family=spec.name, run_id="r", region="local"
     )

@@ -48,9 +48,24 @@ class Platform(Protocol):
 
     def find_captured(self, family: str, run_id: str) -> ImageRecord | None: ...
 
-    def record_validation(
-        self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
-    ) -> None: ...
+    def record_result(
+        self,
+        image_id: str,
+        section: str,
+        report: dict[str, Any],
+        *,
+        status: str | None = None,
+        files: dict[str, str] | None = None,
+        summary: str = "",
+    ) -> None:
+        """Keep a step's result with the image: ``section`` of its manifest, documents (e.g.
+        ``validation.xml``) beside it, the status (``validated``/``rejected``) when given, and a
+        one-line ``summary`` where the platform shows one (AMI tags)."""
+        ...
+
+    def document(self, image_id: str, name: str) -> str | None:
+        """A document kept with the image by ``record_result`` (None when there is none)."""
+        ...
 
     def copy_image(self, image_id: str, region: str) -> str:
         """The id of the image's copy in ``region`` (copied if missing; idempotent; validated only)."""

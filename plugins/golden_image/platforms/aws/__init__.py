@@ -36,7 +36,7 @@ from golden_image.platforms.aws.keys import EphemeralKeys
 from golden_image.platforms.aws.manifests import ManifestStore
 from golden_image.platforms.aws.settings import Network, network_for
 from golden_image.spec import AwsSettings, FamilySpec
-from golden_image.values import REJECTED, VALIDATED, ImageRecord, SourceImage, Target
+from golden_image.values import VALIDATED, ImageRecord, SourceImage, Target
 
 
 class AwsPlatform:
@@ -212,18 +212,31 @@ class AwsPlatform:
         self.wait("image_available", [image_id], spec.primary_region)
         return self._record(hook.describe_image(image_id))
 
-    def record_validation(
-        self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
+    def record_result(
+        self,
+        image_id: str,
+        section: str,
+        report: dict[str, Any],
+        *,
+        status: str | None = None,
+        files: dict[str, str] | None = None,
+        summary: str = "",
     ) -> None:
+        """The report in the image's manifest (documents beside it); status and a one-line
+        summary (``golden:<section>``) as tags, what others filter on."""
         hook = self.hook()
         image = hook.describe_image(image_id)
-        tags = {
-            FAMILY_TAG: tag_value(image, FAMILY_TAG) or "",  # the policy only lets tagged requests tag
-            STATUS_TAG: VALIDATED if passed else REJECTED,
-            "golden:tests": f"{report.get('tests', 0)} run, {report.get('failures', 0)} failed",
-        }
-        hook.tag([image_id], tags)
-        self.manifests.add_validation(image_id, report, junit_xml)
+        tags = {FAMILY_TAG: tag_value(image, FAMILY_TAG) or ""}  # the policy only lets tagged requests tag
+        if status is not None:
+            tags[STATUS_TAG] = status
+        if summary:
+            tags[f"golden:{section}"] = summary[:256]
+        if len(tags) > 1:
+            hook.tag([image_id], tags)
+        self.manifests.add_section(image_id, section, report, files or {})
+
+    def document(self, image_id: str, name: str) -> str | None:
+        return self.manifests.document(image_id, name)
 
     # -- share and publish -------------------------------------------------------------------------
     @staticmethod

@@ -28,6 +28,12 @@ class ManifestStore:
         partial.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         partial.rename(self._path(image_id))
 
-    def add_validation(self, image_id: str, report: dict[str, Any], junit_xml: str) -> None:
-        self.save(image_id, {**self.load(image_id), "validation": report})
-        (self.directory / f"{image_id}.validation.xml").write_text(junit_xml)
+    def add_section(self, image_id: str, section: str, report: dict[str, Any], files: dict[str, str]) -> None:
+        """A step's result as ``section`` of the manifest; its documents as ``<image>.<name>``."""
+        for name, text in files.items():
+            (self.directory / f"{image_id}.{name}").write_text(text)
+        self.save(image_id, {**self.load(image_id), section: report})
+
+    def document(self, image_id: str, name: str) -> str | None:
+        path = self.directory / f"{image_id}.{name}"
+        return path.read_text() if path.is_file() else None

@@ -215,10 +215,20 @@ class LocalPlatform:
         log.info("exported %s (%d MB) in %.1f s", image_id, added.size >> 20, time.monotonic() - started)
         return added.to_record()
 
-    def record_validation(
-        self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
+    def record_result(
+        self,
+        image_id: str,
+        section: str,
+        report: dict[str, Any],
+        *,
+        status: str | None = None,
+        files: dict[str, str] | None = None,
+        summary: str = "",
     ) -> None:
-        self.store.record_validation(image_id, passed=passed, report=report, junit_xml=junit_xml)
+        self.store.record_result(image_id, section, report, status=status, files=files)
+
+    def document(self, image_id: str, name: str) -> str | None:
+        return self.store.document(image_id, name)
 
     # -- share and publish -------------------------------------------------------------------------
     def _require_validated(self, image_id: str, doing: str) -> ImageRow:

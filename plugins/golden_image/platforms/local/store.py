@@ -38,6 +38,8 @@ from golden_image.platforms.local.catalog import RECOVERY, Catalog, CatalogCorru
 ARCHIVE = "rootfs.tar.zst"
 PARTIAL_ARCHIVE = "rootfs.partial.tar.zst"
 MANIFEST = "manifest.json"
+DOCUMENTS = ("validation.xml", "sbom.cdx.json")
+"""What steps store beside an image's manifest (copied with it)."""
 SOURCE_SUFFIX = ".tar.zst"
 PARTIAL_SOURCE_SUFFIX = ".partial.tar.zst"
 
@@ -257,15 +259,32 @@ class ImageStore:
         row.sha256, row.size, row.manifest = digest, size, manifest
         return self.catalog.add_image(row, region, archive)
 
-    def record_validation(
-        self, image_id: str, *, passed: bool, report: dict[str, Any], junit_xml: str
+    def record_result(
+        self,
+        image_id: str,
+        section: str,
+        report: dict[str, Any],
+        *,
+        status: str | None = None,
+        files: dict[str, str] | None = None,
     ) -> None:
-        """The report in the manifest of every copy and in the catalog; status follows it."""
-        manifest = {**self.image(image_id).manifest, "validation": report}
+        """A step's result (validation, vulnerabilities, sbom) as ``section`` of the manifest of
+        every copy and in the catalog, its documents beside the manifest; status when given."""
+        manifest = {**self.image(image_id).manifest, section: report}
         for path in self.catalog.locations(image_id).values():
-            (path.parent / "validation.xml").write_text(junit_xml)
-            (path.parent / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        self.catalog.update_image(image_id, status="validated" if passed else "rejected", manifest=manifest)
+            for name, text in (files or {}).items():
+                (path.parent / name).write_text(text)
+            (path.parent / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        self.catalog.update_image(image_id, status=status, manifest=manifest)
+
+    def document(self, image_id: str, name: str) -> str | None:
+        """A document stored with the image (``validation.xml``, ``sbom.cdx.json``, ...)."""
+        if name not in DOCUMENTS:
+            raise PlatformError(f"{name}: not a document kept with images ({', '.join(DOCUMENTS)})")
+        for path in self.catalog.locations(image_id).values():
+            if (path.parent / name).is_file():
+                return (path.parent / name).read_text()
+        return None
 
     def copy_to(self, image_id: str, region: str) -> None:
         """Copy to another region directory and verify the checksum before recording it; idempotent."""
@@ -276,7 +295,7 @@ class ImageStore:
         source = self.image_path(image_id)
         target_dir = self.region_dir(region, image_id)
         target_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("manifest.json", "validation.xml"):
+        for name in (MANIFEST, *DOCUMENTS):
             if (source.parent / name).exists():
                 shutil.copy2(source.parent / name, target_dir / name)
         partial = target_dir / PARTIAL_ARCHIVE
