@@ -68,18 +68,31 @@ def decide_rebuild(
     now: float,
     force: bool = False,
     force_reason: str = "",
+    definition_changes: Sequence[str] | None = (),
+    advisory: Sequence[str] = (),
 ) -> RebuildDecision:
-    """Rebuild when forced, never built, the source moved, updates are pending, or it is too old."""
+    """Rebuild when forced, never built, its definition or source changed, an advisory still
+    affects it, updates are pending, or it is too old.
+
+    ``definition_changes``: the parts of the definition digest that differ from the published
+    image's (``None``: that image recorded no digest). ``advisory``: why an advisory affects the
+    published image (empty when it does not, or when there is none)."""
     reasons: list[str] = []
     if force:
         reasons.append(f"forced: {force_reason or 'no reason given'}")
     if current is None:
         reasons.append("no published image yet")
         return RebuildDecision(True, reasons, list(pending))
+    if definition_changes is None:
+        reasons.append("the published image records no definition digest (built before they were kept)")
+    elif definition_changes:
+        shown = ", ".join(definition_changes[:8]) + (" ..." if len(definition_changes) > 8 else "")
+        reasons.append(f"definition changed: {shown}")
     if current.source_image_id != source_image_id:
         reasons.append(
             f"new source image {source_image_id} (published image was built from {current.source_image_id})"
         )
+    reasons.extend(advisory)
     security = sorted(u.package for u in pending if u.security)
     if security:
         shown = ", ".join(security[:10]) + (" ..." if len(security) > 10 else "")
@@ -92,7 +105,10 @@ def decide_rebuild(
         reasons.append(f"published image is {age_days:.1f} days old (policy allows {max_age_days})")
     if reasons:
         return RebuildDecision(True, reasons, list(pending))
-    note = f"up to date: {current.image_id} is {age_days:.1f} days old, source unchanged, no relevant updates"
+    note = (
+        f"up to date: {current.image_id} is {age_days:.1f} days old, definition and source unchanged, "
+        "no relevant updates"
+    )
     if other:
         note += f" ({len(other)} non-security update(s) pending; policy is security-only)"
     return RebuildDecision(False, [note], list(pending))

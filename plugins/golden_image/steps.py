@@ -6,7 +6,6 @@ functions; the CLI's benchmark script calls them directly. Every value returned 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -22,6 +21,7 @@ from golden_image.decisions import (
     decide_rebuild,
     parse_apt_simulation,
 )
+from golden_image.definition import changed_parts, definition_digest
 from golden_image.errors import StepError, ValidationFailed
 from golden_image.hooks.packer import check_variables
 from golden_image.hooks.ssh import run_ssh
@@ -68,10 +68,13 @@ def check_patches(
     """Decide rebuild / skip, with the reasons recorded."""
     source = platform.resolve_source(spec)
     published = platform.published_image(spec)
+    definition = definition_digest(spec, paths.include_dir())
     current = None
     pending = []
+    changes: list[str] | None = []
     if published is not None:
         current = CurrentImage(published.image_id, published.created_at, published.source_image_id)
+        changes = changed_parts(published.manifest.get("definition"), definition)
         pending = parse_apt_simulation(pending_updates(platform, published.image_id, spec, run_id))
     decision: RebuildDecision = decide_rebuild(
         current=current,
@@ -82,11 +85,13 @@ def check_patches(
         now=time.time() if now is None else now,
         force=force,
         force_reason=reason,
+        definition_changes=changes,
     )
     for line in decision.reasons:
         log.info("check_patches: %s", line)
     return {
         **decision.to_dict(),
+        "definition": definition,
         "source": source.to_dict(),
         "published_image_id": published.image_id if published else None,
         "trigger_reason": reason,
@@ -259,10 +264,6 @@ def system_facts(target: Target) -> dict[str, Any]:
     }
 
 
-def spec_digest(spec: FamilySpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-
-
 def capture_image(
     spec: FamilySpec,
     platform: Platform,
@@ -295,7 +296,7 @@ def capture_image(
         "build_reasons": decision.get("reasons", []),
         "trigger_reason": decision.get("trigger_reason", ""),
         "git": git_revision(),
-        "spec_sha256": spec_digest(spec),
+        "definition": decision.get("definition") or definition_digest(spec, paths.include_dir()),
         "created_at": time.time(),
         "packages": packages,
         **facts,

@@ -80,6 +80,28 @@ def test_second_run_is_unchanged_and_skips(families, platform, airflow_db) -> No
     assert platform.catalog.instances() == []  # the patch-check instance is gone too
 
 
+def test_a_merged_definition_change_rebuilds_and_names_it(families, platform) -> None:  # type: ignore[no-untyped-def]
+    """GitOps: an edited extra_vars (the same family, same source, nothing pending) rebuilds."""
+    from golden_image import steps
+
+    spec = families["debian12-base"]
+    published = platform.published_image(spec)
+    assert (
+        published.manifest["definition"]["sha256"]
+        == steps.definition_digest(spec, PROJECT / "include")["sha256"]
+    )
+    assert spec.ansible is not None
+    edited = spec.model_copy(
+        update={
+            "ansible": spec.ansible.model_copy(update={"extra_vars": {**spec.ansible.extra_vars, "x": 1}})
+        }
+    )
+    decision = steps.check_patches(edited, platform, run_id="definition-check")
+    assert decision["rebuild"] and "definition changed: spec.ansible" in decision["reasons"]
+    assert decision["definition"]["sha256"] != published.manifest["definition"]["sha256"]
+    assert not steps.check_patches(spec, platform, run_id="definition-check-2")["rebuild"]
+
+
 def test_refreshed_source_triggers_a_rebuild(families, platform) -> None:  # type: ignore[no-untyped-def]
     from golden_image import steps
 

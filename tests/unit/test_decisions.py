@@ -77,6 +77,15 @@ def test_each_trigger_is_reported() -> None:
     assert "42.0 days old (policy allows 30)" in text
 
 
+def test_a_changed_or_unknown_definition_rebuilds_and_says_what() -> None:
+    changed = decide(definition_changes=["ansible/roles/webserver/tasks/main.yml", "spec.ansible"])
+    assert changed.rebuild
+    assert changed.reasons == ["definition changed: ansible/roles/webserver/tasks/main.yml, spec.ansible"]
+    unknown = decide(definition_changes=None)
+    assert unknown.rebuild and "records no definition digest" in unknown.reasons[0]
+    assert not decide(definition_changes=[]).rebuild
+
+
 def test_security_only_policy_ignores_other_updates() -> None:
     only_other = [u for u in parse_apt_simulation(APT) if not u.security]
     decision = decide(pending=only_other, updates_policy="security")

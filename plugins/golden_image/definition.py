@@ -1,0 +1,173 @@
+"""The definition digest: everything that defines a family's image, hashed part by part.
+
+A merged change to a family must rebuild it (GitOps), so the rebuild decision compares the
+published image's digest with the current one and names what changed. The parts:
+
+* ``spec.<field>``: each field of the resolved family spec that shapes the image (not the ones
+  that only say when or where it runs: ``IGNORED_SPEC_FIELDS``);
+* the Packer template and every file it names under ``${path.root}`` (its scripts);
+* the playbook, the files it imports, ``requirements.yml`` (its collections), ``group_vars`` /
+  ``host_vars`` beside it and every role it uses, with the roles' dependencies, file by file;
+* the validation suites (Testinfra files and, when hygiene is on, the built-in hygiene suite).
+
+Files are read as bytes and never executed or templated; references that leave ``include/``
+or do not exist are left out (the spec's own checks report those).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from golden_image.spec import FamilySpec
+
+IGNORED_SPEC_FIELDS = frozenset(
+    {"schedule", "retention", "owners", "description", "patch_policy", "distribution"}
+)
+"""When to rebuild, how long to keep and where to share: changing them rebuilds nothing (a new
+account or region is served by the next share)."""
+HYGIENE_SUITE = Path(__file__).resolve().parent / "validation" / "test_hygiene.py"
+PATH_ROOT_REF = re.compile(r"\$\{path\.root\}/([^\"'\s}]+)")
+ROLE_KEYS = ("include_role", "import_role", "ansible.builtin.include_role", "ansible.builtin.import_role")
+FILE_KEYS = (
+    "import_playbook",
+    "ansible.builtin.import_playbook",
+    "include_tasks",
+    "import_tasks",
+    "ansible.builtin.include_tasks",
+    "ansible.builtin.import_tasks",
+    "include_vars",
+    "ansible.builtin.include_vars",
+    "vars_files",
+)
+MAX_FILES = 5000
+"""A definition larger than this is refused rather than hashed (a symlink loop, a huge tree)."""
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def definition_parts(spec: FamilySpec, include: Path) -> dict[str, str]:
+    """Part name -> sha256 (file parts are named by their path under ``include``)."""
+    parts: dict[str, str] = {}
+    for field, value in sorted(spec.model_dump(mode="json").items()):
+        if field not in IGNORED_SPEC_FIELDS:
+            parts[f"spec.{field}"] = _sha(json.dumps(value, sort_keys=True).encode())
+    files: set[Path] = set()
+    template = include / spec.packer.template
+    files.add(template)
+    if template.is_file():
+        text = template.read_text(errors="replace")
+        files.update(template.parent / ref for ref in PATH_ROOT_REF.findall(text))
+    if spec.ansible is not None:
+        files.update(_ansible_files(include / spec.ansible.playbook))
+    files.update(include / suite for suite in spec.validation.testinfra)
+    root = include.resolve()
+    for path in sorted(_expand(files, root)):
+        parts[str(path.relative_to(root))] = _sha(path.read_bytes())
+    if spec.validation.hygiene.enabled:
+        parts["builtin:validation/test_hygiene.py"] = _sha(HYGIENE_SUITE.read_bytes())
+    return parts
+
+
+def definition_digest(spec: FamilySpec, include: Path) -> dict[str, Any]:
+    """``{"sha256": <digest of all parts>, "parts": {...}}``, as recorded in the manifest."""
+    parts = definition_parts(spec, include)
+    return {"sha256": _sha(json.dumps(parts, sort_keys=True).encode()), "parts": parts}
+
+
+def changed_parts(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str] | None:
+    """What differs between a recorded digest and the current one (added, removed or changed
+    parts, sorted); ``None`` when nothing was recorded (an image from before digests)."""
+    if not recorded or not isinstance(recorded.get("parts"), dict):
+        return None
+    if recorded.get("sha256") == current["sha256"]:
+        return []
+    old, new = recorded["parts"], current["parts"]
+    return sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+
+
+def _expand(paths: set[Path], root: Path) -> Iterator[Path]:
+    """Existing regular files (directories walked) that resolve inside ``root``."""
+    seen = 0
+    for path in paths:
+        candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for candidate in candidates:
+            try:
+                resolved = candidate.resolve()
+            except (OSError, RuntimeError):
+                continue
+            if resolved.is_file() and resolved.is_relative_to(root):
+                seen += 1
+                if seen > MAX_FILES:
+                    raise ValueError(f"the definition has more than {MAX_FILES} files; refusing to hash it")
+                yield resolved
+
+
+def _ansible_files(playbook: Path) -> set[Path]:
+    """The playbook and what it pulls in: imported files, requirements, vars dirs, roles."""
+    here = playbook.parent
+    files = {playbook, here / "requirements.yml", here / "group_vars", here / "host_vars"}
+    pending = [playbook]
+    roles_done: set[str] = set()
+    while pending and len(files) < MAX_FILES:
+        current = pending.pop()
+        for kind, name in _references(_load_yaml(current)):
+            if kind == "file":
+                target = (current.parent / name) if not Path(name).is_absolute() else Path(name)
+                if target not in files:
+                    files.add(target)
+                    if target.suffix in (".yml", ".yaml"):
+                        pending.append(target)
+            elif name not in roles_done:
+                roles_done.add(name)
+                role = here / "roles" / name
+                files.add(role)
+                pending.extend(sorted(role.glob("*/main.y*ml")))
+    return files
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(errors="replace")) if path.is_file() else None
+    except yaml.YAMLError:
+        return None  # the syntax check of the playbook reports it
+
+
+def _references(node: Any, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """("role", name) and ("file", relative path) references anywhere in a YAML document."""
+    if depth > 64:
+        return
+    if isinstance(node, list):
+        for item in node:
+            yield from _references(item, depth + 1)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in ("roles", "dependencies") and isinstance(value, list):
+            for role in value:
+                name = role if isinstance(role, str) else (role or {}).get("role") or (role or {}).get("name")
+                if isinstance(name, str) and _plain(name):
+                    yield ("role", name)
+        elif key in ROLE_KEYS and isinstance(value, dict) and isinstance(value.get("name"), str):
+            if _plain(value["name"]):
+                yield ("role", value["name"])
+        elif key in FILE_KEYS:
+            for item in value if isinstance(value, list) else [value]:
+                ref = item.get("file") if isinstance(item, dict) else item
+                if isinstance(ref, str) and "{{" not in ref and "{%" not in ref:
+                    yield ("file", ref)
+        yield from _references(value, depth + 1)
+
+
+def _plain(role: str) -> bool:
+    """A role of the project's roles/ directory (not a collection role, not a template)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", role)) and role.count(".") == 0
