@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from golden_image import paths, pipeline
+from golden_image.decisions import outdated_reason
 from golden_image.errors import GoldenImageError
 from golden_image.platforms import PLATFORMS, platform_class
 from golden_image.spec import FamilySet, FamilySpec, load_families
@@ -118,17 +119,33 @@ def _platform(spec: FamilySpec) -> Any:
     return get_platform(spec)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    found = _families()
-    rows = []
-    for name, spec in sorted(found.families.items()):
-        published = None
+def _published(specs: dict[str, FamilySpec]) -> dict[str, Any]:
+    """Family -> its published ImageRecord (None: nothing published; a str: why it is unknown),
+    for the platforms that list images offline."""
+    published: dict[str, Any] = {}
+    for name, spec in specs.items():
         if platform_class(spec.platform).offline_catalog:
             try:
-                image = _platform(spec).published_image(spec)
-                published = image.image_id if image else None
+                published[name] = _platform(spec).published_image(spec)
             except (OSError, GoldenImageError) as exc:
-                published = f"? ({exc})"
+                published[name] = f"? ({exc})"
+    return published
+
+
+def _outdated(spec: FamilySpec, published: dict[str, Any]) -> str | None:
+    """Why a layered family's published image no longer follows its parent (None: it does)."""
+    image, parent = published.get(spec.name), published.get(spec.source.family or "")
+    if not spec.source.family or image is None or isinstance(image, str) or isinstance(parent, str):
+        return None
+    return outdated_reason(image.source_image_id, parent.image_id if parent else None, spec.source.family)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    found = _families()
+    published = _published(found.families)
+    rows = []
+    for name, spec in sorted(found.families.items()):
+        image = published.get(name)
         rows.append(
             {
                 "family": name,
@@ -136,7 +153,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "os": spec.os,
                 "schedule": spec.schedule,
                 "source": spec.source.family or spec.platform,
-                "published": published,
+                "published": image if isinstance(image, str) or image is None else image.image_id,
+                "outdated": _outdated(spec, published),
                 "dag_id": spec.dag_id,
             }
         )
@@ -148,7 +166,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"BROKEN: {r['error']}"
             if "error" in r
             else f"{r['platform']:<6} {r['os']:<8} {r['schedule'] or '-':<12} "
-            f"published={r['published'] or '-'}"
+            f"published={r['published'] or '-'}" + (f"  OUTDATED: {r['outdated']}" if r["outdated"] else "")
         )
         for r in rows
     )
@@ -169,6 +187,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from golden_image.factory import render_doc
 
     spec = _get(args.family)
+    lineage = {spec.name: spec}
+    if spec.source.family:
+        lineage[spec.source.family] = _get(spec.source.family)
+    outdated = _outdated(spec, _published(lineage))
     _print(
         spec.model_dump(mode="json")
         | {
@@ -176,9 +198,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             "dag_id": spec.dag_id,
             "pointer": spec.pointer,
             "steps": pipeline.describe(),
+            "outdated": outdated,
         },
         args.json,
-        render_doc(spec),
+        render_doc(spec) + (f"\n\n**OUTDATED**: {outdated}" if outdated else ""),
     )
     return 0
 

@@ -114,6 +114,14 @@ def decide_rebuild(
     return RebuildDecision(False, [note], list(pending))
 
 
+def outdated_reason(built_from: str | None, parent_published: str | None, parent: str) -> str | None:
+    """Why a layered family's image is outdated: it was built from a parent image that is no
+    longer the parent's published one (None when it is current, or the parent has none)."""
+    if parent_published is None or built_from == parent_published:
+        return None
+    return f"built from {built_from}; {parent} now publishes {parent_published}"
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     image_id: str
@@ -179,6 +187,59 @@ def plan_cleanup(
         else:
             delete.append((image.image_id, f"{image.status} and {age_days:.1f} days old"))
     return CleanupPlan(delete, kept)
+
+
+@dataclass(frozen=True)
+class AdvisoryFix:
+    """A package an advisory fixes and the first version that has the fix (Debian ordering).
+    ``name`` is a binary or a source package (a DSA names source packages)."""
+
+    name: str
+    fixed_version: str
+
+    @classmethod
+    def parse(cls, data: Any) -> AdvisoryFix:
+        if not isinstance(data, dict) or not {"name", "fixed_version"} <= set(data):
+            raise ValueError(f"{data!r}: expected {{name: <package>, fixed_version: <version>}}")
+        name, version = str(data["name"]).strip(), str(data["fixed_version"]).strip()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", name):
+            raise ValueError(f"{name!r} is not a Debian package name")
+        if not re.fullmatch(r"(\d+:)?[0-9][A-Za-z0-9.+~:-]*", version):
+            raise ValueError(f"{name}: {version!r} is not a Debian version")
+        return cls(name, version)
+
+
+@dataclass(frozen=True)
+class AdvisoryMatch:
+    status: str
+    """``affected`` (a package below its fixed version), ``fixed`` (the packages are there, at or
+    above it) or ``not affected`` (none of the packages is installed)."""
+    details: list[str]
+
+
+def match_fixes(packages: Sequence[dict[str, str]], fixes: Sequence[AdvisoryFix]) -> AdvisoryMatch:
+    """How an advisory's fixes meet an image's packages (the manifest's ``packages``): a binary
+    package by name and version, a source package by ``source`` and ``source_version``."""
+    from debian.debian_support import Version
+
+    affected: list[str] = []
+    fixed: list[str] = []
+    for fix in fixes:
+        for package in packages:
+            if package.get("name") == fix.name:
+                installed = package.get("version", "")
+            elif package.get("source", package.get("name")) == fix.name:
+                installed = package.get("source_version") or package.get("version", "")
+            else:
+                continue
+            line = f"{package['name']} {installed}"
+            if Version(installed) < Version(fix.fixed_version):
+                affected.append(f"{line} < {fix.fixed_version}")
+            else:
+                fixed.append(f"{line} >= {fix.fixed_version}")
+    if affected:
+        return AdvisoryMatch("affected", sorted(set(affected)))
+    return AdvisoryMatch("fixed", sorted(set(fixed))) if fixed else AdvisoryMatch("not affected", [])
 
 
 def match_advisory(installed: dict[str, dict[str, str]], packages: Sequence[str]) -> dict[str, list[str]]:

@@ -19,11 +19,38 @@ START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def family_asset(spec: FamilySpec) -> Asset:
-    """The Asset a family's publish step updates; layered families and rollouts schedule on it.
+    """The Asset a family's publish step updates; layered families and rollouts schedule on it."""
+    return asset_of(spec.name)
 
-    Name only: a URI with a scheme makes Airflow load the providers manager (0.15 s per parse).
-    """
-    return Asset(name=f"golden_image_{spec.name}", group="golden-image")
+
+def asset_of(family: str) -> Asset:
+    """Name only: a URI with a scheme makes Airflow load the providers manager (0.15 s per parse)."""
+    return Asset(name=f"golden_image_{family}", group="golden-image")
+
+
+def schedule_for(spec: FamilySpec) -> Any:
+    """The family's cron; a layered family also runs when its parent publishes (children follow
+    their parent at once, not at their own next cron), or only then when it has no cron."""
+    if not spec.source.family:
+        return spec.schedule
+    parent = asset_of(spec.source.family)
+    if spec.schedule is None:
+        return parent
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(CRON_PRESETS.get(spec.schedule, spec.schedule), timezone="UTC"),
+        assets=parent,
+    )
+
+
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+}
 
 
 class SharedParam(Param):
@@ -68,6 +95,14 @@ def _params() -> dict[str, SharedParam]:
             maxLength=500,
             description="Why this run was started (recorded in the manifest).",
         ),
+        "advisory": SharedParam(
+            None,
+            type=["object", "null"],
+            description=(
+                "Set by the advisory DAG: {id, packages: [{name, fixed_version}], cves}. Rebuilds only "
+                "while the published image has a package below a fixed version; recorded in the manifest."
+            ),
+        ),
         "cleanup_dry_run": SharedParam(
             False, type="boolean", description="List what cleanup would delete, delete nothing."
         ),
@@ -91,7 +126,7 @@ def build_family_dag(spec: FamilySpec) -> DAG:
     dag = DAG(
         dag_id=spec.dag_id,
         description=spec.description[:200],
-        schedule=spec.schedule,
+        schedule=schedule_for(spec),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
@@ -146,6 +181,14 @@ def build_error_dag(family: str, errors: list[SpecError]) -> DAG:
     return dag
 
 
+def schedule_doc(spec: FamilySpec) -> str:
+    cron = f"`{spec.schedule}` (UTC)" if spec.schedule else ""
+    if spec.source.family:
+        follow = f"when `{spec.source.family}` publishes"
+        return f"{cron} and {follow}" if cron else follow
+    return cron or "manual / advisory only"
+
+
 def render_doc(spec: FamilySpec) -> str:
     """What this DAG will do, resolved from the spec (shown in the UI and by `golden show`)."""
     source = (
@@ -158,7 +201,7 @@ def render_doc(spec: FamilySpec) -> str:
         ("Owners", ", ".join(spec.owners)),
         ("Platform / OS", f"{spec.platform} / {spec.os}"),
         ("Source", source),
-        ("Schedule", f"`{spec.schedule}`" if spec.schedule else "manual / advisory only"),
+        ("Schedule", schedule_doc(spec)),
         (
             "Patch policy",
             f"{spec.patch_policy.updates} updates; rebuild after {spec.patch_policy.max_age_days} days",

@@ -125,9 +125,9 @@ PIPELINE: tuple[Step, ...] = (
     Step(
         "publish_image",
         "ImagePublishOperator",
-        "move the family's pointer in every region; emit the family's Asset event",
+        "move the family's pointer in every region; emit the family's Asset event (children rebuild on it)",
         after=("share_image",),
-        inputs={"image": "capture_image"},
+        inputs={"image": "capture_image", "decision": DECISION_TASK},
         retries=2,
         emits_asset=True,
     ),

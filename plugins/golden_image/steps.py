@@ -16,13 +16,15 @@ from typing import Any
 
 from golden_image import paths
 from golden_image.decisions import (
+    AdvisoryFix,
     CurrentImage,
     RebuildDecision,
     decide_rebuild,
+    match_fixes,
     parse_apt_simulation,
 )
 from golden_image.definition import changed_parts, definition_digest
-from golden_image.errors import StepError, ValidationFailed
+from golden_image.errors import StepError, UserError, ValidationFailed
 from golden_image.hooks.packer import check_variables
 from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms import PLATFORMS, get_platform, platform_class
@@ -63,9 +65,17 @@ def check_patches(
     run_id: str,
     force: bool = False,
     reason: str = "",
+    advisory: dict[str, Any] | None = None,
+    parent_events: list[dict[str, Any]] | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """Decide rebuild / skip, with the reasons recorded."""
+    """Decide rebuild / skip, with the reasons recorded.
+
+    ``advisory`` (``{"id", "packages": [{name, fixed_version}], "cves"}``, from the advisory DAG)
+    rebuilds only while the published image still has a package below a fixed version.
+    ``parent_events``: the parent family's publish events that started this run (Asset
+    scheduling); their advisories are carried into the new image's provenance."""
+    fixes = advisory_fixes(advisory)
     source = platform.resolve_source(spec)
     published = platform.published_image(spec)
     definition = definition_digest(spec, paths.include_dir())
@@ -76,6 +86,12 @@ def check_patches(
         current = CurrentImage(published.image_id, published.created_at, published.source_image_id)
         changes = changed_parts(published.manifest.get("definition"), definition)
         pending = parse_apt_simulation(pending_updates(platform, published.image_id, spec, run_id))
+    advisory_result = None
+    if advisory and fixes:
+        packages = published.manifest.get("packages", []) if published else []
+        match = match_fixes(packages, fixes)
+        advisory_result = {"id": advisory["id"], "status": match.status, "details": match.details}
+        log.info("advisory %s: %s %s", advisory["id"], match.status, "; ".join(match.details))
     decision: RebuildDecision = decide_rebuild(
         current=current,
         source_image_id=source.image_id,
@@ -86,16 +102,42 @@ def check_patches(
         force=force,
         force_reason=reason,
         definition_changes=changes,
+        advisory=(
+            [f"advisory {advisory_result['id']}: {', '.join(advisory_result['details'][:5])}"]
+            if advisory_result and advisory_result["status"] == "affected"
+            else []
+        ),
     )
     for line in decision.reasons:
         log.info("check_patches: %s", line)
+    events = parent_events or []
+    if not reason and events:
+        reason = "; ".join(f"{e.get('family')} published {e.get('image_id')}" for e in events)
+    advisories = sorted(
+        {str(a) for e in events for a in e.get("advisories") or []}
+        | ({str(advisory_result["id"])} if advisory_result and decision.rebuild else set())
+    )
     return {
         **decision.to_dict(),
+        "advisory": advisory_result,
+        "advisories": advisories,
         "definition": definition,
         "source": source.to_dict(),
         "published_image_id": published.image_id if published else None,
         "trigger_reason": reason,
     }
+
+
+def advisory_fixes(advisory: dict[str, Any] | None) -> list[AdvisoryFix]:
+    """The advisory's packages as fixes; a malformed advisory is the caller's to correct."""
+    if not advisory:
+        return []
+    if not str(advisory.get("id") or "").strip():
+        raise UserError("advisory: an id is required (e.g. DSA-5724-1)")
+    try:
+        return [AdvisoryFix.parse(item) for item in advisory.get("packages") or []]
+    except ValueError as exc:
+        raise UserError(f"advisory {advisory['id']}: packages: {exc}") from None
 
 
 # -- builder, bake, provision -------------------------------------------------------------------
@@ -295,6 +337,7 @@ def capture_image(
         "source": decision.get("source", {}),
         "build_reasons": decision.get("reasons", []),
         "trigger_reason": decision.get("trigger_reason", ""),
+        "advisories": decision.get("advisories", []),
         "git": git_revision(),
         "definition": decision.get("definition") or definition_digest(spec, paths.include_dir()),
         "created_at": time.time(),

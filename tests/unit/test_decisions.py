@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -182,3 +183,41 @@ def test_checking_references_only_for_candidates_is_exact(catalog, keep, min_age
     one_pass = plan_cleanup(catalog, in_use=in_use, **common)
     assert two_pass.delete == one_pass.delete
     assert {i for i, _ in two_pass.keep} == {i for i, _ in one_pass.keep}
+
+
+def test_advisory_fixes_compare_debian_versions_by_binary_or_source_package() -> None:
+    from golden_image.decisions import AdvisoryFix, match_fixes
+
+    packages = [
+        {"name": "openssh-server", "version": "1:9.2p1-2+deb12u2", "source": "openssh",
+         "source_version": "1:9.2p1-2+deb12u2"},
+        {"name": "libc6", "version": "2.36-9+deb12u3", "source": "glibc", "source_version": "2.36-9+deb12u3"},
+    ]  # fmt: skip
+    regresshion = AdvisoryFix("openssh", "1:9.2p1-2+deb12u3")  # DSA-5724-1 names the source
+    assert match_fixes(packages, [regresshion]).status == "affected"
+    assert match_fixes(packages, [regresshion]).details == [
+        "openssh-server 1:9.2p1-2+deb12u2 < 1:9.2p1-2+deb12u3"
+    ]
+    looney = AdvisoryFix("libc6", "2.36-9+deb12u3")  # DSA-5514-1: already in the image
+    assert match_fixes(packages, [looney]).status == "fixed"
+    assert (
+        match_fixes(packages, [AdvisoryFix("libc6", "2.36-9+deb12u3~1")]).status == "fixed"
+    )  # ~ sorts first
+    assert (
+        match_fixes(packages, [AdvisoryFix("libc6", "2.36-9+deb12u10")]).status == "affected"
+    )  # not string order
+    assert match_fixes(packages, [AdvisoryFix("curl", "7.88.1-10+deb12u5")]).status == "not affected"
+    with pytest.raises(ValueError, match="not a Debian version"):
+        AdvisoryFix.parse({"name": "curl", "fixed_version": "$(id)"})
+    with pytest.raises(ValueError, match="not a Debian package name"):
+        AdvisoryFix.parse({"name": "../curl", "fixed_version": "1.0"})
+
+
+def test_a_child_built_from_an_older_parent_image_is_outdated() -> None:
+    from golden_image.decisions import outdated_reason
+
+    assert outdated_reason("base-1", "base-2", "debian12-base") == (
+        "built from base-1; debian12-base now publishes base-2"
+    )
+    assert outdated_reason("base-2", "base-2", "debian12-base") is None
+    assert outdated_reason("base-1", None, "debian12-base") is None

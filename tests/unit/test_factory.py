@@ -67,6 +67,26 @@ def test_schedule_params_and_metadata(families) -> None:  # type: ignore[no-unty
     assert outlet.name == "golden_image_debian12-base"
 
 
+def test_a_layered_family_runs_on_its_cron_and_when_its_parent_publishes(families) -> None:  # type: ignore[no-untyped-def]
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.simple import AssetTriggeredTimetable
+
+    from golden_image.factory import schedule_for
+
+    web = families["debian12-web"]
+    schedule = schedule_for(web)
+    assert type(schedule).__name__ == "AssetOrTimeSchedule"
+    assert schedule.asset_condition.name == "golden_image_debian12-base"  # type: ignore[attr-defined]
+    restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(build_family_dag(web)))
+    assert type(restored.timetable).__name__ == "AssetOrTimeSchedule"
+    assert "when `debian12-base` publishes" in build_family_dag(web).doc_md
+    no_cron = web.model_copy(update={"schedule": None})
+    assert schedule_for(no_cron).name == "golden_image_debian12-base"
+    restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(build_family_dag(no_cron)))
+    assert isinstance(restored.timetable, AssetTriggeredTimetable)
+    assert schedule_for(families["debian12-base"]) == "0 4 * * 1"  # a base family: its cron only
+
+
 def test_project_dags_load_including_janitor() -> None:
     from airflow.dag_processing.dagbag import DagBag
 

@@ -136,6 +136,8 @@ class PatchCheckOperator(GoldenImageOperator, SkipMixin):
             run_id=context["run_id"],
             force=bool(params.get("force")),
             reason=str(params.get("reason") or ""),
+            advisory=params.get("advisory") or None,
+            parent_events=parent_publish_events(context),
         )
         if not decision["rebuild"]:
             downstream = [t for t in context["task"].get_flat_relatives(upstream=False) if not t.is_teardown]
@@ -144,6 +146,23 @@ class PatchCheckOperator(GoldenImageOperator, SkipMixin):
             context["ti"].xcom_push(key="return_value", value=decision)
             self.skip(ti=context["ti"], tasks=downstream)
         return decision
+
+
+def parent_publish_events(context: Context) -> list[dict[str, Any]]:
+    """The parent family's publish events that started this run (Asset-triggered), as data."""
+    found = []
+    for asset, events in (context.get("triggering_asset_events") or {}).items():
+        for event in events:
+            extra = dict(event.extra or {})
+            found.append(
+                {
+                    "family": extra.get("family") or getattr(asset, "name", str(asset)),
+                    "image_id": extra.get("image_id"),
+                    "advisories": list(extra.get("advisories") or []),
+                    "run_id": getattr(event, "source_run_id", None),
+                }
+            )
+    return found
 
 
 class InstanceLaunchOperator(GoldenImageOperator):
@@ -252,7 +271,9 @@ class ImagePublishOperator(GoldenImageOperator):
         result = steps.publish_image(spec, self.platform(spec), self.image_id(context), context["run_id"])
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
+                "family": spec.name,
                 "image_id": image["image_id"],
+                "advisories": list((self.input(context, "decision") or {}).get("advisories") or []),
                 "version": image.get("version", ""),
                 "pointer": spec.pointer,
                 "regions": ",".join(spec.distribution.regions),
