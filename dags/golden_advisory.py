@@ -1,32 +1,77 @@
-"""Advisory DAG: rebuild every family whose published image contains a package named by a
-security advisory (for example a Debian Security Advisory). Trigger it from the UI form, the
-REST API or a feed watcher with {"advisory": "DSA-5678-1", "packages": ["openssh-server"]}."""
+"""Advisory DAG ("backfill after an advisory"): rebuild exactly the image families whose
+published image has a package below the version an advisory fixes, and the families layered on
+them, parent first; wait for the rebuilds (deferred: no worker slot is held); end with a report.
+
+Trigger it from the UI form, the REST API or the advisory feed with
+``{"advisory": "DSA-5724-1", "packages": [{"name": "openssh", "fixed_version": "1:9.2p1-2+deb12u3"}],
+"cves": ["CVE-2024-6387"]}`` (``families`` narrows it). Names may be binary or source packages;
+versions compare in Debian order. Families already fixed are not triggered, so running the same
+advisory again rebuilds nothing. This is not Airflow's ``backfill`` (re-running past schedule
+intervals): an image has no past intervals to fill, so family DAGs keep ``catchup=False`` and
+an advisory triggers one new run per affected family.
+"""
 
 from datetime import UTC, datetime
+from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param
 
-from golden_image.operators.maintenance import AdvisoryMatchOperator
+from golden_image.operators.maintenance import (
+    AdvisoryPlanOperator,
+    AdvisoryReportOperator,
+    AdvisoryWaveOperator,
+)
+
+WAVES = 3  # golden_image.steps.ADVISORY_WAVES (not imported: steps is heavy for a DAG file)
+POKE_INTERVAL_S = 15
 
 with DAG(
     dag_id="golden_image_advisory",
-    description="Force-rebuild the image families that contain an advisory's packages",
+    description="Rebuild the image families an advisory's fixed versions affect, and their children",
     schedule=None,
     start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     tags=["golden-image", "security"],
     params={
-        "advisory": Param("", type="string", minLength=1, description="Advisory id, e.g. DSA-5678-1"),
+        "advisory": Param("", type="string", minLength=1, maxLength=100, description="e.g. DSA-5724-1"),
         "packages": Param(
             [],
             type="array",
-            items={"type": "string"},
             minItems=1,
-            description="Binary package names the advisory fixes",
+            items={
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "fixed_version": {"type": "string", "minLength": 1},
+                },
+                "required": ["name", "fixed_version"],
+                "additionalProperties": False,
+            },
+            description='Packages it fixes: [{"name": "openssh", "fixed_version": "1:9.2p1-2+deb12u3"}]',
         ),
+        "cves": Param([], type="array", items={"type": "string"}, description="CVE ids (recorded)"),
+        "families": Param([], type="array", items={"type": "string"}, description="Only these (default all)"),
     },
     doc_md=__doc__,
 ):
-    affected = AdvisoryMatchOperator(task_id="find_affected_families")
-    TriggerDagRunOperator.partial(task_id="rebuild_affected_families").expand_kwargs(affected.output)
+    plan = AdvisoryPlanOperator(task_id="find_affected_families")
+    previous: Any = plan
+    for wave in range(1, WAVES + 1):
+        families = AdvisoryWaveOperator(
+            task_id=f"wave_{wave}_families",
+            plan_task=plan.task_id,
+            wave=wave,
+            trigger_rule="all_done" if wave > 1 else "all_success",
+        )
+        rebuild = TriggerDagRunOperator.partial(
+            task_id=f"rebuild_wave_{wave}",
+            wait_for_completion=True,
+            deferrable=True,
+            poke_interval=POKE_INTERVAL_S,
+            allowed_states=["success"],
+            failed_states=["failed"],
+        ).expand_kwargs(families.output)
+        previous >> families >> rebuild
+        previous = rebuild
+    previous >> AdvisoryReportOperator(task_id="report", plan_task=plan.task_id, trigger_rule="all_done")

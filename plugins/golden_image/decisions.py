@@ -240,18 +240,3 @@ def match_fixes(packages: Sequence[dict[str, str]], fixes: Sequence[AdvisoryFix]
     if affected:
         return AdvisoryMatch("affected", sorted(set(affected)))
     return AdvisoryMatch("fixed", sorted(set(fixed))) if fixed else AdvisoryMatch("not affected", [])
-
-
-def match_advisory(installed: dict[str, dict[str, str]], packages: Sequence[str]) -> dict[str, list[str]]:
-    """Families whose published image has any of the advisory's packages: family -> ["pkg version"].
-
-    ``installed`` maps family -> {package: version} from the published images' manifests. Names
-    are binary package names, as in a Debian Security Advisory's package list.
-    """
-    wanted = {p.strip() for p in packages if p.strip()}
-    hits: dict[str, list[str]] = {}
-    for family, versions in sorted(installed.items()):
-        found = [f"{name} {versions[name]}" for name in sorted(wanted & set(versions))]
-        if found:
-            hits[family] = found
-    return hits

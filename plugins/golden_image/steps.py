@@ -459,37 +459,119 @@ def janitor(*, older_than_s: float, platforms: tuple[str, ...] = tuple(PLATFORMS
     return {"removed": removed, "errors": errors}
 
 
-def families_affected_by(advisory: str, packages: list[str]) -> list[dict[str, Any]]:
-    """One TriggerDagRunOperator kwargs dict per family whose published image has a listed package."""
-    from golden_image.decisions import match_advisory
+ADVISORY_WAVES = 3
+"""Rebuild waves of the advisory DAG: a family goes one wave after the family it is layered on;
+deeper layers share the last wave (and follow their parent's publish event anyway)."""
+
+
+def _published_packages(specs: dict[str, FamilySpec], advisory_id: str) -> tuple[dict[str, Any], list[str]]:
+    """Family -> published ImageRecord (None: none yet); families whose platform could not be read."""
+    published: dict[str, Any] = {}
+    unreadable = []
+    for name, spec in specs.items():
+        try:
+            published[name] = get_platform(spec).published_image(spec)
+        except Exception as exc:  # one unreachable account must not hide the other families
+            log.warning("advisory %s: cannot read %s's published image: %s", advisory_id, name, exc)
+            unreadable.append(name)
+    return published, unreadable
+
+
+def plan_advisory(advisory: dict[str, Any], families: list[str] | None = None) -> dict[str, Any]:
+    """Which families an advisory affects (a published package below a fixed version), which
+    follow them (layered on them, transitively), in rebuild waves parent-first, and the
+    TriggerDagRunOperator kwargs for each wave. Families already fixed or not affected are not
+    triggered, so running the same advisory again rebuilds nothing."""
     from golden_image.spec import load_families
 
+    fixes = advisory_fixes(advisory)
+    if not fixes:
+        raise UserError(f"advisory {advisory.get('id')}: name at least one package with its fixed version")
     found = load_families(paths.images_dir(), paths.include_dir())
-    installed: dict[str, dict[str, str]] = {}
-    specs = {}
-    unreadable = []
-    for name, spec in found.families.items():
-        try:
-            image = get_platform(spec).published_image(spec)
-        except Exception as exc:  # one unreachable account must not hide the other families
-            log.warning("advisory %s: cannot read %s's published image: %s", advisory, name, exc)
-            unreadable.append(name)
-            continue
-        if image is not None:
-            installed[name] = {p["name"]: p["version"] for p in image.manifest.get("packages", [])}
-            specs[name] = spec
-    hits = match_advisory(installed, packages)
-    for family, matched in hits.items():
-        log.info("advisory %s affects %s: %s", advisory, family, ", ".join(matched))
-    unpublished = sorted(set(found.families) - set(installed) - set(unreadable))
-    if unreadable:
-        log.warning("NOT CHECKED (fix their connection and re-run): %s", ", ".join(unreadable))
-    if unpublished:
-        log.info("not checked (nothing published yet): %s", ", ".join(unpublished))
-    return [
-        {
-            "trigger_dag_id": specs[family].dag_id,
-            "conf": {"force": True, "reason": f"advisory {advisory}: {', '.join(matched)}"},
+    unknown = sorted(set(families or []) - set(found.families))
+    if unknown:
+        raise UserError(f"advisory {advisory['id']}: no families {unknown}; known: {sorted(found.families)}")
+    considered = {n: s for n, s in found.families.items() if not families or n in families}
+    published, unreadable = _published_packages(found.families, advisory["id"])
+    rows: dict[str, dict[str, Any]] = {}
+    for name in sorted(considered):
+        image = published.get(name)
+        if name in unreadable:
+            rows[name] = {"status": "not checked", "details": ["its platform could not be read"]}
+        elif image is None:
+            rows[name] = {"status": "not published", "details": []}
+        else:
+            match = match_fixes(image.manifest.get("packages", []), fixes)
+            rows[name] = {"status": match.status, "details": match.details, "image_id": image.image_id}
+    affected = {n for n, row in rows.items() if row["status"] == "affected"}
+    parent_of = {n: s.source.family for n, s in found.families.items() if s.source.family}
+    rebuilding = set(affected)
+    while True:  # children follow their parent's new image
+        more = {n for n, p in parent_of.items() if p in rebuilding and n not in rebuilding}
+        if not more:
+            break
+        rebuilding |= more
+    for name in sorted(rebuilding - affected):
+        image = published.get(name)
+        rows[name] = {
+            **rows.get(name, {}),
+            "status": "follows",
+            "details": [f"layered on {parent_of[name]}, which is rebuilt"],
+            "image_id": image.image_id if image else None,
         }
-        for family, matched in hits.items()
-    ]
+
+    def depth(name: str) -> int:
+        parent = parent_of.get(name)
+        return 1 + depth(parent) if parent in rebuilding else 0
+
+    waves: list[list[dict[str, Any]]] = [[] for _ in range(ADVISORY_WAVES)]
+    summary = f"advisory {advisory['id']}"
+    for name in sorted(rebuilding, key=lambda n: (depth(n), n)):
+        row = rows[name]
+        reason = f"{summary}: {'; '.join(row['details'][:3])}"
+        waves[min(depth(name), ADVISORY_WAVES - 1)].append(
+            {
+                "trigger_dag_id": found.families[name].dag_id,
+                "conf": {"advisory": advisory, "reason": reason[:500]},
+                "note": reason[:1000],
+            }
+        )
+        row["wave"] = min(depth(name), ADVISORY_WAVES - 1) + 1
+    for name, row in rows.items():
+        log.info("advisory %s: %-24s %s %s", advisory["id"], name, row["status"], "; ".join(row["details"]))
+    return {"advisory": advisory, "families": rows, **{f"wave_{i + 1}": w for i, w in enumerate(waves)}}
+
+
+def advisory_report(plan: dict[str, Any]) -> dict[str, Any]:
+    """After the waves: per family, rebuilt and fixed / rebuilt but still vulnerable / failed /
+    followed / not affected / already fixed, from the images published now."""
+    from golden_image.spec import load_families
+
+    advisory = plan["advisory"]
+    fixes = advisory_fixes(advisory)
+    found = load_families(paths.images_dir(), paths.include_dir())
+    specs = {n: found.families[n] for n in plan["families"] if n in found.families}
+    published, unreadable = _published_packages(specs, advisory["id"])
+    report: dict[str, dict[str, Any]] = {}
+    for name, row in sorted(plan["families"].items()):
+        status = {"fixed": "already fixed", "not affected": "not affected"}.get(row["status"], row["status"])
+        image = published.get(name)
+        entry: dict[str, Any] = {"before": row.get("image_id"), "after": image.image_id if image else None}
+        if row["status"] in ("affected", "follows"):
+            if name in unreadable:
+                status = "not checked"
+            elif image is None or image.image_id == row.get("image_id"):
+                status = "failed" if row["status"] == "affected" else "not rebuilt"
+            else:
+                match = match_fixes(image.manifest.get("packages", []), fixes)
+                entry["details"] = match.details
+                if match.status == "affected":
+                    status = "rebuilt but still vulnerable"
+                else:
+                    status = (
+                        "rebuilt and fixed"
+                        if row["status"] == "affected"
+                        else "rebuilt (followed its parent)"
+                    )
+        report[name] = {**entry, "status": status}
+    return {"advisory": advisory["id"], "families": report}

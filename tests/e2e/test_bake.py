@@ -138,25 +138,6 @@ def test_public_style_roles_run_unchanged_on_a_booted_builder(families, platform
     assert ("reload systemd", "ok") in ran  # daemon-reload ran (Ansible never reports it changed)
 
 
-def test_advisory_force_rebuilds_only_affected_families(families, airflow_db) -> None:  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-
-    dag = DagBag(dag_folder=str(PROJECT / "dags")).get_dag("golden_image_advisory")
-    run = dag.test(run_conf={"advisory": "DSA-9999-1", "packages": ["nginx-light"]})
-    assert str(run.state) == "success"
-    with create_session() as session:
-        web_runs = session.query(DagRun).filter(DagRun.dag_id == "golden_image__debian12_web").all()
-        base_runs = session.query(DagRun).filter(DagRun.dag_id == "golden_image__debian12_base").all()
-        triggered = [
-            r for r in web_runs if (r.conf or {}).get("reason", "").startswith("advisory DSA-9999-1")
-        ]
-        assert len(triggered) == 1 and triggered[0].conf["force"] is True
-        assert "nginx-light" in triggered[0].conf["reason"]
-        assert not [r for r in base_runs if "DSA-9999-1" in str(r.conf)]  # base has no nginx-light
-
-
 @pytest.fixture
 def strict_family(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
     """A family whose hygiene rules reject the image: sshd 'must not run', but it does."""

@@ -153,22 +153,6 @@ def test_cleanup_never_selects_a_protected_image(catalog, keep, min_age, data) -
     assert deleted.isdisjoint(dict(plan.keep))
 
 
-def test_advisory_matches_installed_binary_packages() -> None:
-    from golden_image.decisions import match_advisory
-
-    installed = {
-        "base": {"openssh-server": "1:9.2p1-2+deb12u3", "libssl3": "3.0.15-1"},
-        "web": {"openssh-server": "1:9.2p1-2+deb12u3", "nginx-light": "1.22.1-9"},
-        "tiny": {"busybox": "1:1.35.0-4"},
-    }
-    assert match_advisory(installed, ["nginx-light", " "]) == {"web": ["nginx-light 1.22.1-9"]}
-    assert match_advisory(installed, ["openssh-server", "libssl3"]) == {
-        "base": ["libssl3 3.0.15-1", "openssh-server 1:9.2p1-2+deb12u3"],
-        "web": ["openssh-server 1:9.2p1-2+deb12u3"],
-    }
-    assert match_advisory(installed, ["curl"]) == {}
-
-
 @settings(max_examples=300, deadline=None)
 @given(catalogs, st.integers(1, 5), st.floats(0, 30), st.data())
 def test_checking_references_only_for_candidates_is_exact(catalog, keep, min_age, data) -> None:  # type: ignore[no-untyped-def]

@@ -194,6 +194,8 @@ def test_nothing_changed_skips_everything_downstream_but_the_teardowns(  # type:
         "run_id": "manual__1",
         "force": False,
         "reason": "",
+        "advisory": None,
+        "parent_events": [],
     }
 
 

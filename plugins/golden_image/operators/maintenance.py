@@ -29,11 +29,70 @@ class JanitorOperator(BaseOperator):
         return result
 
 
-class AdvisoryMatchOperator(BaseOperator):
-    """Which families' published images contain the advisory's packages (from their manifests)."""
+FAILED_STATUSES = ("failed", "rebuilt but still vulnerable", "not checked")
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
+
+def advisory_from(params: Any) -> dict[str, Any]:
+    return {
+        "id": str(params["advisory"]).strip(),
+        "packages": list(params["packages"]),
+        "cves": list(params.get("cves") or []),
+    }
+
+
+class AdvisoryPlanOperator(BaseOperator):
+    """Which families' published images have an advisory's packages below the fixed versions,
+    which families follow them, in rebuild waves (XCom keys ``wave_1`` ...)."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
+        from golden_image.errors import UserError
 
         params = context["params"]
-        return steps.families_affected_by(str(params["advisory"]), list(params["packages"]))
+        try:
+            plan = steps.plan_advisory(advisory_from(params), list(params.get("families") or []))
+        except UserError as exc:
+            raise AirflowFailException(str(exc)) from None
+        return plan
+
+
+class AdvisoryWaveOperator(BaseOperator):
+    """The TriggerDagRunOperator kwargs of one rebuild wave of the plan (the mapped rebuild
+    expands over this task's return value; Airflow maps over return values only)."""
+
+    def __init__(self, *, plan_task: str, wave: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan_task = plan_task
+        self.wave = wave
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        plan = context["ti"].xcom_pull(task_ids=self.plan_task)
+        if not plan:
+            raise AirflowFailException(f"{self.plan_task} made no plan; see its log")
+        wave = list(plan.get(f"wave_{self.wave}") or [])
+        dag_ids = [kwargs["trigger_dag_id"] for kwargs in wave]
+        self.log.info("wave %d rebuilds %s", self.wave, dag_ids or "nothing")
+        return wave
+
+
+class AdvisoryReportOperator(BaseOperator):
+    """Runs after the waves whatever happened: one line per family; fails when a rebuild
+    failed or an image is still vulnerable."""
+
+    def __init__(self, *, plan_task: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan_task = plan_task
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        plan = context["ti"].xcom_pull(task_ids=self.plan_task)
+        if not plan:
+            raise AirflowFailException(f"{self.plan_task} made no plan; see its log")
+        report = steps.advisory_report(plan)
+        for family, row in report["families"].items():
+            self.log.info("%-24s %-30s %s -> %s", family, row["status"], row["before"], row["after"])
+        bad = {f: r["status"] for f, r in report["families"].items() if r["status"] in FAILED_STATUSES}
+        if bad:
+            raise AirflowFailException(f"advisory {report['advisory']}: {bad}")
+        return report

@@ -1,0 +1,200 @@
+"""The security response under a real Airflow (scheduler, dag-processor, triggerer, api-server:
+``airflow standalone`` with its own home and database, driven through the REST API): an advisory
+rebuilds exactly the affected family, its children follow the parent's publish event without a
+manual trigger, the rebuild waits are deferred, the report says what happened per family, and
+the same advisory again rebuilds nothing.
+
+Runs after test_bake.py (module order), which published debian12-base, -web and -hardened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from golden_image.cli import run_family_dag
+
+pytestmark = pytest.mark.e2e
+PROJECT = Path(__file__).resolve().parents[2]
+LOCAL_LINEAGE = ["debian12-base", "debian12-web", "debian12-hardened"]
+DAG_IDS = ["golden_image_advisory", *(f"golden_image__{f.replace('-', '_')}" for f in LOCAL_LINEAGE)]
+# DSA-5724-1 (regreSSHion, CVE-2024-6387): openssh fixed in bookworm by 1:9.2p1-2+deb12u3
+ADVISORY = {
+    "advisory": "DSA-5724-1",
+    "packages": [{"name": "openssh", "fixed_version": "1:9.2p1-2+deb12u3"}],
+    "cves": ["CVE-2024-6387"],
+    "families": LOCAL_LINEAGE,  # the aws example families need moto, which this module does not start
+}
+BEFORE_THE_FIX = "1:9.2p1-2+deb12u2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Api:
+    def __init__(self, base: str, home: Path) -> None:
+        self.base = base
+        self.home = home
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def wait_run(self, dag_id: str, run_id: str, timeout_s: float = 1200) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return dict(run)
+            time.sleep(3)
+        raise AssertionError(f"{dag_id} {run_id} did not finish in {timeout_s} s")
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.call("GET", f"{path}?map_index={map_index}&deserialize=true")["value"]
+
+
+@pytest.fixture(scope="module")
+def airflow(platform, airflow_db, tmp_path_factory) -> Iterator[Api]:  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("airflow-standalone")
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # a test server on loopback
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    log = (home / "standalone.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "standalone"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = Api(f"http://127.0.0.1:{port}", home)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                found = {d["dag_id"] for d in api.call("GET", "/api/v2/dags?limit=100")["dags"]}
+                if set(DAG_IDS) <= found:
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"airflow standalone did not come up: {(home / 'standalone.log').read_text()[-3000:]}"
+                )
+            time.sleep(2)
+        for dag_id in DAG_IDS:
+            api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        yield api
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def lineage(platform):  # type: ignore[no-untyped-def]
+    """debian12-base and its children published (test_bake.py did it; unchanged runs are cheap);
+    then base's published manifest says it was baked before the openssh fix (what an image baked
+    before DSA-5724-1 records), so the advisory has something real to rebuild."""
+    from golden_image.spec import load_families
+
+    families = load_families(PROJECT / "include" / "images", PROJECT / "include").families
+    for name in LOCAL_LINEAGE:
+        if platform.published_image(families[name]) is None:
+            assert run_family_dag(families[name], {})["state"] == "success"
+    base = platform.published_image(families["debian12-base"])
+    manifest = json.loads(json.dumps(base.manifest))
+    for package in manifest["packages"]:
+        if package["source"] == "openssh":
+            package["version"] = package["source_version"] = BEFORE_THE_FIX
+    platform.catalog.update_image(base.image_id, manifest=manifest)
+    return {name: platform.published_image(families[name]) for name in LOCAL_LINEAGE}
+
+
+def test_advisory_rebuilds_the_affected_family_and_its_children_then_nothing(
+    airflow, lineage, platform
+) -> None:  # type: ignore[no-untyped-def]
+    api: Api = airflow
+    before = {name: image.image_id for name, image in lineage.items()}
+    run = api.call(
+        "POST", "/api/v2/dags/golden_image_advisory/dagRuns", {"logical_date": None, "conf": ADVISORY}
+    )
+    done = api.wait_run("golden_image_advisory", run["dag_run_id"])
+    report = api.xcom("golden_image_advisory", run["dag_run_id"], "report")
+    assert done["state"] == "success", report
+    statuses = {name: row["status"] for name, row in report["families"].items()}
+    assert statuses == {
+        "debian12-base": "rebuilt and fixed",
+        "debian12-web": "rebuilt (followed its parent)",
+        "debian12-hardened": "rebuilt (followed its parent)",
+    }
+
+    from golden_image.spec import load_families
+
+    families = load_families(PROJECT / "include" / "images", PROJECT / "include").families
+    base = platform.published_image(families["debian12-base"])
+    assert base.image_id != before["debian12-base"]
+    assert base.manifest["advisories"] == ["DSA-5724-1"]  # provenance
+    assert (
+        "advisory DSA-5724-1: openssh-server 1:9.2p1-2+deb12u2 < 1:9.2p1-2+deb12u3"
+        in base.manifest["build_reasons"]
+    )
+    for child in ("debian12-web", "debian12-hardened"):
+        image = platform.published_image(families[child])
+        assert image.image_id != before[child] and image.source_image_id == base.image_id
+        assert image.manifest["advisories"] == ["DSA-5724-1"]
+        # the child was rebuilt by its parent's publish event, not by a person or the advisory
+        dag_id = f"golden_image__{child.replace('-', '_')}"
+        built_by = next(r for r in api.runs(dag_id) if r["dag_run_id"] == image.run_id)
+        assert built_by["run_type"] == "asset_triggered", built_by
+    # the waits were deferred to the triggerer (no worker slot held while the rebuilds ran)
+    logs = list((api.home / "logs").rglob("*.log"))
+    wave_logs = [p for p in logs if "task_id=rebuild_wave_1" in str(p) and run["dag_run_id"] in str(p)]
+    assert wave_logs and any("defer" in p.read_text().lower() for p in wave_logs), wave_logs
+
+    again = api.call(
+        "POST", "/api/v2/dags/golden_image_advisory/dagRuns", {"logical_date": None, "conf": ADVISORY}
+    )
+    assert api.wait_run("golden_image_advisory", again["dag_run_id"])["state"] == "success"
+    second = api.xcom("golden_image_advisory", again["dag_run_id"], "report")
+    assert {row["status"] for row in second["families"].values()} == {"already fixed"}
+    after = {name: platform.published_image(families[name]).image_id for name in LOCAL_LINEAGE}
+    assert after == {name: report["families"][name]["after"] for name in LOCAL_LINEAGE}  # nothing rebuilt
