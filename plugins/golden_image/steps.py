@@ -115,7 +115,11 @@ def check_patches(
         reason = "; ".join(f"{e.get('family')} published {e.get('image_id')}" for e in events)
     advisories = sorted(
         {str(a) for e in events for a in e.get("advisories") or []}
-        | ({str(advisory_result["id"])} if advisory_result and decision.rebuild else set())
+        | (
+            {str(advisory_result["id"]), *map(str, (advisory or {}).get("cves") or [])}
+            if advisory_result and decision.rebuild
+            else set()
+        )
     )
     return {
         **decision.to_dict(),
