@@ -191,10 +191,8 @@ def test_advisory_rebuilds_the_affected_family_and_its_children_then_nothing(
     base = platform.published_image(families["debian12-base"])
     assert base.image_id != before["debian12-base"]
     assert base.manifest["advisories"] == ["CVE-2024-6387", "DSA-5724-1"]  # provenance
-    assert (
-        "advisory DSA-5724-1: openssh-server 1:9.2p1-2+deb12u2 < 1:9.2p1-2+deb12u3"
-        in base.manifest["build_reasons"]
-    )
+    reason = "openssh-server 1:9.2p1-2+deb12u2 < 1:9.2p1-2+deb12u3"
+    assert any(r.startswith("advisory DSA-5724-1: ") and reason in r for r in base.manifest["build_reasons"])
     for child in ("debian12-web", "debian12-hardened"):
         image = platform.published_image(families[child])
         assert image.image_id != before[child] and image.source_image_id == base.image_id
