@@ -168,7 +168,7 @@ def lineage(platform, images_dir, airflow_db):  # type: ignore[no-untyped-def]
 
 
 def test_advisory_rebuilds_the_affected_family_and_its_children_then_nothing(
-    airflow, lineage, platform
+    airflow, lineage, images_dir, platform
 ) -> None:  # type: ignore[no-untyped-def]
     api: Api = airflow
     before = {name: image.image_id for name, image in lineage.items()}
