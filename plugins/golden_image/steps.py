@@ -30,7 +30,7 @@ from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms import PLATFORMS, get_platform, platform_class
 from golden_image.platforms.base import Platform
 from golden_image.spec import FamilySpec, SecretRef
-from golden_image.values import REJECTED, VALIDATED, Target
+from golden_image.values import REJECTED, VALIDATED, ImageRecord, Target
 
 log = logging.getLogger(__name__)
 Emit = Callable[[str], None]
@@ -325,6 +325,8 @@ def capture_image(
     existing = platform.find_captured(spec.name, run_id)
     if existing is not None:
         log.info("run %s already captured %s; not capturing twice", run_id, existing.image_id)
+        if "sbom" not in existing.manifest:  # captured, then the SBOM failed or a deferred wait resumed
+            record_sbom(platform, existing)
         return existing.to_json()
     packages = installed_packages(target)
     facts = system_facts(target)
@@ -352,7 +354,25 @@ def capture_image(
     }
     image = platform.capture_image(target, spec=spec, run_id=run_id, version=version, manifest=manifest)
     log.info("captured %s (%s, %d packages)", image.image_id, image.artifact, len(packages))
+    record_sbom(platform, image)
     return image.to_json()
+
+
+def record_sbom(platform: Platform, image: ImageRecord) -> dict[str, Any]:
+    """The image's CycloneDX SBOM (its packages and the chain of images it was built from, read
+    from their own manifests) stored with it as ``sbom.cdx.json``; its summary is the manifest's
+    ``sbom`` section. Every captured image gets one, before validation can reject it."""
+    from golden_image import sbom
+
+    chain = sbom.source_chain(image.manifest.get("source"), platform.image)
+    text, summary = sbom.render(image, chain)
+    platform.record_result(image.image_id, "sbom", summary, files={sbom.DOCUMENT: text})
+    log.info(
+        "SBOM of %s: %s %s, %d components, sha256 %s; built from %s",
+        image.image_id, summary["format"], summary["spec_version"], summary["components"],
+        summary["sha256"][:12], " <- ".join(f"{e['name']} {e['image_id']}" for e in chain) or "-",
+    )  # fmt: skip
+    return summary
 
 
 def _ansible_brief(summary: dict[str, Any] | None) -> dict[str, Any]:

@@ -175,3 +175,63 @@ def test_an_ami_without_a_status_tag_is_not_validated(hook: AmiHook, base_ami: s
         assert caught.value.retryable is False and kept in str(caught.value)
     assert hook.parameter_value(spec.pointer) is None
     assert AmiHook(aws_conn_id=aws_conn, region_name="us-west-2").find_image_by_name("golden-web-3") is None
+
+
+def test_an_amis_sbom_follows_its_parent_ami_to_the_public_source(
+    hook: AmiHook, base_ami: str, aws_conn: str
+) -> None:
+    """aws keeps the SBOM beside the manifest; a layered AMI's chain is read from its parent's
+    manifest, down to the public AMI the parent was built from (known by its AMI name)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from golden_image import steps
+    from golden_image.platforms.aws import AwsPlatform
+    from tests.specs import family_spec
+
+    spec = family_spec(
+        "web",
+        platform="aws",
+        source={"aws": {"ssm_parameter": "/x"}},
+        aws={"aws_conn_id": aws_conn},
+        distribution={"regions": ["us-east-1"]},
+    )
+    aws = AwsPlatform.for_family(spec)
+    data = Path(__file__).resolve().parents[1] / "data" / "sbom" / "debian12-web.packages.json"
+    packages = json.loads(data.read_text())
+    builder = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    os_release = {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}
+    made = {}
+    for family, source in (("base", base_ami), ("web", None)):
+        tags = {FAMILY_TAG: family, "golden:version": "20261201.120000", "golden:run-id": f"run-{family}"}
+        image_id = hook.create_image(builder, f"golden-{family}-1", tags)
+        parent = source or made["base"]
+        aws.manifests.save(
+            image_id,
+            {"family": family, "version": "20261201.120000", "created_at": 1796123644.0,
+             "source": {"image_id": parent, "digest": parent, "description": f"source of {family}"},
+             "git": {"commit": "d685854b92c09b5d538a58c686512862dfb74bdd"}, "os_release": os_release,
+             "architecture": "amd64", "packages": packages},
+        )  # fmt: skip
+        record = aws.image(image_id)
+        assert record is not None
+        steps.record_sbom(aws, record)
+        made[family] = image_id
+
+    document = aws.document(made["web"], "sbom.cdx.json")
+    assert document is not None
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
+    web = aws.image(made["web"])
+    assert web is not None and web.manifest["sbom"]["sha256"] == hashlib.sha256(document.encode()).hexdigest()
+    root = json.loads(document)["metadata"]["component"]
+    [parent] = root["pedigree"]["ancestors"]
+    [public] = parent["pedigree"]["ancestors"]
+    assert (root["bom-ref"], parent["bom-ref"], public["bom-ref"]) == (made["web"], made["base"], base_ami)
+    assert public["name"] == hook.describe_image(base_ami)["Name"]  # not ours: its AMI name, no manifest
+    assert "hashes" not in root  # an AMI has no archive digest
+    assert [link["kind"] for link in web.manifest["sbom"]["chain"]] == ["family", "base"]
+    assert aws.image("ami-0000000000000dead") is None

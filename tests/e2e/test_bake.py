@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -65,6 +66,43 @@ def test_first_bake_catalogues_a_validated_published_image(families, platform, a
     assert not [n for n in listing if n.startswith(tuple("." + x for x in leftovers))]
     assert "./etc/ssh/sshd_config.d/50-golden.conf" in listing
     assert platform.catalog.instances() == []  # builder and test instance torn down
+    bom = assert_sbom_lists_the_packages(platform, image)
+    [bootstrap] = bom["metadata"]["component"]["pedigree"]["ancestors"]  # built on the base
+    assert bootstrap["bom-ref"] == manifest["source"]["image_id"] and "pedigree" not in bootstrap
+    for region in ("local", "local-dr"):  # stored beside the image, carried by the region copy
+        assert (platform.catalog.location(image.image_id, region).parent / "sbom.cdx.json").is_file()
+
+
+def assert_sbom_lists_the_packages(platform, image) -> dict:  # type: ignore[no-untyped-def]
+    """The image's stored SBOM validates (CycloneDX 1.6, the library's strict validator), is the
+    document the manifest's digest names, and lists exactly the image's packages with purls."""
+    import hashlib
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+    from packageurl import PackageURL
+
+    image = platform.image(image.image_id)  # the manifest as it is now
+    document = platform.document(image.image_id, "sbom.cdx.json")
+    assert document is not None, f"{image.image_id} has no SBOM"
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
+    summary = image.manifest["sbom"]
+    assert summary["sha256"] == hashlib.sha256(document.encode()).hexdigest()
+    assert summary["format"] == "CycloneDX" and summary["spec_version"] == "1.6"
+    bom = json.loads(document)
+    assert bom["metadata"]["component"]["bom-ref"] == image.image_id
+    assert bom["metadata"]["component"]["name"] == image.family
+    libraries = [c for c in bom["components"] if c["type"] == "library"]
+    packages = image.manifest["packages"]
+    assert len(packages) > 100
+    assert {(c["name"], c["version"]) for c in libraries} == {(p["name"], p["version"]) for p in packages}
+    purls = [PackageURL.from_string(c["purl"]) for c in libraries]
+    assert [(p.type, p.namespace, p.name, p.version) for p in purls] == [
+        ("deb", "debian", c["name"], c["version"]) for c in libraries
+    ]
+    assert all(p.qualifiers["distro"] == "debian-12" for p in purls)
+    assert summary["components"] == len(bom["components"]) == len(packages) + 1  # + the distribution
+    return bom
 
 
 def test_second_run_is_unchanged_and_skips(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
@@ -123,6 +161,17 @@ def test_layered_family_bakes_from_the_published_base(families, platform, airflo
     assert web.source_image_id == base.image_id
     assert web.manifest["validation"]["passed"]
     assert "nginx-light" in {p["name"] for p in web.manifest["packages"]}
+    bom = assert_sbom_lists_the_packages(platform, web)
+    [parent] = bom["metadata"]["component"]["pedigree"]["ancestors"]  # web <- base image <- bootstrap
+    assert (parent["bom-ref"], parent["name"], parent["version"]) == (
+        base.image_id,
+        "debian12-base",
+        base.version,
+    )
+    [bootstrap] = parent["pedigree"]["ancestors"]
+    assert bootstrap["bom-ref"] == base.source_image_id == base.manifest["source"]["image_id"]
+    nginx = next(c for c in bom["components"] if c["name"] == "nginx-light")
+    assert "upstream=nginx" in nginx["purl"]  # the source package Debian's security data is keyed by
 
 
 def test_public_style_roles_run_unchanged_on_a_booted_builder(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
@@ -167,6 +216,7 @@ def test_failed_validation_is_never_published(strict_family, platform, airflow_d
     )
     assert platform.published_image(strict_family) is None
     assert platform.catalog.instances() == []
+    assert_sbom_lists_the_packages(platform, image)  # a rejected image has its SBOM too
 
 
 def test_killed_bake_then_janitor_leaves_nothing(strict_family, platform, golden_home, airflow_db) -> None:  # type: ignore[no-untyped-def]

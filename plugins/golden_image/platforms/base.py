@@ -48,6 +48,11 @@ class Platform(Protocol):
 
     def find_captured(self, family: str, run_id: str) -> ImageRecord | None: ...
 
+    def image(self, image_id: str) -> ImageRecord | None:
+        """Any image this platform knows by id (a family's image or a base), with its manifest;
+        None when it has no such image (``golden show-image``, an SBOM's source chain)."""
+        ...
+
     def record_result(
         self,
         image_id: str,

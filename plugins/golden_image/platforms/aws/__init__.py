@@ -155,6 +155,19 @@ class AwsPlatform:
                 return self._record(self.hook().describe_image(image["ImageId"]))
         return None
 
+    def image(self, image_id: str) -> ImageRecord | None:
+        """An AMI in the primary region (ours with its manifest; a public source AMI without)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._record(self.hook().describe_image(image_id))
+        except PlatformError:  # described, but not there
+            return None
+        except ClientError as exc:  # InvalidAMIID.NotFound / .Malformed
+            if str(exc.response.get("Error", {}).get("Code", "")).startswith("InvalidAMIID"):
+                return None
+            raise
+
     def images(self, family: str) -> list[ImageRecord]:
         return sorted(
             (self._record(i) for i in self.hook().family_images(family)), key=lambda r: r.created_at

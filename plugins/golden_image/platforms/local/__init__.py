@@ -104,6 +104,11 @@ class LocalPlatform:
     def images(self, family: str) -> list[ImageRecord]:
         return [row.to_record() for row in self.catalog.images(family)]
 
+    def image(self, image_id: str) -> ImageRecord | None:
+        """A family image or a base (``src-*``: its record holds the bootstrap settings)."""
+        row = self.catalog.image(image_id)
+        return row.to_record() if row else None
+
     def image_locations(self, image_id: str) -> dict[str, str]:
         return {region: str(path) for region, path in self.catalog.locations(image_id).items()}
 
