@@ -4,6 +4,7 @@
     golden list [--json]                families and their state
     golden show FAMILY [--json]         what the family's DAG will do, resolved
     golden images FAMILY [--json]       the catalog for a family
+    golden show-image IMAGE_ID [--family F] [--json | --sbom]   provenance, tests, findings, SBOM
     golden bake FAMILY [--force] [--reason R] [--json]   run the family's DAG locally through Airflow
     golden source FAMILY [--refresh]    the family's source image; --refresh builds a new base
     golden janitor [--ttl-hours H] [--platform local|aws|all]   remove what killed runs left
@@ -226,6 +227,213 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_image(image_id: str, family: str | None) -> tuple[Any, Any]:
+    """(platform, record) of an image: the local store's, or the named family's platform."""
+    if family is not None:
+        platform = _platform(_get(family))
+        where = f"{family}'s platform ({platform.name})"
+    else:
+        from golden_image.platforms.local import LocalPlatform
+
+        platform = LocalPlatform(paths.golden_home())  # the one store every local family shares
+        where = f"the local store at {paths.golden_home()}"
+    record = platform.image(image_id)
+    if record is None:
+        hint = (
+            "; an AMI is found with --family FAMILY (the aws family it belongs to)"
+            if family is None and image_id.startswith("ami-")
+            else "; `golden images FAMILY` lists a family's images"
+        )
+        raise SystemExit(f"golden show-image: no image {image_id} in {where}{hint}")
+    return platform, record
+
+
+def cmd_show_image(args: argparse.Namespace) -> int:
+    """One image for people (provenance, tests, findings, SBOM) or tools (--json; --sbom: the BOM)."""
+    from golden_image.sbom import DOCUMENT  # sbom.py imports cyclonedx only to build a BOM
+
+    platform, record = _find_image(args.image_id, args.family)
+    document = platform.document(record.image_id, DOCUMENT)
+    if args.sbom:
+        if document is None:
+            raise SystemExit(f"golden show-image: {record.image_id} has no SBOM stored with it")
+        sys.stdout.write(document)
+        return 0
+    data = image_report(record, platform.name, document, platform.image_locations(record.image_id))
+    _print(data, args.json, render_image_report(data))
+    return 0
+
+
+def image_report(
+    record: Any, platform: str, document: str | None, locations: dict[str, str]
+) -> dict[str, Any]:
+    """What ``show-image --json`` prints: one document, every section present (null when the
+    manifest has none), so tools need not probe for keys."""
+    import hashlib
+
+    from golden_image.sbom import DOCUMENT, advisory_ids, definition_digest
+
+    manifest = record.manifest
+    git = manifest.get("git") or {}
+    sbom = manifest.get("sbom")
+    if sbom is not None:
+        stored = [
+            str(Path(path).parent / DOCUMENT)
+            for path in locations.values()
+            if (Path(path).parent / DOCUMENT).is_file()
+        ]
+        digest = hashlib.sha256(document.encode()).hexdigest() if document is not None else None
+        sbom = {
+            **sbom,
+            "stored": document is not None,
+            "paths": stored,
+            "verified": digest == sbom.get("sha256"),
+        }
+    validation = manifest.get("validation")
+    tests = None
+    if validation is not None:
+        tests = {
+            k: validation.get(k) for k in ("passed", "tests", "failures", "errors", "skipped", "suites")
+        } | {"failed_tests": [t.get("test", "") for t in validation.get("failed_tests", [])]}
+    return {
+        "image": record.to_json() | {"platform": platform},
+        "provenance": {
+            "family": manifest.get("family") or record.family,
+            "version": manifest.get("version") or record.version,
+            "run_id": manifest.get("run_id") or record.run_id,
+            "created_at": manifest.get("created_at") or record.created_at,
+            "status": record.status,
+            "source": manifest.get("source"),
+            "source_chain": (manifest.get("sbom") or {}).get("chain") or _direct_source(manifest),
+            "build_reasons": manifest.get("build_reasons", []),
+            "trigger_reason": manifest.get("trigger_reason", ""),
+            "git_commit": git.get("commit"),
+            "git_dirty": git.get("dirty"),
+            "definition": definition_digest(manifest),
+            "advisories": advisory_ids(manifest),
+        },
+        "tests": tests,
+        "vulnerabilities": _findings(manifest.get("vulnerabilities")),
+        "sbom": sbom,
+    }
+
+
+def _direct_source(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """An image without an SBOM (made before SBOMs) names its direct source only."""
+    source = manifest.get("source") or {}
+    return [{"image_id": source["image_id"], "name": source.get("description", "")}] if source else []
+
+
+URGENCIES = ("critical", "high", "medium", "low", "negligible", "unimportant", "not yet assigned")
+
+
+def _findings(section: Any) -> dict[str, Any] | None:
+    """The manifest's ``vulnerabilities`` section (findings: CVE, package, installed and fixed
+    version, urgency), read leniently: a list of findings or {findings: [...], ...}; each finding's
+    keys as the Security Tracker names them or with ``_version``."""
+    if section is None:
+        return None
+    found = section.get("findings", []) if isinstance(section, dict) else section
+    findings = []
+    for item in found if isinstance(found, list) else []:
+        if not isinstance(item, dict):
+            continue
+        findings.append(
+            {
+                "cve": item.get("cve") or item.get("id") or "",
+                "package": item.get("package") or item.get("source") or "",
+                "installed": item.get("installed") or item.get("installed_version") or "",
+                "fixed": item.get("fixed") or item.get("fixed_version") or "",
+                "urgency": str(item.get("urgency") or item.get("severity") or "unknown"),
+                **({"ignored": item["ignored"]} if "ignored" in item else {}),
+            }
+        )
+    by_urgency: dict[str, int] = {}
+    for finding in findings:
+        by_urgency[finding["urgency"]] = by_urgency.get(finding["urgency"], 0) + 1
+    extra = {k: v for k, v in section.items() if k != "findings"} if isinstance(section, dict) else {}
+    return {**extra, "count": len(findings), "by_urgency": by_urgency, "findings": findings}
+
+
+def _when(timestamp: Any) -> str:
+    import time
+
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(timestamp)))
+    except (TypeError, ValueError):
+        return "-"
+
+
+def render_image_report(data: dict[str, Any]) -> str:
+    """``show-image`` for people."""
+    image, prov = data["image"], data["provenance"]
+    lines = [
+        f"image       {image['image_id']}  {prov['family']} {prov['version']}  {prov['status']}  "
+        f"({image['platform']}: {', '.join(image['regions']) or '-'})",
+        f"run         {prov['run_id']}  created {_when(prov['created_at'])}",
+    ]
+    chain = prov["source_chain"]
+    lines.append(
+        "built from  "
+        + (
+            "\n            <- ".join(
+                f"{e['image_id']}  {e.get('name', '')} {e.get('version', '')}".rstrip() for e in chain
+            )
+            or "-"
+        )
+    )
+    reasons = "; ".join(prov["build_reasons"]) or "-"
+    lines.append(
+        f"because     {reasons}"
+        + (f"  (trigger: {prov['trigger_reason']})" if prov["trigger_reason"] else "")
+    )
+    if prov["git_commit"]:
+        lines.append(
+            f"git         {prov['git_commit']}"
+            + ("  (include/ had local changes)" if prov["git_dirty"] else "")
+        )
+    if prov["definition"]:
+        lines.append(f"definition  sha256:{prov['definition']}")
+    if prov["advisories"]:
+        lines.append(f"advisories  {', '.join(prov['advisories'])}")
+    tests = data["tests"]
+    if tests is None:
+        lines.append("tests       not validated yet")
+    else:
+        failed = (tests.get("failures") or 0) + (tests.get("errors") or 0)
+        verdict = "passed" if tests.get("passed") else "REJECTED"
+        lines.append(f"tests       {tests.get('tests')} run, {failed} failed: {verdict}")
+        lines += [f"  failed    {name}" for name in tests["failed_tests"]]
+    vulns = data["vulnerabilities"]
+    if vulns is None:
+        lines.append("findings    no vulnerability scan recorded")
+    else:
+        order = {u: i for i, u in enumerate(URGENCIES)}
+        counts = sorted(vulns["by_urgency"].items(), key=lambda kv: order.get(kv[0], len(order)))
+        lines.append(
+            f"findings    {vulns['count']}"
+            + (": " + ", ".join(f"{u} {n}" for u, n in counts) if counts else "")
+        )
+        for f in sorted(vulns["findings"], key=lambda f: (order.get(f["urgency"], len(order)), f["cve"])):
+            fixed = f"-> {f['fixed']}" if f["fixed"] else "(no fix yet)"
+            lines.append(f"  {f['cve']:<16} {f['urgency']:<10} {f['package']} {f['installed']} {fixed}")
+    sbom = data["sbom"]
+    if sbom is None:
+        lines.append("sbom        none (captured before SBOMs were made)")
+    else:
+        problem = ""
+        if not sbom["stored"]:
+            problem = "  DOCUMENT MISSING"
+        elif not sbom["verified"]:
+            problem = "  DIFFERS FROM ITS DIGEST"
+        lines.append(
+            f"sbom        {sbom.get('format')} {sbom.get('spec_version')}, {sbom.get('components')} "
+            f"components ({sbom.get('packages')} packages), sha256 {str(sbom.get('sha256'))[:16]}{problem}"
+        )
+        lines += [f"            {path}" for path in sbom["paths"]]
+    return "\n".join(lines)
+
+
 def airflow_environment() -> dict[str, str]:
     """Defaults for running Airflow from this checkout (overridable by the caller's env)."""
     home = Path(os.environ.get("AIRFLOW_HOME") or paths.project_dir() / "var" / "airflow")
@@ -407,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", cmd_list, "list families")
     add("show", cmd_show, "what a family's DAG will do").add_argument("family")
     add("images", cmd_images, "a family's images in the catalog").add_argument("family")
+    show_image = add("show-image", cmd_show_image, "one image: provenance, tests, findings, SBOM")
+    show_image.add_argument("image_id")
+    show_image.add_argument(
+        "--family", help="the family whose platform has the image (default: the local store)"
+    )
+    show_image.add_argument("--sbom", action="store_true", help="print the CycloneDX SBOM itself")
     bake = add("bake", cmd_bake, "run a family's DAG locally through Airflow")
     bake.add_argument("family")
     bake.add_argument("--force", action="store_true", help="rebuild even when nothing changed")

@@ -168,7 +168,7 @@ def advisory_ids(manifest: Mapping[str, Any]) -> list[str]:
     found = manifest.get("advisories") or []
     if isinstance(found, Mapping):
         found = list(found)
-    return [str(a.get("id") or a.get("advisory") if isinstance(a, Mapping) else a) for a in found]
+    return [str((a.get("id") or a.get("advisory")) if isinstance(a, Mapping) else a) for a in found]
 
 
 def build_bom(image: ImageRecord, chain: Sequence[Mapping[str, Any]]) -> Bom:

@@ -153,7 +153,7 @@ def test_refreshed_source_triggers_a_rebuild(families, platform) -> None:  # typ
     assert platform.catalog.instances() == []
 
 
-def test_layered_family_bakes_from_the_published_base(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
+def test_layered_family_bakes_from_the_published_base(families, platform, airflow_db, capsys) -> None:  # type: ignore[no-untyped-def]
     base = platform.published_image(families["debian12-base"])
     result = run_family_dag(families["debian12-web"], {})
     assert result["state"] == "success", result["tasks"]
@@ -172,6 +172,17 @@ def test_layered_family_bakes_from_the_published_base(families, platform, airflo
     assert bootstrap["bom-ref"] == base.source_image_id == base.manifest["source"]["image_id"]
     nginx = next(c for c in bom["components"] if c["name"] == "nginx-light")
     assert "upstream=nginx" in nginx["purl"]  # the source package Debian's security data is keyed by
+
+    from golden_image.cli import main
+
+    capsys.readouterr()  # the bake's log
+    assert main(["show-image", web.image_id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [link["image_id"] for link in shown["provenance"]["source_chain"]] == [
+        base.image_id,
+        base.source_image_id,
+    ]
+    assert shown["tests"]["passed"] and shown["sbom"]["verified"]
 
 
 def test_public_style_roles_run_unchanged_on_a_booted_builder(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
