@@ -1,4 +1,4 @@
-"""Full manifests of AMIs (packages, Packer and Ansible summaries, validation + JUnit): too big
+"""Full manifests of AMIs (packages, Packer and Ansible summaries, validation + JUnit, SBOM): too big
 for tags, so kept as files beside the local store (``$GOLDEN_HOME/aws/manifests``); the AMI's
 tags carry what others filter on. (Several workers need this directory shared; issue 11 moves
 it to S3.)"""

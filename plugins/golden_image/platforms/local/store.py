@@ -1,7 +1,8 @@
 """The local image store: files under ``GOLDEN_HOME`` and their SQLite catalog, kept in step.
 
 * ``sources/<id>.tar.zst``: base root filesystems (see ``sources.py``);
-* ``regions/<region>/<image id>/rootfs.tar.zst`` + ``manifest.json`` (+ ``validation.xml``):
+* ``regions/<region>/<image id>/rootfs.tar.zst`` + ``manifest.json`` (+ ``validation.xml``,
+  ``sbom.cdx.json``):
   an image and its copy in each region (regions are directories, verified by sha256);
 * ``cache/<image id>/``: an image unpacked once, the read-only lower layer of its instances,
   with ``cache/<image id>.digest``: the sha256 of the archive it came from (a tree whose digest
