@@ -72,7 +72,7 @@ PIPELINE: tuple[Step, ...] = (
     Step(
         "capture_image",
         "ImageCaptureOperator",
-        "generalise the builder and capture it as an image with its manifest",
+        "generalise the builder and capture it as an image with its manifest and SBOM",
         after=("provision_ansible",),
         inputs={
             "target": "launch_builder",

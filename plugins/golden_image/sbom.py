@@ -69,7 +69,8 @@ class SbomInvalid(ValueError):
 def source_chain(source: Mapping[str, Any] | None, lookup: Lookup) -> list[dict[str, Any]]:
     """The images an image was built from, parent first, each read from its own record: a family
     image's manifest names its source, so the walk continues until a base (a bootstrap, an AMI
-    this pipeline did not make) or an image the platform no longer knows."""
+    this pipeline did not make) or an image the platform no longer knows (kind ``unknown``,
+    described by what the child recorded)."""
     chain: list[dict[str, Any]] = []
     seen: set[str] = set()
     while source and source.get("image_id") and len(chain) < MAX_CHAIN:
@@ -82,12 +83,11 @@ def source_chain(source: Mapping[str, Any] | None, lookup: Lookup) -> list[dict[
         is_family = bool(manifest.get("family"))
         entry: dict[str, Any] = {
             "image_id": image_id,
-            "kind": "family" if is_family else "base",
+            "kind": "family" if is_family else "base" if record is not None else "unknown",
             "name": _ancestor_name(record, source),
             "version": (record.version if record is not None else "") or "",
             "description": str(source.get("description", "")),
             "digest": str(source.get("digest", "")),
-            "known": record is not None,
         }
         if record is not None:
             entry["created_at"] = record.created_at
@@ -280,7 +280,6 @@ def _ancestors(chain: Sequence[Mapping[str, Any]]) -> Any:
                 ("git-commit", entry.get("git_commit")),
                 ("sbom-sha256", entry.get("sbom_sha256")),
                 *((f"bootstrap:{key}", value) for key, value in sorted(boot.items())),
-                ("unknown", None if entry.get("known", True) else "the platform no longer has this image"),
             ),
         )
         pedigree = Pedigree(ancestors=[ancestor])

@@ -7,6 +7,7 @@ instance of the new AMI really boots what was baked.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,13 @@ def test_bake_capture_validate_share_publish_on_moto(
     published = aws.published_image(aws_spec)
     assert published is not None and published.image_id == image["image_id"]
     assert published.manifest["validation"]["passed"] and len(published.manifest["packages"]) > 100
+    sbom = published.manifest["sbom"]  # made at capture, kept beside the AMI's manifest
+    assert (
+        sbom["packages"] == len(published.manifest["packages"]) and sbom["chain"][0]["image_id"] == base_ami
+    )
+    assert (
+        json.loads(aws.document(image["image_id"], "sbom.cdx.json"))["serialNumber"] == sbom["serial_number"]
+    )
 
     again = steps.check_patches(aws_spec, aws, run_id="manual__2")  # apt in a throwaway instance of the AMI
     assert again["rebuild"] is False, again["reasons"]

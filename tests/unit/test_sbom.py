@@ -251,12 +251,11 @@ def test_a_chain_through_images_the_platform_forgot_or_did_not_make() -> None:
     assert gone == [
         {
             "image_id": "img-gone",
-            "kind": "base",
+            "kind": "unknown",
             "name": "family debian12-base 1",
             "version": "",
             "description": "family debian12-base 1",
             "digest": "",
-            "known": False,
         }
     ]
     looped = record("img-a", manifest("a", "1", {"image_id": "img-a"}))
