@@ -9,6 +9,7 @@ share a suite read its index once per run. ``file://`` URLs and plain paths are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -57,6 +58,20 @@ class FetchHook:
         with cls._memo_lock:
             cls._memo.clear()
 
+    def evict(self, url: str) -> None:
+        """Forget ``url`` here and on disk: a body that failed its checksum, or one the caller has
+        turned into something smaller it keeps itself."""
+        with self._memo_lock:
+            self._memo.pop((str(self.cache_dir), url), None)
+        entry = self._entry(url)
+        for name in ("meta.json", "body"):  # meta first: a body without meta is never revalidated
+            (entry / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            entry.rmdir()
+
+    def _entry(self, url: str) -> Path:
+        return self.cache_dir / hashlib.sha256(url.encode()).hexdigest()[:40]
+
     def get(self, url: str, *, memo: bool = True) -> Fetched:
         """The body of ``url`` (http, https, file or a path), from the cache when still current."""
         parsed = urlparse(url)
@@ -80,7 +95,7 @@ class FetchHook:
     def _download(self, url: str) -> Fetched:
         import requests
 
-        entry = self.cache_dir / hashlib.sha256(url.encode()).hexdigest()[:40]
+        entry = self._entry(url)
         body, meta_file = entry / "body", entry / "meta.json"
         meta: dict[str, str] = {}
         if body.exists() and meta_file.exists():
@@ -123,7 +138,7 @@ class FetchHook:
                     "last_modified": response.headers.get("Last-Modified", ""),
                     "fetched_at": str(time.time()),
                 }
-                meta_partial = entry / f"meta.{os.getpid()}.partial"
+                meta_partial = entry / f"meta.{os.getpid()}.{threading.get_ident()}.partial"
                 meta_partial.write_text(json.dumps(new_meta))
                 meta_partial.rename(meta_file)
         except requests.RequestException as exc:
