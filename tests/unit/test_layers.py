@@ -1,6 +1,6 @@
 """The import graph has no upward arrow: each layer imports only the layers below it.
 
-values/errors (bottom) < yamlload < spec < decisions/definition | sbom < hooks < triggers | platforms < steps
+values/errors (bottom) < yamlload < spec < decisions/definition | sbom | archive | vulns < hooks < triggers | platforms < steps
 < pipeline/operators < factory < loader / cli. Every import counts, also the ones inside
 functions (they are how heavy modules stay out of DAG parsing, not a way around the layers).
 """
@@ -29,6 +29,8 @@ FORBIDDEN = {
     "golden_image.sbom": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
                           "golden_image.operators", "golden_image.triggers", "golden_image.factory",
                           "golden_image.cli", "golden_image.spec"],
+    "golden_image.archive": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
+                             "golden_image.operators", "golden_image.triggers", "golden_image.spec"],
     "golden_image.pipeline": ["golden_image."],
     "golden_image.hooks": ["golden_image.platforms", "golden_image.triggers", "golden_image.steps",
                            "golden_image.operators", "golden_image.factory", "golden_image.cli"],
@@ -84,3 +86,33 @@ def test_every_module_has_a_layer() -> None:
                                    "golden_image.loader", "golden_image.cli"}
     ]  # fmt: skip
     assert unplaced == [], f"give these a place in FORBIDDEN: {unplaced}"
+
+
+def test_dag_parsing_imports_no_archive_reader_python_debian_or_requests(tmp_path: Path) -> None:
+    """The patch check's modules (and python-debian, requests) load inside tasks, never at parse."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    project = PACKAGE.parents[1]
+    code = f"""
+import json, runpy, sys
+import airflow.sdk
+floor = set(sys.modules)
+runpy.run_path({str(project / "dags" / "golden_images.py")!r})
+runpy.run_path({str(project / "dags" / "golden_advisory.py")!r})
+print(json.dumps(sorted(set(sys.modules) - floor)))
+"""
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "PYTHONPATH": str(PACKAGE.parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "golden_image.loader" in loaded  # it did parse the DAGs
+    heavy = {
+        "debian",
+        "requests",
+        "golden_image.archive",
+        "golden_image.hooks.apt_archive",
+        "golden_image.hooks.fetch",
+    }
+    assert sorted(loaded & heavy) == []
