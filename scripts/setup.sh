@@ -7,10 +7,12 @@ want_dev=${1:-}
 
 need=()
 for pair in packer:packer mmdebstrap:mmdebstrap zstd:zstd ssh:openssh-client ssh-keygen:openssh-client \
-            unshare:util-linux git:git tar:tar systemd-nspawn:systemd-container slirp4netns:slirp4netns; do
+            unshare:util-linux git:git tar:tar systemd-nspawn:systemd-container slirp4netns:slirp4netns \
+            gpgv:gpgv; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
-# Debian's keyring lets mmdebstrap verify the bookworm archive
+# Debian's keyring lets mmdebstrap verify the bookworm archive, and gpgv the InRelease files the
+# patch check reads (hooks/apt_archive.py)
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
