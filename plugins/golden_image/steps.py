@@ -6,6 +6,7 @@ functions; the CLI's benchmark script calls them directly. Every value returned 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -18,6 +19,7 @@ from golden_image import paths
 from golden_image.decisions import (
     AdvisoryFix,
     CurrentImage,
+    PendingUpdate,
     RebuildDecision,
     decide_rebuild,
     match_fixes,
@@ -58,6 +60,42 @@ def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id:
         platform.terminate_instance(target.instance_id)
 
 
+def patch_status(
+    platform: Platform, image: ImageRecord, spec: FamilySpec, run_id: str
+) -> tuple[list[PendingUpdate], dict[str, Any]]:
+    """Pending updates of a published image and how they were found (JSON, for the decision).
+
+    From the package archive's own indexes when the manifest's apt sources are ones the index
+    reader can read (no instance at all); otherwise, or when the archive cannot be read or
+    verified, with a throwaway instance, and ``why`` says why.
+    """
+    from golden_image.archive import ArchiveError
+    from golden_image.hooks.apt_archive import AptArchiveHook
+
+    try:
+        check = AptArchiveHook().pending_updates(image.manifest)
+    except ArchiveError as exc:
+        why = str(exc)
+    except Exception as exc:  # a bug in the reader must not stop the weekly check: say so, use apt
+        log.exception("check_patches: the archive index reader failed")
+        why = f"the archive index reader failed ({type(exc).__name__}: {exc})"
+    else:
+        suites = ", ".join(s.rsplit(" ", 1)[-1] for s in check.to_dict()["suites"]) or "none"
+        reason = f"pending updates read from the package archive's indexes ({suites}); no instance launched"
+        how = {"method": "archive-index", **check.to_dict(), "reason": reason}
+        return check.pending, {**how, "pending": _pending_brief(check.pending)}
+    log.info("check_patches: the archive indexes cannot answer for %s: %s", image.image_id, why)
+    pending = parse_apt_simulation(pending_updates(platform, image.image_id, spec, run_id))
+    reason = f"pending updates checked with a throwaway instance: {why}"
+    return pending, {"method": "instance", "why": why, "reason": reason, "pending": _pending_brief(pending)}
+
+
+def _pending_brief(pending: list[PendingUpdate], limit: int = 100) -> list[dict[str, Any]]:
+    """The first ``limit`` pending updates as JSON (security first) for the decision's XCom."""
+    ordered = sorted(pending, key=lambda u: (not u.security, u.package))
+    return [dataclasses.asdict(u) for u in ordered[:limit]]
+
+
 def check_patches(
     spec: FamilySpec,
     platform: Platform,
@@ -80,12 +118,13 @@ def check_patches(
     published = platform.published_image(spec)
     definition = definition_digest(spec, paths.include_dir())
     current = None
-    pending = []
+    pending: list[PendingUpdate] = []
+    how: dict[str, Any] = {"method": "none", "why": "no published image", "reason": ""}
     changes: list[str] | None = []
     if published is not None:
         current = CurrentImage(published.image_id, published.created_at, published.source_image_id)
         changes = changed_parts(published.manifest.get("definition"), definition)
-        pending = parse_apt_simulation(pending_updates(platform, published.image_id, spec, run_id))
+        pending, how = patch_status(platform, published, spec, run_id)
     advisory_result = None
     if advisory and fixes:
         packages = published.manifest.get("packages", []) if published else []
@@ -108,7 +147,8 @@ def check_patches(
             else []
         ),
     )
-    for line in decision.reasons:
+    reasons = [*decision.reasons, *([how["reason"]] if how["reason"] else [])]
+    for line in reasons:
         log.info("check_patches: %s", line)
     events = parent_events or []
     if not reason and events:
@@ -123,6 +163,8 @@ def check_patches(
     )
     return {
         **decision.to_dict(),
+        "reasons": reasons,
+        "patch_check": how,
         "advisory": advisory_result,
         "advisories": advisories,
         "definition": definition,

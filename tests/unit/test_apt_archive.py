@@ -1,6 +1,6 @@
 """hooks/apt_archive.py against a real recorded InRelease (gpgv + Debian's keyring) and a small
 archive served over HTTP on 127.0.0.1: signatures, expiry, hash mismatches, 304 revalidation,
-the per-run memo, the reduced index on disk."""
+the per-run memo, the reduced index on disk; and check_patches choosing its method."""
 
 from __future__ import annotations
 
@@ -14,18 +14,20 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from golden_image import archive
+from golden_image import archive, steps
 from golden_image.archive import ArchiveError, SuitePlan
 from golden_image.decisions import PendingUpdate
 from golden_image.hooks.apt_archive import DEFAULT_KEYRING, AptArchiveHook
 from golden_image.hooks.fetch import FetchHook
+from golden_image.values import ImageRecord, SourceImage
+from tests.specs import family_spec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 UPDATES = DATA / "bookworm-updates.InRelease"
@@ -470,3 +472,101 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- check_patches picks the method -------------------------------------------------------------
+class FakePlatform:
+    """Enough of a platform for check_patches: a source, a published image, no instances."""
+
+    def __init__(self, image: ImageRecord) -> None:
+        self.image = image
+        self.launched = 0
+
+    def resolve_source(self, spec: Any) -> SourceImage:
+        return SourceImage("src-1", "d" * 64, "base")
+
+    def published_image(self, spec: Any) -> ImageRecord:
+        return self.image
+
+    def launch_instance(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the archive path launches nothing")
+
+
+def published(manifest_: dict[str, Any]) -> ImageRecord:
+    return ImageRecord("img-1", "fam", "1", "r", "validated", time.time(), "src-1", manifest=manifest_)
+
+
+@pytest.fixture
+def unsigned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AptArchiveHook, "verify", lambda self, body, *a: body.decode())
+
+
+def test_check_patches_reads_the_archive_and_launches_nothing(
+    server: Archive, unsigned: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for suite, text in PACKAGES.items():
+        label = "Debian-Security" if "security" in suite else "Debian"
+        add_suite(
+            server, "/debian-security" if "security" in suite else "/debian", suite, text, None, label=label
+        )
+    platform = FakePlatform(published(manifest(server, None)))
+    monkeypatch.setattr(steps, "pending_updates", lambda *a: pytest.fail("no instance check expected"))
+    decision = steps.check_patches(family_spec("fam"), platform, run_id="r")  # type: ignore[arg-type]
+    json.dumps(decision)
+    how = decision["patch_check"]
+    assert how["method"] == "archive-index" and len(how["suites"]) == 3
+    assert decision["rebuild"] and decision["pending_security_updates"] == ["openssl"]
+    assert decision["reasons"][-1].startswith("pending updates read from the package archive's indexes")
+    assert how["pending"][0] == {
+        "package": "openssl",
+        "current": "3.0.15-1~deb12u1",
+        "candidate": "3.0.17-1~deb12u2",
+        "security": True,
+    }
+
+
+CLOSED = "deb http://127.0.0.1:1/d s main\n"
+APT_OUTPUT = (
+    "Inst openssl [3.0.15-1~deb12u1] (3.0.17-1~deb12u2 Debian-Security:12/oldstable-security [amd64])\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda m: m.pop("apt_sources"), "records no apt sources"),
+        (lambda m: m.update(apt_sources={"/etc/apt/sources.list": "deb cdrom:[x]/ s main"}), "'cdrom'"),
+        (lambda m: m.update(apt_sources={"/etc/apt/sources.list": CLOSED}), "cannot download"),
+        (lambda m: m.update(packages=[{"name": 1}]), ""),
+    ],
+)  # fmt: skip
+def test_check_patches_falls_back_to_an_instance_and_says_why(
+    change: Callable[[dict[str, Any]], Any], why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = {
+        "architecture": "amd64",
+        "packages": [{"name": "openssl", "version": "3.0.15-1~deb12u1", "architecture": "amd64"}],
+        "apt_sources": {"/etc/apt/sources.list": "deb http://127.0.0.1:1/d s main\n"},
+    }
+    change(data)
+    instance_checks: list[str] = []
+    monkeypatch.setattr(
+        steps,
+        "pending_updates",
+        lambda platform, image_id, spec, run_id: instance_checks.append(image_id) or APT_OUTPUT,
+    )
+    decision = steps.check_patches(family_spec("fam"), FakePlatform(published(data)), run_id="r")  # type: ignore[arg-type]
+    json.dumps(decision)
+    assert instance_checks == ["img-1"]
+    assert decision["patch_check"]["method"] == "instance" and why in decision["patch_check"]["why"]
+    assert decision["reasons"][-1].startswith("pending updates checked with a throwaway instance: ")
+    assert decision["pending_security_updates"] == ["openssl"]
+
+
+def test_check_patches_without_a_published_image() -> None:
+    class Unpublished(FakePlatform):
+        def published_image(self, spec: Any) -> None:  # type: ignore[override]
+            return None
+
+    decision = steps.check_patches(family_spec("fam"), Unpublished(published({})), run_id="r")  # type: ignore[arg-type]
+    assert decision["reasons"] == ["no published image yet"] and decision["patch_check"]["method"] == "none"
