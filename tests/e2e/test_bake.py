@@ -108,14 +108,17 @@ def assert_sbom_lists_the_packages(platform, image) -> dict:  # type: ignore[no-
 def test_second_run_is_unchanged_and_skips(families, platform, airflow_db) -> None:  # type: ignore[no-untyped-def]
     spec = families["debian12-base"]
     before = [i.image_id for i in platform.images(spec.name)]
+    instances = len(platform.catalog.instances(live_only=False))
     result = run_family_dag(spec, {})
     assert result["state"] == "success"
     assert result["tasks"]["check_patches"] == "success"
     assert {t for t, s in result["tasks"].items() if s != "skipped"} == {"check_patches"}
     assert result["decision"]["rebuild"] is False  # the decision is kept in XCom even when skipping
     assert result["decision"]["reasons"][0].startswith("up to date:")
+    assert result["decision"]["patch_check"]["method"] == "archive-index"  # deb.debian.org's own indexes
+    assert result["decision"]["reasons"][-1].startswith("pending updates read from the package archive's")
     assert [i.image_id for i in platform.images(spec.name)] == before
-    assert platform.catalog.instances() == []  # the patch-check instance is gone too
+    assert len(platform.catalog.instances(live_only=False)) == instances  # no patch-check instance at all
 
 
 def test_a_merged_definition_change_rebuilds_and_names_it(families, platform) -> None:  # type: ignore[no-untyped-def]
@@ -148,7 +151,7 @@ def test_refreshed_source_triggers_a_rebuild(families, platform) -> None:  # typ
     new = platform.resolve_source(spec, refresh=True)  # what `golden source debian12-base --refresh` does
     assert new.image_id != old.image_id
     decision = steps.check_patches(spec, platform, run_id="refresh-check")
-    assert decision["rebuild"]
+    assert decision["rebuild"] and decision["patch_check"]["method"] == "archive-index"
     assert any(f"new source image {new.image_id}" in reason for reason in decision["reasons"])
     assert platform.catalog.instances() == []
 
