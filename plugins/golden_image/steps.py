@@ -76,7 +76,7 @@ def patch_status(
         check = AptArchiveHook().pending_updates(image.manifest)
     except ArchiveError as exc:
         why = str(exc)
-    except Exception as exc:  # a bug in the reader must not stop the weekly check: say so, use apt
+    except (OSError, ValueError, TypeError, LookupError, AttributeError) as exc:  # a reader bug: use apt
         log.exception("check_patches: the archive index reader failed")
         why = f"the archive index reader failed ({type(exc).__name__}: {exc})"
     else:

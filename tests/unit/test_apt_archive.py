@@ -526,6 +526,7 @@ def test_check_patches_reads_the_archive_and_launches_nothing(
 
 
 CLOSED = "deb http://127.0.0.1:1/d s main\n"
+TRUSTED = "deb [trusted=yes] http://h.example/d s main\n"
 APT_OUTPUT = (
     "Inst openssl [3.0.15-1~deb12u1] (3.0.17-1~deb12u2 Debian-Security:12/oldstable-security [amd64])\n"
 )
@@ -537,7 +538,8 @@ APT_OUTPUT = (
         (lambda m: m.pop("apt_sources"), "records no apt sources"),
         (lambda m: m.update(apt_sources={"/etc/apt/sources.list": "deb cdrom:[x]/ s main"}), "'cdrom'"),
         (lambda m: m.update(apt_sources={"/etc/apt/sources.list": CLOSED}), "cannot download"),
-        (lambda m: m.update(packages=[{"name": 1}]), ""),
+        (lambda m: m.update(packages="not a list"), "records no installed packages"),
+        (lambda m: m.update(apt_sources={"/etc/apt/sources.list": TRUSTED}), "trusted=yes"),
     ],
 )  # fmt: skip
 def test_check_patches_falls_back_to_an_instance_and_says_why(
@@ -570,3 +572,38 @@ def test_check_patches_without_a_published_image() -> None:
 
     decision = steps.check_patches(family_spec("fam"), Unpublished(published({})), run_id="r")  # type: ignore[arg-type]
     assert decision["reasons"] == ["no published image yet"] and decision["patch_check"]["method"] == "none"
+
+
+def test_a_bug_in_the_reader_falls_back_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> Any:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(archive, "pending_updates", broken)
+    monkeypatch.setattr(steps, "pending_updates", lambda *a: APT_OUTPUT)
+    data = {"architecture": "amd64", "packages": [{"name": "a"}], "apt_sources": {}}
+    decision = steps.check_patches(family_spec("fam"), FakePlatform(published(data)), run_id="r")  # type: ignore[arg-type]
+    assert decision["patch_check"]["why"] == "the archive index reader failed (TypeError: a bug)"
+
+
+def test_an_old_body_under_a_plain_path_is_downloaded_again(
+    tmp_path: Path, server: Archive, signer: Signer | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if signer is None:
+        monkeypatch.setattr(AptArchiveHook, "verify", lambda self, body, *a: body.decode())
+    add_suite(server, "/vendor", "stable", PACKAGES["bookworm-security"], signer, by_hash=False)
+    url = "/vendor/dists/stable/main/binary-amd64/Packages.xz"
+    cached = FetchHook(tmp_path / "http").get(server.url + url).path
+    cached.write_bytes(
+        lzma.compress(PACKAGES["bookworm"].encode())
+    )  # stale, and the server's 304 vouches for it
+    FetchHook.forget()
+    option = f"[signed-by={signer.keyring}] " if signer else ""
+    found = make_hook(tmp_path, signer).pending_updates(
+        {
+            "architecture": "amd64",
+            "packages": [{"name": "libc6", "version": "2.36-9+deb12u9", "architecture": "amd64"}],
+            "apt_sources": {"/etc/apt/sources.list": f"deb {option}{server.url}/vendor stable main\n"},
+        }
+    )
+    assert found.pending == [PendingUpdate("libc6", "2.36-9+deb12u9", "2.36-9+deb12u10", False)]
+    assert (url, 304) in server.requests and server.requests.count((url, 200)) == 2

@@ -290,9 +290,13 @@ class AptArchiveHook:
         started = time.monotonic()
         try:
             fetched = self.fetch.get(url)
+            digest, size = _sha256_and_size(fetched.path)
+            if (digest, size) != (index.sha256, index.size) and fetched.status in ("revalidated", "memo"):
+                self.fetch.evict(url)  # an older body kept under a plain path: download it again
+                fetched = self.fetch.get(url)
+                digest, size = _sha256_and_size(fetched.path)
         except PlatformError as exc:
             raise ArchiveError(f"{url}: {exc}") from None
-        digest, size = _sha256_and_size(fetched.path)
         if (digest, size) != (index.sha256, index.size):
             self.fetch.evict(url)
             raise ArchiveError(
