@@ -102,8 +102,11 @@ def test_bake_capture_validate_share_publish_on_moto(
         json.loads(aws.document(image["image_id"], "sbom.cdx.json"))["serialNumber"] == sbom["serial_number"]
     )
 
-    again = steps.check_patches(aws_spec, aws, run_id="manual__2")  # apt in a throwaway instance of the AMI
+    # the stand-in's image lists deb.debian.org (a real Debian AMI's mirror+file: sources would fall
+    # back to apt in a throwaway instance of the AMI)
+    again = steps.check_patches(aws_spec, aws, run_id="manual__2")
     assert again["rebuild"] is False, again["reasons"]
+    assert again["patch_check"]["method"] == "archive-index", again["patch_check"]
     assert platform.catalog.instances() == []  # every stand-in instance was released
 
 

@@ -99,7 +99,7 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     assert manifest["validation"]["passed"] and manifest["trigger_reason"] == "e2e aws"
     assert {p["name"] for p in manifest["packages"]} >= {"prometheus-node-exporter", "unattended-upgrades"}
 
-    again = run_family_dag(spec, {})  # apt in a throwaway instance of the published AMI: up to date
+    again = run_family_dag(spec, {})  # the archive's indexes for the published AMI's packages: up to date
     assert again["state"] == "success" and again["decision"]["rebuild"] is False, again["decision"]
     assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches"}
     assert platform.catalog.instances() == []
