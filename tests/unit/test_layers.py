@@ -1,8 +1,9 @@
 """The import graph has no upward arrow: each layer imports only the layers below it.
 
-values/errors (bottom) < yamlload < spec < decisions/definition | sbom | archive | vulns < hooks < triggers | platforms < steps
-< pipeline/operators < factory < loader / cli. Every import counts, also the ones inside
-functions (they are how heavy modules stay out of DAG parsing, not a way around the layers).
+values/errors (bottom) < yamlload < spec < decisions/definition | sbom | archive | vulns < hooks
+< triggers | platforms < steps < pipeline/operators < factory < loader / cli. Every import counts,
+also the ones inside functions (they are how heavy modules stay out of DAG parsing, not a way
+around the layers).
 """
 
 from __future__ import annotations
