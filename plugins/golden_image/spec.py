@@ -32,6 +32,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -530,6 +531,76 @@ class Hygiene(Strict):
     )
 
 
+VULNERABILITY_ID = re.compile(r"CVE-\d{4}-\d{4,7}|TEMP-\d{7}-[0-9A-F]{6}")
+"""A CVE id, or the ``TEMP-`` id the Debian Security Tracker gives an issue before it has one."""
+MAX_IGNORED_VULNERABILITIES = 200
+MAX_REASON_CHARS = 300
+_TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|\{#|\$\{|%\{|<%")
+FAIL_ON_LEVELS = ("unimportant", "low", "medium", "high")
+"""The tracker's urgencies, lowest first; ``fail_on`` names the lowest that rejects an image."""
+
+
+class IgnoredVulnerability(Strict):
+    id: str
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS)
+    """Why this finding is accepted (shown in the scan report, the log and the manifest)."""
+    until: date | None = None
+    """Last day the ignore applies; from the next day the finding counts again."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                f"'{value[:40]}' needs a reason: write {{id: {value[:40]}, reason: why it is accepted}}"
+            )
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _vulnerability_id(cls, value: str) -> str:
+        if not VULNERABILITY_ID.fullmatch(value):
+            raise ValueError(
+                f"'{value[:60]}' is not a vulnerability id: CVE-YYYY-NNNN (upper case) or the "
+                "Debian Security Tracker's TEMP-NNNNNNN-XXXXXX"
+            )
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        if any(ch in value for ch in "\n\r") or not value.isprintable():
+            raise ValueError("the reason must be one line of printable text")
+        if _TEMPLATE_SYNTAX.search(value):
+            raise ValueError(
+                "the reason is plain text: template syntax ({{ }}, {% %}, ${ }, %{ }) is refused "
+                "(nothing renders it; it would be shown as written)"
+            )
+        return value
+
+
+class VulnerabilityPolicy(Strict):
+    """When the vulnerability gate (``scan_vulnerabilities``) rejects an image."""
+
+    fail_on: Literal["high", "medium", "low", "unimportant", "never"] = "high"
+    """Reject for a counted finding of this urgency or higher (``never``: record, never reject).
+    Findings whose urgency the tracker has not assigned (``not yet assigned``, ``end-of-life``,
+    or a value this version does not know) count as ``medium``."""
+    fixable_only: bool = True
+    """Count only findings the release has a fixed version for (a rebuild cannot fix open ones)."""
+    ignore: list[IgnoredVulnerability] = Field(default_factory=list, max_length=MAX_IGNORED_VULNERABILITIES)
+
+    @field_validator("ignore")
+    @classmethod
+    def _once_each(cls, value: list[IgnoredVulnerability]) -> list[IgnoredVulnerability]:
+        seen: set[str] = set()
+        for index, entry in enumerate(value):
+            if entry.id in seen:
+                raise FieldProblem((index, "id"), f"{entry.id} is ignored twice")
+            seen.add(entry.id)
+        return value
+
+
 WINDOWS_NOT_BUILT = "is not supported yet: the Windows pipeline (WinRM, Pester) is not built; see issue 10"
 
 
@@ -538,6 +609,7 @@ class Validation(Strict):
     pester: list[IncludePath] = Field(default_factory=list)
     """Kept in the schema for Windows images; refused until the Windows pipeline exists."""
     hygiene: Hygiene = Field(default_factory=Hygiene)
+    vulnerabilities: VulnerabilityPolicy = Field(default_factory=VulnerabilityPolicy)
 
     @field_validator("pester")
     @classmethod
@@ -1112,13 +1184,21 @@ def _explain(exc: ValidationError, loaded: LoadedYaml, family: str) -> list[Spec
             allowed = _fields_at(loc[:-1])
             hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             message = "unknown field" + (f"; did you mean '{hint[0]}'?" if hint else "")
+            if not str(
+                loc[-1]
+            ).isascii():  # a look-alike (Cyrillic a, a Unicode hyphen) reads as the real name
+                odd = sorted({f"U+{ord(ch):04X}" for ch in str(loc[-1]) if not ch.isascii()})
+                message += f" (the name has non-ASCII characters: {', '.join(odd[:5])})"
             if allowed:
                 message += f" (allowed: {', '.join(allowed)})"
         elif kind == "missing":
             message = "required field is missing"
         else:
             message = err["msg"].removeprefix("Value error, ")
-            if kind in {"int_type", "string_type", "list_type", "dict_type", "bool_type", "int_parsing"}:
+            if kind in {
+                "int_type", "string_type", "list_type", "dict_type", "bool_type", "int_parsing",
+                "date_from_datetime_parsing", "date_parsing", "date_type",
+            }:  # fmt: skip
                 message += f" (got {err['input']!r})"
         if file != loaded.file:
             message += f" (inherited by {family})"

@@ -657,3 +657,127 @@ def test_example_families_and_look_alikes_are_not_secrets(include: Path) -> None
     )
     text = GOOD.format(name="web").replace("{packages: [curl]}", harmless) + "# password: rotate yearly\n"
     load_family(write(include, "web", text), include)
+
+
+# --- validation.vulnerabilities --------------------------------------------------------------------
+
+
+def with_policy(block: str, name: str = "web") -> str:
+    """GOOD with ``validation.vulnerabilities`` set to ``block`` (YAML, indented under it)."""
+    policy = "  vulnerabilities:\n" + textwrap.indent(textwrap.dedent(block), "    ")
+    return GOOD.format(name=name).replace(
+        "  testinfra: [validation/test_x.py]\n", "  testinfra: [validation/test_x.py]\n" + policy
+    )
+
+
+def test_the_vulnerability_policy_defaults_and_a_full_block(include: Path) -> None:
+    spec = load_family(write(include, "web", GOOD.format(name="web")), include)
+    policy = spec.validation.vulnerabilities
+    assert (policy.fail_on, policy.fixable_only, policy.ignore) == ("high", True, [])
+    text = with_policy("""\
+        fail_on: medium
+        fixable_only: false
+        ignore:
+          - {id: CVE-2024-6387, reason: "sshd is not reachable from outside", until: 2027-01-31}
+          - {id: TEMP-0841856-B18BAF, reason: accepted by the security team (ticket SEC-12)}
+        """)
+    policy = load_family(write(include, "web", text), include).validation.vulnerabilities
+    assert policy.fail_on == "medium" and policy.fixable_only is False
+    assert [(i.id, i.until and i.until.isoformat()) for i in policy.ignore] == [
+        ("CVE-2024-6387", "2027-01-31"),
+        ("TEMP-0841856-B18BAF", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (
+            "fail-on: medium\n",
+            ":19: validation.vulnerabilities.fail-on: unknown field; did you mean 'fail_on'?",
+        ),
+        (
+            "fixable_onIy: false\n",
+            "validation.vulnerabilities.fixable_onIy: unknown field; did you mean 'fixable_only'?",
+        ),
+        # a Cyrillic a (U+0430) reads as the real name: the error says which character it is
+        ("f\u0430il_on: medium\n", "did you mean 'fail_on'? (the name has non-ASCII characters: U+0430)"),
+        (
+            "fail_on: High\n",
+            "vulnerabilities.fail_on: Input should be 'high', 'medium', 'low', 'unimportant' or 'never'",
+        ),
+        ("fail_on: critical\n", "validation.vulnerabilities.fail_on: Input should be 'high'"),
+        (
+            "ignore: [CVE-2024-6387]\n",
+            ":19: validation.vulnerabilities.ignore[0]: 'CVE-2024-6387' needs a reason: "
+            "write {id: CVE-2024-6387, reason: why it is accepted}",
+        ),
+        (
+            "ignore: [{id: CVE-2024-6387}]\n",
+            "validation.vulnerabilities.ignore[0].reason: required field is missing",
+        ),
+        (
+            "ignore: [{id: CVE-2024-6387, reason: '   '}]\n",
+            "validation.vulnerabilities.ignore[0].reason: String should have at least 1 character",
+        ),
+        (
+            "ignore: [{id: cve-2024-6387, reason: x}]\n",
+            "ignore[0].id: 'cve-2024-6387' is not a vulnerability id: CVE-YYYY-NNNN (upper case)",
+        ),
+        ("ignore: [{id: CVE-24-1, reason: x}]\n", "ignore[0].id: 'CVE-24-1' is not a vulnerability id"),
+        (
+            "ignore: [{id: 'CVE-2024-6387 ', reason: x, unti: 2027-01-01}]\n",
+            "ignore[0].unti: unknown field; did you mean 'until'?",
+        ),
+        (
+            "ignore: [{id: CVE-2024-6387, reason: x, until: next week}]\n",
+            "ignore[0].until: Input should be a valid date or datetime, input is too short (got 'next week')",
+        ),
+        (
+            "ignore: [{id: CVE-2024-6387, reason: a}, {id: CVE-2024-6387, reason: b}]\n",
+            ":19: validation.vulnerabilities.ignore[1].id: CVE-2024-6387 is ignored twice",
+        ),
+        (
+            "ignore: [{id: CVE-2024-6387, reason: \"{{ lookup('pipe', 'id') }}\"}]\n",
+            "ignore[0].reason: the reason is plain text: template syntax",
+        ),
+        (
+            "ignore: [{id: CVE-2024-6387, reason: 'see ${file(\"/etc/shadow\")}'}]\n",
+            "ignore[0].reason: the reason is plain text: template syntax",
+        ),
+        (
+            'ignore: [{id: CVE-2024-6387, reason: "two\\nlines"}]\n',
+            "ignore[0].reason: the reason must be one line of printable text",
+        ),
+        (
+            'ignore: [{id: CVE-2024-6387, reason: "looks fine\\u202e"}]\n',
+            "ignore[0].reason: the reason must be one line of printable text",
+        ),
+        (
+            "ignore: [{id: CVE-2024-6387, reason: " + "x" * 301 + "}]\n",
+            "ignore[0].reason: String should have at most 300 characters",
+        ),
+        ("ignore: {CVE-2024-6387: x}\n", "validation.vulnerabilities.ignore: Input should be a valid list"),
+        (
+            "fixable_only: sometimes\n",
+            "validation.vulnerabilities.fixable_only: Input should be a valid boolean",
+        ),
+    ],
+)
+def test_vulnerability_policy_mistakes_are_located_errors(include: Path, block: str, expected: str) -> None:
+    errors = errors_of(include, "web", with_policy(block))
+    assert any(expected in e for e in errors), errors
+    assert all(e.startswith("include/images/web.yaml:") for e in errors), errors
+
+
+def test_a_huge_ignore_list_is_one_clear_error(include: Path) -> None:
+    entries = "".join(f"  - {{id: CVE-2024-{n:05d}, reason: accepted}}\n" for n in range(5000))
+    [error] = errors_of(include, "web", with_policy("ignore:\n" + entries))
+    assert "web.yaml:19: validation.vulnerabilities.ignore: List should have at most 200 items" in error
+    assert "not 5000" in error
+
+
+def test_a_look_alike_policy_block_name_is_refused(include: Path) -> None:
+    text = with_policy("fail_on: medium\n").replace("  vulnerabilities:", "  vulnerability:")
+    [error] = errors_of(include, "web", text)
+    assert "validation.vulnerability: unknown field; did you mean 'vulnerabilities'?" in error
