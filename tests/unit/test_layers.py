@@ -4,6 +4,8 @@ values/errors (bottom) < yamlload < spec < decisions/definition | sbom | archive
 < triggers | platforms < steps < pipeline/operators < factory < loader / cli. Every import counts,
 also the ones inside functions (they are how heavy modules stay out of DAG parsing, not a way
 around the layers).
+< pipeline/operators < factory < loader / cli. Every import counts, also the ones inside
+functions (they are how heavy modules stay out of DAG parsing, not a way around the layers).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ FORBIDDEN = {
                           "golden_image.cli", "golden_image.spec"],
     "golden_image.archive": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
                              "golden_image.operators", "golden_image.triggers", "golden_image.spec"],
+    "golden_image.vulns": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
+                           "golden_image.operators", "golden_image.triggers"],
     "golden_image.pipeline": ["golden_image."],
     "golden_image.hooks": ["golden_image.platforms", "golden_image.triggers", "golden_image.steps",
                            "golden_image.operators", "golden_image.factory", "golden_image.cli"],
