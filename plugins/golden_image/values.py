@@ -14,6 +14,24 @@ Communicator = Literal["ssh", "winrm"]
 
 CAPTURED, VALIDATED, REJECTED = "captured", "validated", "rejected"
 """An image's status: made from a builder; passed validation (shareable, publishable); failed it."""
+GATES = ("vulnerabilities", "validation")
+"""The manifest sections of the checks an image must pass; each records ``passed``."""
+
+
+def failed_gates(manifest: dict[str, Any]) -> list[str]:
+    """The gates whose section in the manifest says they did not pass."""
+    return [g for g in GATES if isinstance(manifest.get(g), dict) and manifest[g].get("passed") is False]
+
+
+def status_to_record(manifest: dict[str, Any], requested: str | None) -> str | None:
+    """The status a platform records when a step asks for ``requested`` on an image whose manifest
+    (with the step's section already in it) is ``manifest``: never ``validated`` while any gate
+    failed, so a later step (Testinfra passing) cannot validate an image the vulnerability gate
+    rejected. A step that re-runs replaces its own section, so a gate that passes on a re-run
+    stops counting against the image."""
+    if requested == VALIDATED and failed_gates(manifest):
+        return REJECTED
+    return requested
 
 
 @dataclass(frozen=True)

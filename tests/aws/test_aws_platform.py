@@ -125,3 +125,23 @@ def test_deferred_waits_raise_not_ready_with_the_trigger(aws_conn: str, base_ami
     assert again.value.ids == kwargs["ids"]
     assert aws.terminate_instance(kwargs["ids"][0])
     assert list(aws.keys.directory.glob("golden-*")) == []
+
+
+def test_an_ami_the_vulnerability_gate_rejected_is_never_validated(aws_conn: str, base_ami: str) -> None:
+    from golden_image.errors import PlatformError
+    from golden_image.platforms.aws.images import FAMILY_TAG, STATUS_TAG
+
+    spec = aws_family("aws-gate", aws_conn)
+    aws = AwsPlatform.for_family(spec)
+    hook = aws.hook("us-east-1")
+    ami = hook.conn.copy_image(SourceImageId=base_ami, SourceRegion="us-east-1", Name="golden-aws-gate-1")
+    ami_id = ami["ImageId"]
+    hook.conn.create_tags(Resources=[ami_id], Tags=[{"Key": FAMILY_TAG, "Value": spec.name}])
+    aws.manifests.save(ami_id, {"family": spec.name})
+    aws.record_result(ami_id, "vulnerabilities", {"passed": False}, status="rejected", summary="rejected: x")
+    aws.record_result(ami_id, "validation", {"passed": True}, status="validated", summary="1 run, 0 failed")
+    tags = {t["Key"]: t["Value"] for t in hook.describe_image(ami_id)["Tags"]}
+    assert tags[STATUS_TAG] == "rejected" and tags["golden:vulnerabilities"] == "rejected: x"
+    assert aws.manifests.load(ami_id)["validation"] == {"passed": True}  # the result is still kept
+    with pytest.raises(PlatformError, match="it is rejected"):
+        aws.copy_image(ami_id, "us-west-2")

@@ -298,6 +298,31 @@ def test_rebuild_restores_images_locations_status_grants_and_pointers(
     assert catalog_rows(home) == after
 
 
+def test_an_image_the_vulnerability_gate_rejected_is_never_validated(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Testinfra passing later (a cleared task, a task marked success by hand) cannot validate
+    an image the scan rejected; a scan that passes on a re-run (an ignore added) lets it through;
+    a catalog rebuild keeps the rejection."""
+    platform = LocalPlatform(home)
+    image = make_image(platform, "gated", 1, passed=None)
+    platform.record_result(image.image_id, "vulnerabilities", {"passed": False}, status="rejected")
+    platform.record_result(image.image_id, "validation", {"passed": True, "tests": 3}, status="validated")
+    assert platform.catalog.image(image.image_id).status == "rejected"  # type: ignore[union-attr]
+    with pytest.raises(PlatformError, match="it is rejected"):
+        platform.copy_image(image.image_id, "local-dr")
+
+    lose_catalog(home)
+    assert main(["catalog", "rebuild", "--json"]) == 0
+    assert {i["image_id"]: i["status"] for i in json.loads(capsys.readouterr().out)["images"]} == {
+        image.image_id: "rejected"
+    }
+    platform = LocalPlatform(home)
+    platform.record_result(image.image_id, "vulnerabilities", {"passed": True})  # the scan re-run
+    platform.record_result(image.image_id, "validation", {"passed": True, "tests": 3}, status="validated")
+    assert platform.catalog.image(image.image_id).status == "validated"  # type: ignore[union-attr]
+
+
 def test_rebuild_skips_what_it_cannot_trust(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     platform = LocalPlatform(home)
     good = make_image(platform, "skips", 1, regions=("local", "local-dr"))

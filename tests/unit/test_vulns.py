@@ -336,3 +336,21 @@ def test_a_release_the_data_does_not_cover_is_an_error_not_a_clean_scan(tmp_path
         vulns.load_release(DATA, "trixie", tmp_path)
     with pytest.raises(vulns.VulnerabilityDataError, match="not a Debian release codename"):
         vulns.load_release(DATA, "../../etc", tmp_path)  # the codename comes from the image's os-release
+
+
+# -- the gate's status rule -------------------------------------------------------------------------
+def test_no_step_validates_an_image_whose_gate_failed() -> None:
+    from golden_image.values import REJECTED, VALIDATED, failed_gates, status_to_record
+
+    scanned_bad = {"vulnerabilities": {"passed": False}, "validation": {"passed": True}}
+    assert failed_gates(scanned_bad) == ["vulnerabilities"]
+    assert status_to_record(scanned_bad, VALIDATED) == REJECTED
+    assert status_to_record(scanned_bad, None) is None  # a step that sets no status leaves it
+    assert (
+        status_to_record({"vulnerabilities": {"passed": True}, "validation": {"passed": True}}, VALIDATED)
+        == VALIDATED
+    )
+    assert (
+        status_to_record({"validation": {"passed": True}}, VALIDATED) == VALIDATED
+    )  # images scanned before the gate
+    assert status_to_record({"sbom": {"passed": False}}, VALIDATED) == VALIDATED  # only the gates count

@@ -36,7 +36,7 @@ from golden_image.platforms.aws.keys import EphemeralKeys
 from golden_image.platforms.aws.manifests import ManifestStore
 from golden_image.platforms.aws.settings import Network, network_for
 from golden_image.spec import AwsSettings, FamilySpec
-from golden_image.values import VALIDATED, ImageRecord, SourceImage, Target
+from golden_image.values import VALIDATED, ImageRecord, SourceImage, Target, status_to_record
 
 
 class AwsPlatform:
@@ -240,6 +240,7 @@ class AwsPlatform:
         hook = self.hook()
         image = hook.describe_image(image_id)
         tags = {FAMILY_TAG: tag_value(image, FAMILY_TAG) or ""}  # the policy only lets tagged requests tag
+        status = status_to_record({**self.manifests.load(image_id), section: report}, status)
         if status is not None:
             tags[STATUS_TAG] = status
         if summary:

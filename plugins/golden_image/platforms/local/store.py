@@ -35,6 +35,7 @@ from golden_image.errors import PlatformError
 from golden_image.paths import sha256_file
 from golden_image.platforms.local import sandbox
 from golden_image.platforms.local.catalog import RECOVERY, Catalog, CatalogCorrupt, ImageRow
+from golden_image.values import CAPTURED, REJECTED, VALIDATED, failed_gates, status_to_record
 
 ARCHIVE = "rootfs.tar.zst"
 PARTIAL_ARCHIVE = "rootfs.partial.tar.zst"
@@ -272,6 +273,7 @@ class ImageStore:
         """A step's result (validation, vulnerabilities, sbom) as ``section`` of the manifest of
         every copy and in the catalog, its documents beside the manifest; status when given."""
         manifest = {**self.image(image_id).manifest, section: report}
+        status = status_to_record(manifest, status)  # never validated while a gate failed
         for path in self.catalog.locations(image_id).values():
             for name, text in (files or {}).items():
                 (path.parent / name).write_text(text)
@@ -348,7 +350,8 @@ def rebuild_catalog(home: Path) -> dict[str, Any]:
       -wal/-shm files) and a new one is made;
     * family images from ``regions/<region>/<image id>/manifest.json``: one row per image, a
       location per region whose archive matches the manifest's sha256; status from
-      ``manifest["validation"]["passed"]`` (``captured`` when it was never validated);
+      ``manifest["validation"]["passed"]`` (``captured`` when it was never validated), ``rejected``
+      when any gate (``values.GATES``: the vulnerability scan, validation) failed;
     * bases from ``sources/<id>.tar.zst`` and their ``sources/<id>.json`` record, or (bases made
       before that record existed) from a family manifest's ``source`` naming that base;
     * grants and pointers (with their history) from ``catalog.journal.jsonl``, for images that
@@ -436,10 +439,12 @@ def _restore_family_images(store: ImageStore, result: dict[str, Any]) -> list[di
         manifests.append(manifest)
         rootfs: dict[str, Any] = manifest["rootfs"]
         validation = manifest.get("validation")
-        if isinstance(validation, dict) and "passed" in validation:
-            status = "validated" if validation["passed"] else "rejected"
+        if failed_gates(manifest):
+            status = REJECTED
+        elif isinstance(validation, dict) and validation.get("passed") is True:
+            status = VALIDATED
         else:
-            status = "captured"
+            status = CAPTURED
         archive = next(iter(good.values()))[0]
         source: dict[str, Any] = manifest["source"] if isinstance(manifest.get("source"), dict) else {}
         row = ImageRow(
