@@ -19,6 +19,8 @@ os.environ["GOLDEN_HOME"] = str(WORK / "home")
 os.environ["AIRFLOW_HOME"] = str(WORK / "airflow")
 os.environ.pop("GOLDEN_IMAGES_DIR", None)
 os.environ.pop("GOLDEN_PROJECT_DIR", None)
+VULNERABILITY_DATA = PROJECT / "tests" / "data" / "debian-security-tracker.json"
+os.environ["GOLDEN_VULNERABILITY_DATA"] = str(VULNERABILITY_DATA)  # offline; real ids and fixed versions
 from golden_image.cli import airflow_environment  # noqa: E402 - must follow the settings above, before Airflow
 
 os.environ.update(airflow_environment())  # the same Airflow settings `golden bake` uses

@@ -220,6 +220,7 @@ def render_doc(spec: FamilySpec) -> str:
             if spec.validation.hygiene.enabled
             else "off",
         ),
+        ("Vulnerabilities", _vulnerability_policy(spec)),
         ("Regions", ", ".join(spec.distribution.regions)),
         ("Accounts", ", ".join(spec.distribution.accounts) or "none"),
         ("Pointer", f"`{spec.pointer}`"),
@@ -237,3 +238,23 @@ def render_doc(spec: FamilySpec) -> str:
         "Teardowns always run once their setup ran. Trigger with `force` to rebuild even when nothing "
         "changed; the `reason` is recorded in the manifest."
     )
+
+
+def _vulnerability_policy(spec: FamilySpec) -> str:
+    """The gate's policy in one cell (ids only: reasons are the family's text, shown in the scan
+    report and the log)."""
+    policy = spec.validation.vulnerabilities
+    if policy.fail_on == "never":
+        text = "recorded, never rejects"
+    else:
+        text = f"rejects at urgency {policy.fail_on} or higher" + (
+            ", fixable findings only" if policy.fixable_only else ""
+        )
+    if policy.ignore:
+        text += "; ignored: " + ", ".join(
+            f"`{entry.id}`" + (f" until {entry.until.isoformat()}" if entry.until else "")
+            for entry in policy.ignore[:10]
+        )
+        if len(policy.ignore) > 10:
+            text += f" and {len(policy.ignore) - 10} more"
+    return text

@@ -2,7 +2,7 @@
 
 The factory renders this list into tasks; the DAG's doc and ``golden show`` describe it; each
 operator reads its inputs (which task's XCom holds what it needs) from its entry. Adding a step
-(a Windows sysprep, a vulnerability scan, an approval) is one entry here, an operator and, where
+(a Windows sysprep, an approval) is one entry here, an operator and, where
 the next step should wait for it, a changed ``after``.
 
 Pure: no Airflow import, so the CLI can describe a pipeline without loading Airflow.
@@ -90,10 +90,19 @@ PIPELINE: tuple[Step, ...] = (
         teardown_of="launch_builder",
     ),
     Step(
+        "scan_vulnerabilities",
+        "VulnerabilityScanOperator",
+        "match the image's packages against vulnerability data; a policy violation rejects it",
+        after=("capture_image",),
+        inputs={"image": "capture_image"},
+        retries=1,
+        timeout_minutes=30,
+    ),
+    Step(
         "launch_test_instance",
         "InstanceLaunchOperator",
-        "start a fresh instance from the new image",
-        after=("capture_image",),
+        "start a fresh instance from the new image (not for an image the scan rejected)",
+        after=("scan_vulnerabilities",),
         inputs={"image": "capture_image"},
         options={"role": "test"},
     ),

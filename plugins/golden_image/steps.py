@@ -426,6 +426,143 @@ def _ansible_brief(summary: dict[str, Any] | None) -> dict[str, Any]:
     return brief
 
 
+# -- scan_vulnerabilities ------------------------------------------------------------------------
+VULNERABILITY_DATA_ENV = "GOLDEN_VULNERABILITY_DATA"
+VULNERABILITY_DATA_VARIABLE = "golden_vulnerability_data"
+
+
+def vulnerability_data_source(
+    environ: dict[str, str] | None = None, variable: Callable[[str], str | None] | None = None
+) -> tuple[str, str]:
+    """Where the vulnerability data is read from, and which setting said so: the environment
+    variable GOLDEN_VULNERABILITY_DATA, else the Airflow Variable ``golden_vulnerability_data``,
+    else the Debian Security Tracker (a URL, ``file://`` URL or path; FetchHook reads it)."""
+    import os
+
+    value = (os.environ if environ is None else environ).get(VULNERABILITY_DATA_ENV, "").strip()
+    if value:
+        return value, f"${VULNERABILITY_DATA_ENV}"
+    if variable is None:
+
+        def variable(key: str) -> str | None:
+            try:
+                from airflow.sdk import Variable
+
+                found = Variable.get(key, default=None)
+            except Exception as exc:  # no Airflow here, or its API unreachable: the default applies
+                log.debug("Variable %s not read: %s", key, exc)
+                return None
+            return found if isinstance(found, str) else None
+
+    value = (variable(VULNERABILITY_DATA_VARIABLE) or "").strip()
+    if value:
+        return value, f"Airflow Variable {VULNERABILITY_DATA_VARIABLE}"
+    from golden_image.vulns import DEFAULT_DATA_URL
+
+    return DEFAULT_DATA_URL, "the default"
+
+
+def scan_vulnerabilities(
+    spec: FamilySpec,
+    platform: Platform,
+    image_id: str,
+    *,
+    run_id: str,
+    data_source: tuple[str, str] | None = None,
+    fetch: Any = None,
+    today: Any = None,
+) -> dict[str, Any]:
+    """Match the captured image's packages (from its manifest: no instance is started) against
+    the vulnerability data; store the findings with the image (manifest section
+    ``vulnerabilities``); reject the image when the family's policy is violated."""
+    import datetime
+
+    from golden_image import vulns
+    from golden_image.errors import PlatformError
+    from golden_image.hooks.fetch import FetchHook
+
+    image = platform.find_captured(spec.name, run_id)
+    if image is None or image.image_id != image_id:
+        raise StepError(f"run {run_id} of {spec.name} captured no image {image_id}; re-run capture_image")
+    manifest = image.manifest
+    packages = manifest.get("packages") or []
+    release = (manifest.get("os_release") or {}).get("VERSION_CODENAME", "")
+    distro = (manifest.get("os_release") or {}).get("ID", "")
+    if not packages or not release or not all("source" in p for p in packages):
+        raise StepError(
+            f"{image_id}'s manifest has no package list with source packages or no os-release codename "
+            "(captured by an older version of the pipeline?); bake it again"
+        )
+    if distro != "debian":
+        raise StepError(f"{image_id} is a {distro or 'unknown'} image; the vulnerability data covers Debian")
+    url, setting = data_source or vulnerability_data_source()
+    advice = (
+        f"set the environment variable {VULNERABILITY_DATA_ENV} or the Airflow Variable "
+        f"{VULNERABILITY_DATA_VARIABLE} to a mirror of {vulns.DEFAULT_DATA_URL} (http(s) or file:// URL, "
+        "or a path)"
+    )
+    try:
+        fetched = (fetch or FetchHook()).get(url)
+        data = vulns.load_release(
+            fetched.path, release, paths.golden_home() / "cache" / "vulnerabilities", where=url
+        )
+    except vulns.VulnerabilityDataError as exc:
+        raise vulns.VulnerabilityDataError(f"vulnerability data from {setting}: {exc}; {advice}") from None
+    except PlatformError as exc:
+        raise PlatformError(
+            f"vulnerability data from {setting}: {exc}; {advice}", retryable=exc.retryable
+        ) from None
+    findings = vulns.match(packages, data)
+    policy = spec.validation.vulnerabilities
+    verdict = vulns.evaluate(findings, policy, today=today or datetime.datetime.now(datetime.UTC).date())
+    report = {
+        **vulns.report(
+            findings,
+            verdict,
+            policy,
+            {
+                "source": url,
+                "setting": setting,
+                "fetched": fetched.status,
+                "sha256": data.sha256,
+                "release": release,
+                "entries": data.entries,
+            },
+        ),
+        "scanned_at": time.time(),
+    }
+    summary = vulns.summary(findings, verdict)
+    platform.record_result(
+        image_id, "vulnerabilities", report, status=None if verdict.passed else REJECTED, summary=summary
+    )
+    for finding in findings:
+        if finding.fixable:
+            log.info("finding: %s", finding.describe())
+    counts = report["counts"]
+    log.info(
+        "%s: %d findings (%d fixable) against %d %s entries of %s; %s",
+        image_id, counts["findings"], counts["fixable"], data.entries, release, url, summary,
+    )  # fmt: skip
+    for ignored in verdict.ignored:
+        log.info("ignored %s in %s: %s", ignored["id"], ignored["package"], ignored["reason"])
+    for expired in verdict.expired:
+        log.warning("the ignore of %s expired on %s: it counts again", expired["id"], expired["until"])
+    if verdict.unused:
+        log.info("ignored ids this image does not have (remove them?): %s", ", ".join(verdict.unused))
+    if not verdict.passed:
+        named = "; ".join(f.describe() for f in verdict.violations[:10])
+        more = len(verdict.violations) - 10
+        raise ValidationFailed(
+            f"image {image_id} violates {spec.name}'s vulnerability policy (fail_on: {policy.fail_on}"
+            f"{', fixable only' if policy.fixable_only else ''}): {named}"
+            + (f" and {more} more" if more > 0 else "")
+            + "; it is marked rejected and will not be tested, shared or published. Rebuild to install "
+            "the fixed versions (a pinned or held package stays as it is), or accept a finding in "
+            "validation.vulnerabilities.ignore with a reason"
+        )
+    return {key: value for key, value in report.items() if key != "findings"}
+
+
 # -- validate ------------------------------------------------------------------------------------
 def login_key(target: Target) -> str:
     """The public key the platform gave the instance (the hygiene suite allows only that one)."""

@@ -35,6 +35,7 @@ def test_one_dag_per_family_with_the_pipeline_in_order(families) -> None:  # typ
         "bake_packer",
         "provision_ansible",
         "capture_image",
+        "scan_vulnerabilities",
         "launch_test_instance",
         "validate_image",
         "share_image",
@@ -51,6 +52,21 @@ def test_teardowns_always_terminate_instances(families) -> None:  # type: ignore
     assert dag.get_task("launch_builder").is_setup and dag.get_task("launch_test_instance").is_setup
     assert {"launch_builder", "capture_image"} == builder_down.upstream_task_ids
     assert {"launch_test_instance", "validate_image"} == tester_down.upstream_task_ids
+
+
+def test_an_image_the_scan_rejects_gets_no_test_instance(families) -> None:  # type: ignore[no-untyped-def]
+    """A failed scan fails its task; everything that tests, shares or publishes the image is
+    downstream of it with all_success, so it never runs (only the builder's teardown does)."""
+    dag = build_family_dag(families["debian12-base"])
+    scan = dag.get_task("scan_vulnerabilities")
+    assert scan.upstream_task_ids == {"capture_image"} and scan.inputs == {"image": "capture_image"}
+    assert dag.get_task("launch_test_instance").upstream_task_ids == {"scan_vulnerabilities"}
+    downstream = scan.get_flat_relative_ids(upstream=False)
+    assert {"launch_test_instance", "validate_image", "share_image", "publish_image"} <= downstream
+    for task_id in ("launch_test_instance", "validate_image", "share_image", "publish_image"):
+        assert dag.get_task(task_id).trigger_rule == "all_success", task_id
+    assert "terminate_builder" not in downstream  # the builder goes whatever the scan says
+    assert "| Vulnerabilities | rejects at urgency high or higher, fixable findings only |" in dag.doc_md
 
 
 def test_schedule_params_and_metadata(families) -> None:  # type: ignore[no-untyped-def]

@@ -239,7 +239,7 @@ def test_each_operator_reads_exactly_its_pipeline_entrys_inputs(families, family
 
 
 class ImageScanOperator(GoldenImageOperator):
-    """A step the pipeline does not have (yet): a vulnerability scan of the captured image."""
+    """A step the pipeline does not have: another scan of the captured image (malware, say)."""
 
     def run_step(self, context: Any) -> dict[str, Any]:
         return {"scanned": self.image_id(context)}
@@ -248,7 +248,7 @@ class ImageScanOperator(GoldenImageOperator):
 SCAN = pipeline.Step(
     "scan_image",
     "ImageScanOperator",
-    "scan the captured image for known vulnerabilities",
+    "scan the captured image for malware",
     after=("validate_image",),
     inputs={"image": "capture_image"},
     retries=1,
@@ -292,4 +292,4 @@ def test_adding_a_step_is_one_pipeline_entry(families, scan_pipeline) -> None:  
 
 def test_the_dag_doc_lists_an_added_step(families, scan_pipeline) -> None:  # type: ignore[no-untyped-def]
     doc = build_family_dag(families["debian12-base"]).doc_md
-    assert "`scan_image` | `validate_image` | scan the captured image" in doc
+    assert "`scan_image` | `validate_image` | scan the captured image for malware" in doc

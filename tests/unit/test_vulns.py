@@ -354,3 +354,134 @@ def test_no_step_validates_an_image_whose_gate_failed() -> None:
         status_to_record({"validation": {"passed": True}}, VALIDATED) == VALIDATED
     )  # images scanned before the gate
     assert status_to_record({"sbom": {"passed": False}}, VALIDATED) == VALIDATED  # only the gates count
+
+
+# -- the step ---------------------------------------------------------------------------------------
+class FakePlatform:
+    """Just what scan_vulnerabilities uses: the captured image, and where results go."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        from golden_image.values import ImageRecord
+
+        self.image = ImageRecord("img-1", "fam", "v1", "run-1", "captured", 0.0, manifest=manifest)
+        self.recorded: list[tuple[str, dict[str, Any], str | None, str]] = []
+
+    def find_captured(self, family: str, run_id: str):  # type: ignore[no-untyped-def]
+        return self.image if run_id == self.image.run_id else None
+
+    def record_result(self, image_id, section, report, *, status=None, files=None, summary=""):  # type: ignore[no-untyped-def]
+        self.recorded.append((section, report, status, summary))
+
+
+def manifest_with(*packages: dict[str, str]) -> dict[str, Any]:
+    return {
+        "packages": list(packages),
+        "os_release": {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"},
+    }
+
+
+@pytest.fixture
+def scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from golden_image import steps
+    from tests.specs import family_spec
+
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "home"))
+
+    def run(platform: FakePlatform, source: str = str(DATA), **policy_fields: Any) -> dict[str, Any]:
+        spec = family_spec("fam", validation={"vulnerabilities": policy_fields})
+        return steps.scan_vulnerabilities(
+            spec,
+            platform,
+            "img-1",
+            run_id="run-1",
+            data_source=(source, "a test"),
+            today=TODAY,  # type: ignore[arg-type]
+        )
+
+    return run
+
+
+def test_a_violation_rejects_the_image_and_names_the_cve(scan) -> None:  # type: ignore[no-untyped-def]
+    from golden_image.errors import ValidationFailed
+
+    platform = FakePlatform(
+        manifest_with(
+            pkg("python3-pyasn1", "0.4.8-3+deb12u2", "pyasn1"), pkg("libc6", "2.36-9+deb12u14", "glibc")
+        )
+    )
+    with pytest.raises(ValidationFailed) as failed:
+        scan(platform)
+    message = str(failed.value)
+    assert "CVE-2026-59884 in pyasn1 0.4.8-3+deb12u2 (fixed in 0.4.8-3+deb12u3; urgency high)" in message
+    assert "marked rejected" in message and "CVE-2026-30922" not in message  # deb12u2 has that fix
+    assert failed.value.retryable is False
+    [(section, report, status, summary)] = platform.recorded
+    assert (section, status) == ("vulnerabilities", "rejected")
+    assert summary == "rejected: CVE-2026-59884 (pyasn1, high)"
+    assert report["passed"] is False and report["data"]["release"] == "bookworm"
+    assert report["data"]["sha256"] == vulns.sha256_file(DATA) and report["data"]["setting"] == "a test"
+    fixable = {(f["cve"], f["installed"], f["fixed"]) for f in report["findings"] if f["fixed"]}
+    assert fixable == {
+        ("CVE-2026-59884", "0.4.8-3+deb12u2", "0.4.8-3+deb12u3"),
+        ("CVE-2026-59885", "0.4.8-3+deb12u2", "0.4.8-3+deb12u3"),
+        ("CVE-2026-59886", "0.4.8-3+deb12u2", "0.4.8-3+deb12u3"),
+    }
+    assert {f["cve"] for f in report["findings"] if not f["fixed"]} == {"CVE-2019-1010022", "CVE-2010-4756"}
+
+
+def test_an_accepted_finding_passes_and_the_result_is_still_recorded(scan) -> None:  # type: ignore[no-untyped-def]
+    platform = FakePlatform(manifest_with(pkg("python3-pyasn1", "0.4.8-3+deb12u2", "pyasn1")))
+    ignore = [{"id": "CVE-2026-59884", "reason": "no ASN.1 from untrusted input on these hosts"}]
+    result = scan(platform, ignore=ignore)
+    assert result["passed"] is True and "findings" not in result  # XCom: no full list
+    assert result["ignored"] == [{**ignore[0], "package": "pyasn1", "until": None}]
+    [(_, report, status, summary)] = platform.recorded
+    assert status is None and summary.startswith("passed: 3 fixable")
+    assert len(report["findings"]) == 3
+
+
+def test_a_manifest_without_sources_or_release_is_refused(scan) -> None:  # type: ignore[no-untyped-def]
+    from golden_image.errors import StepError
+
+    old = FakePlatform({"packages": [{"name": "bash", "version": "5.2.15-2+b13"}]})
+    with pytest.raises(StepError, match="bake it again"):
+        scan(old)
+    ubuntu = FakePlatform(manifest_with(pkg("bash", "5.2")))
+    ubuntu.image.manifest["os_release"]["ID"] = "ubuntu"
+    with pytest.raises(StepError, match="ubuntu image; the vulnerability data covers Debian"):
+        scan(ubuntu)
+    assert old.recorded == ubuntu.recorded == []
+
+
+def test_unreachable_data_says_what_to_set(scan) -> None:  # type: ignore[no-untyped-def]
+    from golden_image.errors import PlatformError
+
+    platform = FakePlatform(manifest_with(pkg("bash", "5.2.15-2")))
+    with pytest.raises(PlatformError) as caught:
+        scan(platform, source="http://127.0.0.1:9/tracker/data/json")  # nothing listens there
+    message = str(caught.value)
+    assert message.startswith("vulnerability data from a test: http://127.0.0.1:9/tracker/data/json: cannot")
+    assert "set the environment variable GOLDEN_VULNERABILITY_DATA or the Airflow Variable" in message
+    assert caught.value.retryable is True  # a network error: Airflow retries the task
+    with pytest.raises(PlatformError, match="no such file") as missing:
+        scan(platform, source="/nonexistent/tracker.json")
+    assert missing.value.retryable is False and platform.recorded == []
+
+
+def test_where_the_data_comes_from() -> None:
+    from golden_image.steps import vulnerability_data_source
+
+    variables = {"golden_vulnerability_data": "https://mirror.example/tracker.json"}
+    assert vulnerability_data_source({"GOLDEN_VULNERABILITY_DATA": "/srv/tracker.json"}, variables.get) == (
+        "/srv/tracker.json",
+        "$GOLDEN_VULNERABILITY_DATA",
+    )
+    assert vulnerability_data_source({}, variables.get) == (
+        "https://mirror.example/tracker.json",
+        "Airflow Variable golden_vulnerability_data",
+    )
+    assert vulnerability_data_source({"GOLDEN_VULNERABILITY_DATA": " "}, {}.get) == (
+        vulns.DEFAULT_DATA_URL,
+        "the default",
+    )
+    assert vulnerability_data_source({})[0] == vulns.DEFAULT_DATA_URL  # no Airflow task here: no Variable

@@ -234,6 +234,21 @@ class ImageCaptureOperator(GoldenImageOperator):
         )
 
 
+class VulnerabilityScanOperator(GoldenImageOperator):
+    """The vulnerability gate: the captured image's packages against the vulnerability data; a
+    rejected image fails the task (no test instance is launched for it)."""
+
+    ui_color = "#fde2e4"
+
+    def run_step(self, context: Context) -> dict[str, Any]:
+        from golden_image import steps
+
+        spec = self.spec
+        return steps.scan_vulnerabilities(
+            spec, self.platform(spec), self.image_id(context), run_id=context["run_id"]
+        )
+
+
 class ImageValidateOperator(GoldenImageOperator):
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
