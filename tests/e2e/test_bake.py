@@ -50,6 +50,13 @@ def test_first_bake_catalogues_a_validated_published_image(families, platform, a
     assert manifest["ansible"]["stats"]["failures"] == 0 and manifest["ansible"]["stats"]["changed"] > 0
     assert manifest["validation"]["passed"] and manifest["validation"]["tests"] >= 20
     assert manifest["build_reasons"] == ["no published image yet"] and manifest["trigger_reason"] == "e2e"
+    scan = manifest["vulnerabilities"]  # the gate passed with the shipped data: only open findings
+    assert scan["passed"] and scan["violations"] == [] and scan["data"]["release"] == "bookworm"
+    assert scan["counts"]["fixable"] == 0, [f for f in scan["findings"] if f["fixed"]]
+    assert {"CVE-2019-1010022", "CVE-2008-3234"} <= {f["cve"] for f in scan["findings"]}
+    assert {"openssh-server", "openssh-client"} <= {
+        b for f in scan["findings"] if f["package"] == "openssh" for b in f["binaries"]
+    }
 
     archive = platform.catalog.location(image.image_id, "local")
     from golden_image.platforms.local.store import sha256_file
@@ -231,6 +238,70 @@ def test_failed_validation_is_never_published(strict_family, platform, airflow_d
     assert platform.published_image(strict_family) is None
     assert platform.catalog.instances() == []
     assert_sbom_lists_the_packages(platform, image)  # a rejected image has its SBOM too
+
+
+VULNERABLE = "python3-pyasn1=0.4.8-3+deb12u2"
+"""bookworm's pyasn1 on 2026-12-01; bookworm-security's 0.4.8-3+deb12u3 fixes CVE-2026-59884 (its
+changelog; tests/data/debian-security-tracker.md says what to do once a point release drops it)."""
+
+
+@pytest.fixture
+def vulnerable_family(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    """debian12-base's bake (no Ansible) plus an older python3-pyasn1 from the archive."""
+    images = tmp_path / "images"
+    images.mkdir()
+    data = yaml.safe_load((PROJECT / "include/images/debian12-base.yaml").read_text())
+    data.update(name="debian12-vulnerable", ansible=None)
+    data["packer"]["vars"]["packages"] = [*data["packer"]["vars"]["packages"], VULNERABLE]
+    data["distribution"] = {"regions": ["local"]}
+    del data["publish"]
+    (images / "debian12-vulnerable.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
+    return load_families(images, PROJECT / "include").families["debian12-vulnerable"]
+
+
+def test_an_image_with_a_vulnerable_package_is_rejected(  # type: ignore[no-untyped-def]
+    vulnerable_family, platform, airflow_db, monkeypatch, capfd
+) -> None:
+    from golden_image.platforms.local import LocalPlatform
+
+    launched: list[str] = []
+    real_launch = LocalPlatform.launch_instance
+
+    def launch(self, image_id, *, role, **kwargs):  # type: ignore[no-untyped-def]
+        launched.append(role)
+        return real_launch(self, image_id, role=role, **kwargs)
+
+    monkeypatch.setattr(LocalPlatform, "launch_instance", launch)  # dag.test runs the tasks in this process
+    result = run_family_dag(vulnerable_family, {})
+    assert result["state"] == "failed"
+    tasks = result["tasks"]
+    assert tasks["capture_image"] == "success" and tasks["scan_vulnerabilities"] == "failed", tasks
+    for later in ("launch_test_instance", "validate_image", "share_image", "publish_image", "cleanup_images"):
+        assert tasks[later] == "upstream_failed", (later, tasks)
+    assert tasks["terminate_builder"] == "success"
+    assert tasks["terminate_test_instance"] != "success"  # its setup never ran: nothing to remove
+    assert launched == ["builder"]  # no test instance for a rejected image
+
+    image = platform.find_captured("debian12-vulnerable", result["run_id"])
+    assert image.status == "rejected"
+    installed = {p["name"]: p for p in image.manifest["packages"]}
+    assert installed["python3-pyasn1"]["source"] == "pyasn1"
+    assert installed["python3-pyasn1"]["source_version"] == "0.4.8-3+deb12u2"
+    scan = image.manifest["vulnerabilities"]
+    assert scan["passed"] is False and "validation" not in image.manifest
+    assert {
+        (v["cve"], v["package"], v["installed"], v["fixed"], v["urgency"]) for v in scan["violations"]
+    } == {("CVE-2026-59884", "pyasn1", "0.4.8-3+deb12u2", "0.4.8-3+deb12u3", "high")}
+    assert {f["cve"] for f in scan["findings"] if f["package"] == "pyasn1"} == {
+        "CVE-2026-59884", "CVE-2026-59885", "CVE-2026-59886",
+    }  # fmt: skip
+    out = capfd.readouterr().out.splitlines()
+    failure = next(line for line in out if line.startswith("airflow.sdk.exceptions.AirflowFailException: "))
+    assert "violates debian12-vulnerable's vulnerability policy" in failure  # the task's error names the CVE
+    assert "CVE-2026-59884 in pyasn1 0.4.8-3+deb12u2 (fixed in 0.4.8-3+deb12u3; urgency high)" in failure
+    assert platform.published_image(vulnerable_family) is None
+    assert platform.catalog.instances() == []
 
 
 def test_killed_bake_then_janitor_leaves_nothing(strict_family, platform, golden_home, airflow_db) -> None:  # type: ignore[no-untyped-def]
