@@ -73,6 +73,8 @@ def test_bake_capture_validate_share_publish_on_moto(
     image = steps.capture_image(aws_spec, aws, builder, **capture)
     assert steps.capture_image(aws_spec, aws, builder, **capture)["image_id"] == image["image_id"]  # a retry
     assert aws.terminate_instance(builder.instance_id)
+    scan = steps.scan_vulnerabilities(aws_spec, aws, image["image_id"], run_id=run_id)
+    assert scan["passed"] and scan["counts"]["fixable"] == 0  # no instance: the manifest's packages
 
     tester = Target.from_dict(steps.launch(aws, aws_spec, image["image_id"], role="test", run_id=run_id))
     report = steps.validate_image(aws_spec, aws, tester, image["image_id"], TestinfraHook())

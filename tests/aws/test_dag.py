@@ -82,6 +82,8 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     for region, ami in (("us-east-1", image), ("us-west-2", copy)):
         tags = {t["Key"]: t["Value"] for t in ami["Tags"]}
         assert tags["golden:status"] == "validated" and tags["golden:run-id"] == result["run_id"]
+        if region == "us-east-1":  # the scan's summary tag (copies get the tags capture set)
+            assert tags["golden:vulnerabilities"].startswith("passed: 0 fixable"), tags
         assert ssm[region].get_parameter(Name=spec.pointer)["Parameter"]["Value"] == ami["ImageId"]
         granted = ec2[region].describe_image_attribute(ImageId=ami["ImageId"], Attribute="launchPermission")
         assert granted["LaunchPermissions"] == [{"UserId": ACCOUNT}]
@@ -97,6 +99,9 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     assert set(keys.glob("golden-*")) == keys_before  # ephemeral keys went with their instances
     manifest = json.loads((platform.home / "aws" / "manifests" / f"{image['ImageId']}.json").read_text())
     assert manifest["validation"]["passed"] and manifest["trigger_reason"] == "e2e aws"
+    assert (
+        manifest["vulnerabilities"]["passed"] and manifest["vulnerabilities"]["data"]["release"] == "bookworm"
+    )
     assert {p["name"] for p in manifest["packages"]} >= {"prometheus-node-exporter", "unattended-upgrades"}
 
     again = run_family_dag(spec, {})  # the archive's indexes for the published AMI's packages: up to date
