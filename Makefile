@@ -3,6 +3,11 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 export GOLDEN_HOME ?= /var/lib/golden-image
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+# The vulnerability gate's data (README "The vulnerability gate"): this machine cannot reach the
+# Debian Security Tracker, so the demo and tests use a small file of real entries. Point it at the
+# tracker or a mirror of its JSON for real use, e.g.
+#   make demo GOLDEN_VULNERABILITY_DATA=https://security-tracker.debian.org/tracker/data/json
+export GOLDEN_VULNERABILITY_DATA ?= $(CURDIR)/tests/data/debian-security-tracker.json
 
 .PHONY: setup setup-dev demo bake-web test lint unit bench airflow-ui clean
 

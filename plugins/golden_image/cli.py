@@ -526,6 +526,15 @@ def cmd_bake(args: argparse.Namespace) -> int:
                 print(f"{fact:<10} {value}")
             print(f"source     {manifest.get('source', {}).get('description')}")
             print(f"packages   {len(manifest.get('packages', []))}")
+            scan = manifest.get("vulnerabilities", {})
+            print(
+                f"scan       {scan.get('counts', {}).get('findings')} findings, "
+                f"{scan.get('counts', {}).get('fixable')} fixable, passed={scan.get('passed')}"
+                + "".join(
+                    f"\n           {v['cve']} in {v['package']} {v['installed']}"
+                    for v in scan.get("violations", [])
+                )
+            )
             print(
                 f"validation {manifest.get('validation', {}).get('tests')} tests, "
                 f"passed={manifest.get('validation', {}).get('passed')}"

@@ -113,6 +113,23 @@ def test_project_dags_load_including_janitor() -> None:
     )
 
 
+def test_parsing_the_dags_imports_nothing_the_steps_need() -> None:
+    """The DAG processor imports the DAG file for every family file: the gate's data parsing,
+    python-debian and the hooks stay out of it (operators import them in execute)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys; runpy.run_path('dags/golden_images.py'); "
+        "print(' '.join(m for m in ('golden_image.vulns', 'debian', 'golden_image.steps', "
+        "'golden_image.hooks.fetch', 'golden_image.platforms', 'requests') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == ""
+
+
 def test_broken_family_gets_a_visible_error_dag(tmp_path: Path) -> None:
     include = tmp_path / "include"
     shutil.copytree(PROJECT / "include", include)
