@@ -69,6 +69,9 @@ def bench_parse(work: Path, rounds: int) -> dict[str, float]:
 def bench_bake(work: Path, rounds: int) -> dict[str, float]:
     os.environ["GOLDEN_HOME"] = str(work / "home")
     os.environ["AIRFLOW_HOME"] = str(work / "airflow")
+    # the vulnerability gate's data (`make bench` sets it too): the sample, unless told otherwise
+    sample = PROJECT / "tests" / "data" / "debian-security-tracker.json"
+    os.environ.setdefault("GOLDEN_VULNERABILITY_DATA", str(sample))
     sys.path.insert(0, str(PROJECT / "plugins"))
     from golden_image import steps
     from golden_image.cli import prepare_airflow, run_family_dag
@@ -105,6 +108,7 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
             )
         finally:
             platform.terminate_instance(builder.instance_id)
+        steps.scan_vulnerabilities(spec, platform, image["image_id"], run_id=run_id)
         tester = Target.from_dict(steps.launch(platform, spec, image["image_id"], role="test", run_id=run_id))
         try:
             steps.validate_image(spec, platform, tester, image["image_id"], TestinfraHook(), lambda _: None)
