@@ -4,8 +4,6 @@ values/errors (bottom) < yamlload < spec < decisions/definition | sbom | archive
 < triggers | platforms < steps < pipeline/operators < factory < loader / cli. Every import counts,
 also the ones inside functions (they are how heavy modules stay out of DAG parsing, not a way
 around the layers).
-< pipeline/operators < factory < loader / cli. Every import counts, also the ones inside
-functions (they are how heavy modules stay out of DAG parsing, not a way around the layers).
 """
 
 from __future__ import annotations
