@@ -2,7 +2,9 @@
 
 An image's manifest records its installed packages, dpkg architecture and apt sources
 (``/etc/apt/sources.list``, ``sources.list.d/*.list`` one-line entries and ``*.sources`` deb822
-stanzas). This module turns the sources into the index locations apt itself would read
+stanzas) and the mirror lists apt's ``mirror+file:`` method reads (``/etc/apt/mirrors/*.list``,
+as Debian's cloud images and AMIs use them). This module turns the sources, a mirror list
+resolved the way apt's mirror method picks its mirrors, into the index locations apt itself would read
 (``<uri>/dists/<suite>/InRelease`` and ``<component>/binary-<arch>/Packages``), reads a verified
 Release file and a Packages index into small values, and computes what ``apt-get dist-upgrade``
 would upgrade: for each installed package, the highest version of that name for its
@@ -10,7 +12,8 @@ architecture (or ``all``) across the image's suites, when higher than the instal
 downloads, the signature check and the cache are ``hooks/apt_archive.py``'s.
 
 Whatever it cannot answer faithfully (no sources recorded, a scheme other than http/https, a
-flat repository, options that change what apt trusts or fetches, hostile sizes) raises
+mirror list that is not recorded or names mirrors it cannot read, a flat repository, options that
+change what apt trusts or fetches, hostile sizes) raises
 :class:`ArchiveError` with the reason: the caller then checks with a throwaway instance instead.
 
 Parsing of deb822 paragraphs (``.sources`` files, Release, Packages) and every version
@@ -21,12 +24,14 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import posixpath
 import re
+import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from golden_image.decisions import PendingUpdate
 
@@ -40,6 +45,27 @@ MAX_LINE_BYTES = 1 << 20
 MAX_INDEX_BYTES = 1 << 30
 """A decompressed Packages index (bookworm main amd64 is ~50 MB)."""
 SCHEMES = ("http", "https")
+METADATA_HOSTS = {
+    "fd00:ec2::254",  # EC2's instance metadata over IPv6 (a unique-local address, not link-local)
+    "100.100.100.200",  # Alibaba Cloud's metadata (shared address space)
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+}
+"""Cloud metadata endpoints that are not link-local addresses (169.254.169.254 and fe80::/10 are
+refused as link-local): a source or mirror naming one is never fetched by the worker."""
+MIRROR_DIR = "/etc/apt/mirrors/"
+MAX_MIRROR_FILES = 16
+"""Mirror lists the capture records (``/etc/apt/mirrors/*.list``, in name order)."""
+MAX_MIRROR_BYTES = 64 << 10
+"""One mirror list (Debian's AMIs: 38 bytes, one URI; apt itself reads at most 1 MiB)."""
+MAX_MIRRORS = 16
+"""Usable entries in one mirror list."""
+MIRROR_TRIES = 3
+"""Mirrors of one list tried for a suite's InRelease before the check gives up (apt tries all)."""
+MIRROR_SELECTORS = {"Architecture", "Codename", "Component", "Language", "Release", "Suite"}
+"""apt's mirror-method tags that pick a different mirror per file (not modelled: refused)."""
 KEYRING_DIRS = ("/usr/share/keyrings/", "/etc/apt/keyrings/", "/etc/apt/trusted.gpg.d/")
 """Where a ``signed-by`` keyring path may point for the worker to use its copy."""
 WEAK_HASHES = {"1", "2", "3"}
@@ -90,6 +116,10 @@ class AptSource:
     check_valid_until: bool = True
     origin: str = ""
     """``file:line`` it came from, for messages."""
+    mirrors: tuple[str, ...] = ()
+    """From a mirror list: the other mirrors apt would try after ``uri``, in order."""
+    mirror_list: str = ""
+    """The ``mirror+file:`` URI of the source when ``uri`` came from a mirror list."""
 
     def arches_for(self, image_arches: Sequence[str]) -> list[str]:
         base = list(self.architectures) or list(image_arches)
@@ -110,10 +140,19 @@ class SuitePlan:
     inline_key: str = ""
     check_valid_until: bool = True
     origins: tuple[str, ...] = ()
+    mirrors: tuple[str, ...] = ()
+    """Mirrors to try, in order, when ``uri`` (the first of the mirror list) cannot be reached."""
+    mirror_list: str = ""
+    """The ``mirror+file:`` URI the source names, when it has one."""
 
     @property
     def name(self) -> str:
         return f"{self.uri} {self.suite}"
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """``uri`` and then the mirror list's other mirrors (at most :data:`MIRROR_TRIES`)."""
+        return (self.uri, *self.mirrors)[:MIRROR_TRIES]
 
     @property
     def release_url(self) -> str:
@@ -138,13 +177,141 @@ def _check_uri(uri: str, where: str) -> str:
         raise ArchiveError(f"{where}: a source URI with credentials is not fetched by the worker")
     if not parts.hostname or parts.query or parts.fragment:
         raise ArchiveError(f"{where}: URI {uri[:80]!r} has no host, or a query or fragment")
-    try:
-        address = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        address = None
+    address = _host_address(parts.hostname)
     if address is not None and (address.is_link_local or address.is_multicast or address.is_unspecified):
         raise ArchiveError(f"{where}: {parts.hostname} is a link-local or special address; not fetched")
+    if parts.hostname.rstrip(".") in METADATA_HOSTS or str(address) in METADATA_HOSTS:
+        raise ArchiveError(f"{where}: {parts.hostname} is a cloud metadata endpoint; not fetched")
     return uri.rstrip("/")
+
+
+def _host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a URI's host is, as the resolver would read it: dotted quads, but also the
+    decimal, octal, hex and short spellings ``inet_aton`` accepts (``2852039166`` is
+    169.254.169.254), and an IPv4-mapped IPv6 address as the IPv4 one. ``None`` for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if ":" in host or not re.fullmatch(r"[0-9a-fA-FxX.]+", host):
+            return None
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+# -- mirror lists (apt-transport-mirror) ---------------------------------------------------------
+def mirror_list_path(uri: str, where: str) -> str | None:
+    """The local file a ``mirror+file:`` source URI names (``mirror+file:/p`` or
+    ``mirror+file:///p``), or ``None`` when the URI is not a mirror-method one. Remote mirror lists
+    (``mirror://``, ``mirror+http(s)://``) and other wrappings are refused."""
+    scheme, sep, rest = uri.partition(":")
+    scheme = scheme.lower()
+    if not sep or "mirror" not in scheme.split("+"):
+        return None
+    if scheme != "mirror+file":
+        raise ArchiveError(
+            f"{where}: URI scheme {scheme[:40]!r} ({uri[:80]}): only a local mirror+file: list is "
+            "resolved; a remote or wrapped mirror list is not fetched"
+        )
+    if rest.startswith("//"):
+        host, slash, tail = rest[2:].partition("/")
+        if host:
+            raise ArchiveError(f"{where}: mirror list URI {uri[:80]!r} names a host; not read")
+        rest = slash + tail
+    path = unquote(rest.rstrip("/"))
+    if not path.startswith("/") or "\x00" in path or posixpath.normpath(path) != path:
+        raise ArchiveError(f"{where}: mirror list URI {uri[:80]!r} is not a plain absolute path")
+    return path
+
+
+def _mirror_type_and_priority(tags: str, where: str) -> tuple[set[str], int]:
+    """apt's metadata after the tab: ``key:value`` items separated by spaces or tabs. ``priority``
+    orders the mirrors, ``type`` limits them to index files or packages; the tags that select a
+    mirror per file (arch, codename, component, lang, release, suite) are refused; other keys and
+    items without a colon are ignored, as apt ignores them."""
+    types: set[str] = set()
+    priority = 1 << 64  # apt: no priority sorts after every explicit one
+    for item in tags.split():
+        name, colon, value = item.partition(":")
+        if not colon or not name:
+            continue
+        if name == "priority":
+            if not re.fullmatch(r"[0-9]{1,19}", value):
+                raise ArchiveError(f"{where}: mirror priority {value[:20]!r} is not a number")
+            priority = int(value)
+            continue
+        key = {"arch": "Architecture", "lang": "Language"}.get(name, name[0].upper() + name[1:])
+        if key in MIRROR_SELECTORS:
+            raise ArchiveError(
+                f"{where}: mirror tag {item[:40]!r} makes apt choose a mirror per file; not modelled"
+            )
+        if key == "Type":
+            types.add(value)
+    return types, priority
+
+
+def parse_mirror_list(text: str, path: str) -> list[str]:
+    """The archive URIs apt's mirror method would try for index files, in its order.
+
+    The format (``man apt-transport-mirror``): one URI a line; empty lines and lines starting
+    with ``#`` ignored; optional metadata after a tab. apt tries the lowest ``priority`` first
+    (none: last) and picks at random among equal ones: this keeps the file's order there, one of
+    apt's choices (every mirror serves the same signed indexes). Entries limited to ``type:deb``
+    serve no index file and are skipped. Every other entry must be one the worker may fetch
+    (http/https, no credentials, no link-local or metadata host): with one it cannot read, apt
+    might read that mirror, so the whole list is refused."""
+    if len(text) > MAX_MIRROR_BYTES or len(text.encode("utf-8", "replace")) > MAX_MIRROR_BYTES:
+        raise ArchiveError(f"{path}: the mirror list is over {MAX_MIRROR_BYTES} bytes; not read")
+    entries: list[tuple[int, int, str]] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        where = f"{path}:{number}"
+        if not line or line.startswith("#"):
+            continue
+        uri, _tab, tags = line.partition("\t")
+        if not uri or any(c.isspace() or not c.isprintable() or not c.isascii() for c in uri):
+            raise ArchiveError(
+                f"{where}: {uri[:80]!r} is not a URI apt can use (spaces, controls or non-ASCII)"
+            )
+        types, priority = _mirror_type_and_priority(tags, where)
+        if types and "index" not in types:
+            continue
+        if mirror_list_path(uri, where) is not None:
+            raise ArchiveError(f"{where}: a mirror list cannot name another mirror list (apt refuses it too)")
+        entries.append((priority, number, _check_uri(uri, where)))
+        if len(entries) > MAX_MIRRORS:
+            raise ArchiveError(f"{path}: more than {MAX_MIRRORS} mirrors; not read")
+    if not entries:
+        raise ArchiveError(f"{path}: the mirror list names no mirror for index files (apt fails on it too)")
+    return list(dict.fromkeys(uri for _, _, uri in sorted(entries)))
+
+
+def _resolve(uri: str, where: str, mirrors: Mapping[str, str] | None) -> dict[str, Any]:
+    """The AptSource fields of one source URI: itself when plain http(s), else the mirrors of the
+    recorded mirror list it names."""
+    path = mirror_list_path(uri, where)
+    if path is None:
+        return {"uri": _check_uri(uri, where)}
+    if mirrors is None:
+        raise ArchiveError(
+            f"{where}: {uri[:80]} is a mirror list and the image manifest records none "
+            "(captured before apt_mirrors were recorded)"
+        )
+    if not isinstance(mirrors, Mapping):
+        raise ArchiveError("the manifest's apt_mirrors is not a mapping of file -> text")
+    text = mirrors.get(path)
+    if text is None:
+        raise ArchiveError(
+            f"{where}: mirror list {path[:80]} is not recorded (capture records at most "
+            f"{MAX_MIRROR_FILES} files of {MAX_MIRROR_BYTES} bytes as {MIRROR_DIR}*.list)"
+        )
+    if not isinstance(text, str):
+        raise ArchiveError(f"{path}: not text")
+    first, *others = parse_mirror_list(text, path)
+    return {"uri": first, "mirrors": tuple(others), "mirror_list": f"mirror+file:{path}"}
 
 
 def _check_suite(suite: str, components: Sequence[str], where: str) -> None:
@@ -207,8 +374,9 @@ def _options(options: Mapping[str, str], where: str) -> dict[str, Any]:
     return out
 
 
-def parse_one_line(text: str, path: str) -> list[AptSource]:
-    """``deb [ key=value ... ] uri suite component...`` lines; ``deb-src`` and comments skipped."""
+def parse_one_line(text: str, path: str, mirrors: Mapping[str, str] | None = None) -> list[AptSource]:
+    """``deb [ key=value ... ] uri suite component...`` lines; ``deb-src`` and comments skipped.
+    ``mirrors``: the recorded mirror lists a ``mirror+file:`` URI is resolved from."""
     found = []
     for number, raw in enumerate(text.splitlines(), 1):
         where = f"{path}:{number}"
@@ -242,13 +410,17 @@ def parse_one_line(text: str, path: str) -> list[AptSource]:
         if len(fields) < 2:
             raise ArchiveError(f"{where}: a deb line needs a URI and a suite")
         uri, suite, components = fields[0], fields[1], tuple(fields[2:])
-        uri = _check_uri(uri, where)
+        resolved = _resolve(uri, where, mirrors)
         _check_suite(suite, components, where)
-        found.append(AptSource(uri, suite, components, origin=where, **_options(options, where)))
+        found.append(
+            AptSource(
+                suite=suite, components=components, origin=where, **resolved, **_options(options, where)
+            )
+        )
     return found
 
 
-def parse_deb822(text: str, path: str) -> list[AptSource]:
+def parse_deb822(text: str, path: str, mirrors: Mapping[str, str] | None = None) -> list[AptSource]:
     """``.sources`` stanzas (Types, URIs, Suites, Components, Enabled, Architectures, Signed-By,
     ...); one stanza may name several URIs and suites. ``Enabled: no`` and deb-src only are skipped."""
     from debian.deb822 import Deb822
@@ -276,15 +448,20 @@ def parse_deb822(text: str, path: str) -> list[AptSource]:
             raise ArchiveError(f"{where}: {len(uris)} URIs x {len(suites)} suites; not read")
         options = _options(fields, where)
         for uri in uris:
-            checked = _check_uri(uri, where)
+            resolved = _resolve(uri, where, mirrors)
             for suite in suites:
                 _check_suite(suite, components, where)
-                found.append(AptSource(checked, suite, components, origin=where, **options))
+                found.append(
+                    AptSource(suite=suite, components=components, origin=where, **resolved, **options)
+                )
     return found
 
 
-def parse_sources(apt_sources: Mapping[str, str] | None) -> list[AptSource]:
-    """Every ``deb`` entry of the manifest's ``apt_sources`` ({path: text}), in apt's file order."""
+def parse_sources(
+    apt_sources: Mapping[str, str] | None, apt_mirrors: Mapping[str, str] | None = None
+) -> list[AptSource]:
+    """Every ``deb`` entry of the manifest's ``apt_sources`` ({path: text}), in apt's file order;
+    ``mirror+file:`` URIs resolved from its ``apt_mirrors`` ({path: text})."""
     if apt_sources is None:
         raise ArchiveError("the image manifest records no apt sources (captured before they were recorded)")
     if not isinstance(apt_sources, Mapping):
@@ -298,9 +475,9 @@ def parse_sources(apt_sources: Mapping[str, str] | None) -> list[AptSource]:
         if not isinstance(text, str):
             raise ArchiveError(f"{path}: not text")
         if path == "/etc/apt/sources.list" or path.endswith(".list"):
-            found += parse_one_line(text, path)
+            found += parse_one_line(text, path, apt_mirrors)
         elif path.endswith(".sources"):
-            found += parse_deb822(text, path)
+            found += parse_deb822(text, path, apt_mirrors)
         # apt ignores other names in sources.list.d (.save, .disabled, ...): so does this
     if len(found) > MAX_ENTRIES:
         raise ArchiveError(f"the image lists more than {MAX_ENTRIES} deb entries; not read")
@@ -311,13 +488,14 @@ def plan_suites(sources: Sequence[AptSource], image_arches: Sequence[str]) -> li
     """The sources grouped by (uri, suite) as apt merges them: components and architectures
     together; their signed-by must agree (apt refuses conflicting values too)."""
     grouped: dict[tuple[str, str], list[AptSource]] = {}
-    for source in sources:
-        grouped.setdefault((source.uri, source.suite), []).append(source)
+    for source in sources:  # apt keys a source by the URI it names: a mirror list's, or the archive's
+        grouped.setdefault((source.mirror_list or source.uri, source.suite), []).append(source)
     plans, indexes = [], 0
-    for (uri, suite), entries in grouped.items():
+    for (named, suite), entries in grouped.items():
+        uri, mirrors = entries[0].uri, entries[0].mirrors
         trust = {(e.keyrings, e.fingerprints, e.inline_key) for e in entries}
         if len(trust) > 1:
-            raise ArchiveError(f"{uri} {suite}: its entries name different signed-by keys")
+            raise ArchiveError(f"{named} {suite}: its entries name different signed-by keys")
         keyrings, fingerprints, inline_key = trust.pop()
         components = tuple(dict.fromkeys(c for e in entries for c in e.components))
         arches = tuple(dict.fromkeys(a for e in entries for a in e.arches_for(image_arches)))
@@ -335,6 +513,8 @@ def plan_suites(sources: Sequence[AptSource], image_arches: Sequence[str]) -> li
                 inline_key,
                 all(e.check_valid_until for e in entries),
                 tuple(e.origin for e in entries),
+                mirrors,
+                entries[0].mirror_list,
             )
         )
     return plans

@@ -186,7 +186,7 @@ def test_entries_of_one_suite_are_merged_and_must_agree_on_keys() -> None:
     [
         (None, "records no apt sources"),
         (["deb http://x/ s main"], "not a mapping"),
-        ({"/etc/apt/sources.list.d/debian.sources": CLOUD_IMAGE_SOURCES}, "scheme 'mirror+file'"),
+        ({"/etc/apt/sources.list.d/debian.sources": CLOUD_IMAGE_SOURCES}, "the image manifest records none"),
         ({"/etc/apt/sources.list": "deb cdrom:[Debian 12]/ bookworm main\n"}, "scheme 'cdrom'"),
         ({"/etc/apt/sources.list": "deb file:/srv/repo bookworm main\n"}, "scheme 'file'"),
         ({"/etc/apt/sources.list": "deb copy:///srv/repo bookworm main\n"}, "scheme 'copy'"),
@@ -210,6 +210,8 @@ def test_entries_of_one_suite_are_merged_and_must_agree_on_keys() -> None:
         ({"/etc/apt/sources.list": "deb http://user:secret@h.example/d s main\n"}, "credentials"),
         ({"/etc/apt/sources.list": "deb http://169.254.169.254/latest s main\n"}, "link-local"),
         ({"/etc/apt/sources.list": "deb http://[fe80::1]/d s main\n"}, "link-local"),
+        ({"/etc/apt/sources.list": "deb http://2852039166/latest s main\n"}, "link-local"),
+        ({"/etc/apt/sources.list": "deb http://[fd00:ec2::254]/latest s main\n"}, "metadata endpoint"),
         ({"/etc/apt/sources.list": "deb http:///d s main\n"}, "no host"),
         ({"/etc/apt/sources.list": "deb http://h.example/d?x=1 s main\n"}, "query"),
         ({"/etc/apt/sources.list": "deb http://[::1 s main\n"}, "cannot be parsed"),
@@ -232,6 +234,192 @@ def test_entries_of_one_suite_are_merged_and_must_agree_on_keys() -> None:
 def test_what_the_index_reader_refuses_says_why(sources: object, why: str) -> None:
     with pytest.raises(ArchiveError, match=re.escape(why)):
         archive.parse_sources(sources)  # type: ignore[arg-type]
+
+
+# -- mirror lists (mirror+file:, Debian's cloud images and AMIs) --------------------------------
+AMI = DATA / "debian12-ami"
+
+
+def ami_files(under: str) -> dict[str, str]:
+    """The recorded files of the Debian 12 AMI fixture below ``etc/apt/<under>``, by their path."""
+    return {
+        "/" + str(path.relative_to(AMI)): path.read_text()
+        for path in sorted((AMI / "etc" / "apt" / under).iterdir())
+    }
+
+
+def ami_manifest() -> dict[str, dict[str, str]]:
+    return {"apt_sources": ami_files("sources.list.d"), "apt_mirrors": ami_files("mirrors")}
+
+
+def test_the_debian_ami_reads_its_mirror_lists() -> None:
+    recorded = ami_manifest()
+    assert recorded["apt_mirrors"] == {
+        "/etc/apt/mirrors/debian-security.list": "https://cdn-aws.deb.debian.org/debian-security\n",
+        "/etc/apt/mirrors/debian.list": "https://cdn-aws.deb.debian.org/debian\n",
+    }
+    assert recorded["apt_sources"]["/etc/apt/sources.list.d/debian.sources"] == CLOUD_IMAGE_SOURCES
+    found = archive.parse_sources(recorded["apt_sources"], recorded["apt_mirrors"])
+    assert plain(found) == [
+        ("https://cdn-aws.deb.debian.org/debian", "bookworm", ("main",)),
+        ("https://cdn-aws.deb.debian.org/debian", "bookworm-updates", ("main",)),
+        ("https://cdn-aws.deb.debian.org/debian", "bookworm-backports", ("main",)),
+        ("https://cdn-aws.deb.debian.org/debian-security", "bookworm-security", ("main",)),
+    ]
+    assert {s.mirror_list for s in found} == {
+        "mirror+file:/etc/apt/mirrors/debian.list",
+        "mirror+file:/etc/apt/mirrors/debian-security.list",
+    }
+    plans = archive.plan_suites(found, ["amd64"])
+    assert [p.release_url for p in plans] == [
+        "https://cdn-aws.deb.debian.org/debian/dists/bookworm/InRelease",
+        "https://cdn-aws.deb.debian.org/debian/dists/bookworm-updates/InRelease",
+        "https://cdn-aws.deb.debian.org/debian/dists/bookworm-backports/InRelease",
+        "https://cdn-aws.deb.debian.org/debian-security/dists/bookworm-security/InRelease",
+    ]
+    assert plans[0].keyrings == ("/usr/share/keyrings/debian-archive-keyring.gpg",)
+    assert plans[0].candidates == ("https://cdn-aws.deb.debian.org/debian",)
+
+
+def test_both_mirror_file_spellings_and_the_one_line_format() -> None:
+    mirrors = {"/etc/apt/mirrors/debian.list": "http://deb.debian.org/debian/\n"}
+    text = (
+        "deb mirror+file:/etc/apt/mirrors/debian.list bookworm main\n"
+        "deb mirror+file:///etc/apt/mirrors/debian.list/ bookworm-updates main\n"
+        "deb MIRROR+FILE:/etc/apt/mirrors/debian%2elist bookworm-backports main\n"
+    )
+    found = archive.parse_sources({"/etc/apt/sources.list": text}, mirrors)
+    assert {s.uri for s in found} == {"http://deb.debian.org/debian"}
+    assert {s.mirror_list for s in found} == {"mirror+file:/etc/apt/mirrors/debian.list"}
+    assert len(archive.plan_suites(found, ["amd64"])) == 3
+
+
+def test_mirror_order_is_apts_priority_then_the_file() -> None:
+    text = (
+        "# Debian mirrors, nearest first\n"
+        "\n"
+        "http://no-priority.example/debian\n"
+        "http://second.example/debian\tpriority:2\n"
+        "http://packages-only.example/debian\tpriority:0 type:deb\n"
+        "http://first.example/debian/\tpriority:1\ttype:index type:deb country:de\n"
+        "http://also-second.example/debian\tpriority:2 no-colon :empty-name\n"
+        "http://no-priority.example/debian\n"
+    )
+    assert archive.parse_mirror_list(text, "/etc/apt/mirrors/x.list") == [
+        "http://first.example/debian",
+        "http://second.example/debian",
+        "http://also-second.example/debian",
+        "http://no-priority.example/debian",
+    ]
+    sources = archive.parse_sources(
+        {"/etc/apt/sources.list": "deb mirror+file:/etc/apt/mirrors/x.list bookworm main\n"},
+        {"/etc/apt/mirrors/x.list": text},
+    )
+    (plan,) = archive.plan_suites(sources, ["amd64"])
+    assert plan.uri == "http://first.example/debian" and len(plan.mirrors) == 3
+    assert plan.candidates == (
+        "http://first.example/debian",
+        "http://second.example/debian",
+        "http://also-second.example/debian",
+    )  # at most MIRROR_TRIES
+
+
+def test_entries_through_one_mirror_list_must_agree_on_keys() -> None:
+    mirrors = {"/etc/apt/mirrors/debian.list": "http://deb.debian.org/debian\n"}
+    text = (
+        "deb mirror+file:/etc/apt/mirrors/debian.list bookworm main\n"
+        "deb [signed-by=/etc/apt/keyrings/other.gpg] mirror+file:/etc/apt/mirrors/debian.list bookworm c\n"
+    )
+    sources = archive.parse_sources({"/etc/apt/sources.list": text}, mirrors)
+    with pytest.raises(
+        ArchiveError, match=r"^mirror\+file:/etc/apt/mirrors/debian\.list bookworm: .*different"
+    ):
+        archive.plan_suites(sources, ["amd64"])
+
+
+LIST = "/etc/apt/mirrors/debian.list"
+VIA_LIST = {"/etc/apt/sources.list": f"deb mirror+file://{LIST} bookworm main\n"}
+
+
+@pytest.mark.parametrize(
+    ("mirror_list", "why"),
+    [
+        # what the reader never fetches, wherever it sits in the list
+        ("http://169.254.169.254/latest/meta-data\n", "link-local"),
+        ("http://deb.debian.org/debian\nhttp://169.254.169.254/\n", "link-local"),
+        ("http://2852039166/debian\n", "link-local"),  # 169.254.169.254 as the resolver reads it
+        ("http://0xA9FEA9FE/debian\n", "link-local"),
+        ("http://169.254.43518/debian\n", "link-local"),
+        ("http://[::ffff:169.254.169.254]/debian\n", "link-local"),
+        ("http://[fe80::1%25eth0]/debian\n", "link-local"),
+        ("http://[fd00:ec2::254]/latest\n", "metadata endpoint"),
+        ("http://metadata.google.internal/computeMetadata/v1\n", "metadata endpoint"),
+        ("http://instance-data./latest\n", "metadata endpoint"),
+        ("http://224.0.0.1/debian\n", "link-local or special"),
+        ("https://user:secret@mirror.example/debian\n", "credentials"),
+        ("https://token@mirror.example/debian\n", "credentials"),
+        ("file:/srv/mirror/debian\n", "scheme 'file'"),
+        ("file:///srv/mirror/debian\tpriority:1\n", "scheme 'file'"),
+        ("copy:/srv/mirror/debian\n", "scheme 'copy'"),
+        ("ftp://ftp.debian.org/debian\n", "scheme 'ftp'"),
+        ("tor+http://debian.onion/debian\n", "scheme 'tor+http'"),
+        ("cdrom:[Debian 12]/\n", "spaces"),
+        ("mirror+file:/etc/apt/mirrors/other.list\n", "cannot name another mirror list"),
+        ("mirror+http://lists.example/debian.list\n", "remote or wrapped"),
+        ("http://mirror.example/debian?token=1\n", "query"),
+        ("http:///debian\n", "no host"),
+        # what apt would read differently, or not at all
+        ("http://deb.debian.org/debian priority:1\n", "spaces"),  # metadata needs a tab
+        ("http://deb.debian.org/debian\r\n", "controls"),
+        (" http://deb.debian.org/debian\n", "spaces"),
+        ("http://déb.example/debian\n", "non-ASCII"),
+        ("http://deb.debian.org/debian\tarch:amd64\n", "per file"),
+        ("http://deb.debian.org/debian\tcodename:bookworm\n", "per file"),
+        ("http://deb.debian.org/debian\tComponent:main\n", "per file"),
+        ("http://deb.debian.org/debian\tlang:en\n", "per file"),
+        ("http://deb.debian.org/debian\tpriority:first\n", "not a number"),
+        ("", "names no mirror"),
+        ("# nothing but a comment\n\n", "names no mirror"),
+        ("http://deb.debian.org/debian\ttype:deb\n", "names no mirror"),
+        ("".join(f"http://m{i}.example/debian\n" for i in range(17)), "more than 16 mirrors"),
+        ("http://deb.debian.org/debian\n" + "#" * archive.MAX_MIRROR_BYTES, "over 65536 bytes"),
+        (42, "not text"),
+    ],
+)  # fmt: skip
+def test_hostile_mirror_lists_are_refused_with_the_reason(mirror_list: object, why: str) -> None:
+    with pytest.raises(ArchiveError, match=re.escape(why)):
+        archive.parse_sources(VIA_LIST, {LIST: mirror_list})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("uri", "mirrors", "why"),
+    [
+        (f"mirror+file:{LIST}", None, "the image manifest records none"),
+        (f"mirror+file:{LIST}", ["not", "a", "mapping"], "not a mapping"),
+        (f"mirror+file:{LIST}", {}, f"mirror list {LIST} is not recorded"),
+        ("mirror+file:/etc/apt/mirrors/debian.list.gz", {LIST: "http://h.example/d\n"}, "not recorded"),
+        ("mirror+file:/srv/lists/debian.txt", {LIST: "http://h.example/d\n"}, "not recorded"),
+        ("mirror+file:/etc/apt/mirrors/../../shadow", {}, "not a plain absolute path"),
+        ("mirror+file:etc/apt/mirrors/debian.list", {}, "not a plain absolute path"),
+        ("mirror+file:/etc/apt/mirrors/a%00.list", {}, "not a plain absolute path"),
+        ("mirror+file://evil.example/etc/apt/mirrors/debian.list", {}, "names a host"),
+        ("mirror://lists.example/debian.list", {}, "remote or wrapped mirror list is not fetched"),
+        ("mirror+https://lists.example/debian.list", {}, "'mirror+https'"),
+        ("mirror+copy:/etc/apt/mirrors/debian.list", {}, "'mirror+copy'"),
+        ("tor+mirror+file:/etc/apt/mirrors/debian.list", {}, "'tor+mirror+file'"),
+    ],
+)  # fmt: skip
+def test_mirror_sources_the_reader_cannot_resolve_say_why(uri: str, mirrors: object, why: str) -> None:
+    stanza = f"Types: deb\nURIs: {uri}\nSuites: bookworm\nComponents: main\n"
+    sources = {"/etc/apt/sources.list.d/debian.sources": stanza}
+    with pytest.raises(ArchiveError, match=re.escape(why)):
+        archive.parse_sources(sources, mirrors)  # type: ignore[arg-type]
+
+
+def test_a_huge_mirror_list_is_refused_before_it_is_parsed() -> None:
+    huge = "http://deb.debian.org/debian\n" * 1_000_000  # 29 MB: refused by its length, never split
+    with pytest.raises(ArchiveError, match="over 65536 bytes"):
+        archive.parse_mirror_list(huge, LIST)
 
 
 def test_too_many_indexes_are_refused() -> None:
