@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import json
 import lzma
+import re
 import shutil
 import subprocess
 import tempfile
@@ -195,8 +196,10 @@ def add_suite(
     by_hash: bool = True,
     compress: str = "xz",
     valid_until: float | None = None,
+    backports: bool = False,
 ) -> str:
-    """Release + Packages of one suite; returns the sha256 of the compressed index."""
+    """Release + Packages of one suite; returns the sha256 of the compressed index. ``backports``:
+    ``NotAutomatic: yes`` and ``ButAutomaticUpgrades: yes``, as bookworm-backports' Release."""
     raw = packages.encode()
     data = lzma.compress(raw) if compress == "xz" else gzip.compress(raw)
     name = f"main/binary-amd64/Packages.{compress}"
@@ -206,6 +209,7 @@ def add_suite(
         f"Date: {email.utils.formatdate(time.time() - 60, usegmt=True)}\n"
         + (f"Valid-Until: {email.utils.formatdate(valid_until, usegmt=True)}\n" if valid_until else "")
         + ("Acquire-By-Hash: yes\n" if by_hash else "")
+        + ("NotAutomatic: yes\nButAutomaticUpgrades: yes\n" if backports else "")
         + "Architectures: amd64\nComponents: main\nSHA256:\n"
         + f" {hashlib.sha256(raw).hexdigest()} {len(raw)} main/binary-amd64/Packages\n"
         + f" {digest} {len(data)} {name}\n"
@@ -466,6 +470,92 @@ def test_an_unreachable_mirror_and_an_image_without_packages(tmp_path: Path) -> 
         make_hook(tmp_path, None).pending_updates({**data, "packages": []})
 
 
+# -- Debian's AMIs: sources through mirror lists -----------------------------------------------
+AMI = DATA / "debian12-ami" / "etc" / "apt"
+AMI_SOURCES = (AMI / "sources.list.d" / "debian.sources").read_text()
+BACKPORTS = """Package: openssl
+Version: 3.5.1-1~bpo12+1
+Architecture: amd64
+"""
+
+
+def ami_manifest(
+    served: Archive, signer: Signer | None, debian_list: str, security_list: str
+) -> dict[str, Any]:
+    """The Debian 12 AMI's recorded apt layout (tests/data/debian12-ami), its mirror lists naming
+    ``debian_list`` and ``security_list`` and its Signed-By the test key when there is one."""
+    sources = AMI_SOURCES
+    if signer is not None:
+        sources = sources.replace("/usr/share/keyrings/debian-archive-keyring.gpg", str(signer.keyring))
+    return {
+        **manifest(served, signer),
+        "apt_sources": {"/etc/apt/sources.list.d/debian.sources": sources},
+        "apt_mirrors": {
+            "/etc/apt/mirrors/debian.list": debian_list,
+            "/etc/apt/mirrors/debian-security.list": security_list,
+        },
+    }
+
+
+def test_the_debian_ami_layout_reads_the_archive_its_mirror_lists_name(
+    tmp_path: Path, debian: Archive, signer: Signer | None
+) -> None:
+    add_suite(debian, "/debian", "bookworm-backports", BACKPORTS, signer, backports=True)
+    data = ami_manifest(debian, signer, f"{debian.url}/debian\n", f"{debian.url}/debian-security\n")
+    check = make_hook(tmp_path, signer).pending_updates(data)
+    assert check.pending == EXPECTED  # backports' newer openssl is not an upgrade apt would make
+    assert check.to_dict()["suites"] == [
+        f"{debian.url}/debian bookworm",
+        f"{debian.url}/debian bookworm-updates",
+        f"{debian.url}/debian bookworm-backports",
+        f"{debian.url}/debian-security bookworm-security",
+    ]
+    assert (
+        check.notes[0]
+        == f"bookworm: read from {debian.url}/debian, a mirror of mirror+file:/etc/apt/mirrors/debian.list"
+    )
+    assert len(check.notes) == 4
+
+
+def test_an_unreachable_mirror_moves_to_the_next_one_of_the_list(
+    tmp_path: Path, debian: Archive, signer: Signer | None
+) -> None:
+    add_suite(debian, "/debian", "bookworm-backports", BACKPORTS, signer, backports=True)
+    down = f"http://127.0.0.1:{_closed_port()}/debian"
+    debian_list = f"{down}\tpriority:1\n{debian.url}/nothing-here\tpriority:2\n{debian.url}/debian\n"
+    data = ami_manifest(debian, signer, debian_list, f"{debian.url}/debian-security\n")
+    check = make_hook(tmp_path, signer).pending_updates(data)
+    assert check.pending == EXPECTED
+    assert check.to_dict()["suites"][0] == f"{debian.url}/debian bookworm"
+    assert "cannot download" in check.notes[0] and "HTTP 404" in check.notes[0]
+    assert (
+        "/debian/dists/bookworm/main/binary-amd64/Packages.xz" not in debian.paths()
+    )  # by hash, same mirror
+    assert any(p.startswith("/debian/dists/bookworm/main/binary-amd64/by-hash/") for p in debian.paths(200))
+
+    debian_list = f"{down}\n{debian.url}/nothing-here\n"
+    data = ami_manifest(debian, signer, debian_list, f"{debian.url}/debian-security\n")
+    with pytest.raises(
+        ArchiveError, match=re.escape("none of the 2 mirrors of mirror+file:/etc/apt/mirrors/")
+    ):
+        make_hook(tmp_path, signer).pending_updates(data)
+
+
+def test_an_expired_release_is_final_not_a_reason_to_try_another_mirror(
+    tmp_path: Path, debian: Archive, signer: Signer | None
+) -> None:
+    for suite in ("bookworm", "bookworm-updates", "bookworm-backports"):
+        add_suite(
+            debian, "/stale", suite, PACKAGES.get(suite, BACKPORTS), signer, valid_until=time.time() - 60
+        )
+    data = ami_manifest(
+        debian, signer, f"{debian.url}/stale\n{debian.url}/debian\n", f"{debian.url}/debian-security\n"
+    )
+    with pytest.raises(ArchiveError, match=r"/stale/dists/bookworm/InRelease: .*expired"):
+        make_hook(tmp_path, signer).pending_updates(data)
+    assert not any(p.startswith("/debian/") for p in debian.paths())
+
+
 def _closed_port() -> int:
     import socket
 
@@ -525,6 +615,25 @@ def test_check_patches_reads_the_archive_and_launches_nothing(
     }
 
 
+def test_check_patches_of_a_debian_ami_reads_its_mirror_lists_and_launches_nothing(
+    server: Archive, unsigned: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for suite, text in PACKAGES.items():
+        label = "Debian-Security" if "security" in suite else "Debian"
+        add_suite(
+            server, "/debian-security" if "security" in suite else "/debian", suite, text, None, label=label
+        )
+    add_suite(server, "/debian", "bookworm-backports", BACKPORTS, None, backports=True)
+    data = ami_manifest(server, None, f"{server.url}/debian\n", f"{server.url}/debian-security\n")
+    platform = FakePlatform(published(data))  # launch_instance fails the test
+    monkeypatch.setattr(steps, "pending_updates", lambda *a: pytest.fail("no instance check expected"))
+    decision = steps.check_patches(family_spec("fam"), platform, run_id="r")  # type: ignore[arg-type]
+    how = json.loads(json.dumps(decision["patch_check"]))
+    assert how["method"] == "archive-index" and len(how["suites"]) == 4
+    assert decision["pending_security_updates"] == ["openssl"]
+    assert any("a mirror of mirror+file:/etc/apt/mirrors/debian-security.list" in n for n in how["notes"])
+
+
 CLOSED = "deb http://127.0.0.1:1/d s main\n"
 TRUSTED = "deb [trusted=yes] http://h.example/d s main\n"
 APT_OUTPUT = (
@@ -540,6 +649,13 @@ APT_OUTPUT = (
         (lambda m: m.update(apt_sources={"/etc/apt/sources.list": CLOSED}), "cannot download"),
         (lambda m: m.update(packages="not a list"), "records no installed packages"),
         (lambda m: m.update(apt_sources={"/etc/apt/sources.list": TRUSTED}), "trusted=yes"),
+        (lambda m: m.update(apt_sources={"/etc/apt/sources.list.d/debian.sources": AMI_SOURCES}),
+         "is a mirror list and the image manifest records none"),
+        (lambda m: m.update(apt_sources={"/etc/apt/sources.list.d/debian.sources": AMI_SOURCES},
+                            apt_mirrors={}), "mirror list /etc/apt/mirrors/debian.list is not recorded"),
+        (lambda m: m.update(apt_sources={"/etc/apt/sources.list.d/debian.sources": AMI_SOURCES},
+                            apt_mirrors={"/etc/apt/mirrors/debian.list": "http://169.254.169.254/\n"}),
+         "link-local"),
     ],
 )  # fmt: skip
 def test_check_patches_falls_back_to_an_instance_and_says_why(

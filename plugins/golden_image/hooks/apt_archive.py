@@ -5,6 +5,10 @@ the SHA256 the Release lists) and the reduced indexes kept on disk.
 * Downloads go through :class:`~golden_image.hooks.fetch.FetchHook` (on-disk cache revalidated
   with ETag / If-Modified-Since, a per-process memo: families that share a suite fetch its
   InRelease once per run).
+* A source that names a mirror list (``mirror+file:``, Debian's AMIs) reads from the list's first
+  mirror (``archive.parse_mirror_list`` orders them as apt does); when that one cannot be
+  reached, the next (at most ``archive.MIRROR_TRIES``), and the suite's Packages come from the
+  mirror whose InRelease was read.
 * ``gpgv`` checks each InRelease against the keyring its source names (``signed-by``, when that
   file exists on the worker under a keyring directory), else Debian's archive keyring; only the
   signed text gpgv writes out is parsed, never the file as downloaded.
@@ -36,7 +40,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +59,10 @@ MEMO_SIZE = 16
 KEEP_UNUSED_S = 30 * 86_400.0
 """Reduced indexes nobody read for this long are deleted when a new one is written."""
 GPGV_TIMEOUT_S = 60.0
+
+
+class Unreachable(ArchiveError):
+    """A download failed (no answer, an HTTP error): another mirror of the list may serve it."""
 
 
 @dataclass
@@ -110,7 +118,8 @@ class AptArchiveHook:
         if not isinstance(packages, list) or not packages:
             raise ArchiveError("the image manifest records no installed packages")
         arches = archive.image_architectures(manifest)
-        plans = archive.plan_suites(archive.parse_sources(manifest.get("apt_sources")), arches)
+        sources = archive.parse_sources(manifest.get("apt_sources"), manifest.get("apt_mirrors"))
+        plans = archive.plan_suites(sources, arches)
         check = ArchiveCheck(pending=[])
         if not plans:
             check.notes.append("the image lists no deb sources: apt can upgrade nothing")
@@ -120,7 +129,7 @@ class AptArchiveHook:
             suites.append(index)
             check.suites.append(
                 {
-                    "name": plan.name,
+                    "name": index.name,
                     "security": index.security,
                     "release_date": facts.date,
                     "valid_until": facts.valid_until,
@@ -137,7 +146,7 @@ class AptArchiveHook:
         return check
 
     def suite(self, plan: SuitePlan, check: ArchiveCheck) -> tuple[SuiteIndex, ReleaseFacts]:
-        facts = self.release(plan)
+        plan, facts = self.mirror_release(plan, check)
         reduced = []
         for component in plan.components:
             files = archive.index_files(facts, component, plan.arches)
@@ -158,13 +167,37 @@ class AptArchiveHook:
         return suite, facts
 
     # -- Release -------------------------------------------------------------------------------
+    def mirror_release(self, plan: SuitePlan, check: ArchiveCheck) -> tuple[SuitePlan, ReleaseFacts]:
+        """:meth:`release` from the plan's URI or, for a mirror list, from the first of its
+        mirrors that answers: as apt's mirror method, the next mirror is tried when a download
+        fails. A signature, suite or expiry refusal is final (that mirror, or the list, needs a
+        person). Returns the plan of the mirror read: the suite's Packages come from there too."""
+        failures: list[str] = []
+        for uri in plan.candidates:
+            candidate = replace(plan, uri=uri, mirrors=())
+            try:
+                facts = self.release(candidate)
+            except Unreachable as exc:
+                failures.append(str(exc))
+                continue
+            if plan.mirror_list:
+                after = f" (after: {'; '.join(failures)})" if failures else ""
+                check.notes.append(f"{plan.suite}: read from {uri}, a mirror of {plan.mirror_list}{after}")
+            return candidate, facts
+        if len(failures) == 1:
+            raise ArchiveError(failures[0])
+        tried = "; ".join(failures)
+        raise ArchiveError(
+            f"none of the {len(failures)} mirrors of {plan.mirror_list} tried answered: {tried}"
+        )
+
     def release(self, plan: SuitePlan) -> ReleaseFacts:
         """The suite's InRelease, signature checked, not expired, for the suite asked for."""
         url = plan.release_url
         try:
             fetched = self.fetch.get(url)
         except PlatformError as exc:
-            raise ArchiveError(f"{url}: {exc}") from None
+            raise Unreachable(f"{url}: {exc}") from None
         body = fetched.read_bytes()
         keyrings, inline = self.keyrings_for(plan)
         key = (hashlib.sha256(body).hexdigest(), keyrings, plan.fingerprints)
