@@ -294,21 +294,50 @@ DPKG_QUERY = (
     "dpkg-query -W -f '${Package}\\t${Version}\\t${Architecture}\\t${source:Package}\\t${source:Version}\\n'"
 )
 SYSTEM_FACTS = r"""python3 - <<'PY'
-import glob, json, subprocess
+import glob, json, os, stat, subprocess
 def read(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return handle.read()
     except OSError:
         return None
+def read_small(path, limit):
+    # a regular file under /etc of at most `limit` bytes, else None: never a FIFO or a device
+    # (O_NONBLOCK, fstat), nothing a symlink leads out of /etc to (/proc, /dev, a home)
+    if not os.path.realpath(path).startswith("/etc/"):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace") if len(data) <= limit else None
 sources = {}
 for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list")),
              *sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))]:
     text = read(path)
     if text is not None:
         sources[path] = text
+mirrors = {}  # what apt's mirror+file: method reads (Debian's cloud images and AMIs)
+for path in sorted(glob.glob("/etc/apt/mirrors/*.list"))[:16]:  # archive.MAX_MIRROR_FILES
+    text = read_small(path, 65536)  # archive.MAX_MIRROR_BYTES
+    if text is not None:
+        mirrors[path] = text
 arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-print(json.dumps({"architecture": arch, "os_release": read("/etc/os-release") or "", "apt_sources": sources}))
+print(json.dumps({"architecture": arch, "os_release": read("/etc/os-release") or "", "apt_sources": sources,
+                  "apt_mirrors": mirrors}))
 PY"""
 
 
@@ -340,7 +369,9 @@ def os_release_fields(text: str) -> dict[str, str]:
 
 def system_facts(target: Target) -> dict[str, Any]:
     """What the patch check and the vulnerability gate read later without an instance: the
-    dpkg architecture, os-release (release codename) and the apt sources (file -> text)."""
+    dpkg architecture, os-release (release codename), the apt sources (file -> text) and the
+    mirror lists their ``mirror+file:`` URIs name (``/etc/apt/mirrors/*.list``, file -> text; at
+    most 16 regular files of 64 KiB each)."""
     facts = json.loads(run_ssh(target, SYSTEM_FACTS).stdout)
     release = os_release_fields(facts.get("os_release", ""))
     return {
@@ -349,6 +380,7 @@ def system_facts(target: Target) -> dict[str, Any]:
             k: release[k] for k in ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME") if k in release
         },
         "apt_sources": facts.get("apt_sources", {}),
+        "apt_mirrors": facts.get("apt_mirrors", {}),
     }
 
 
