@@ -7,7 +7,13 @@ state of its own: the local catalog maps AMI -> local image (run_id = AMI id) an
 local instance (run_id = instance id). The pipeline tells it nothing about captures: an AMI made
 from a builder is mirrored (the builder's local instance captured) the first time something
 needs it, when an instance is launched from it or when its builder is released, whichever comes
-first. A base AMI nobody captured stands for the Debian base.
+first. A base AMI nobody captured stands for the Debian base, laid out as Debian's own AMIs lay
+out apt (``as_debian_ami``): their deb822 ``debian.sources`` naming ``mirror+file:`` lists, and
+the lists in ``/etc/apt/mirrors``, with one difference: the AMI's lists name
+``https://cdn-aws.deb.debian.org``, which does not resolve on the test machines (and their HTTPS
+egress is re-signed by a CA the instances do not trust), so the stand-in's name
+``http://deb.debian.org`` instead. Everything baked from it, and every image captured, carries
+that layout, as an AMI baked from Debian's does.
 """
 
 from __future__ import annotations
@@ -19,11 +25,39 @@ from typing import Any
 
 from golden_image import paths
 from golden_image.hooks.ami import AmiHook, image_created_at, tag_value
+from golden_image.hooks.ssh import run_ssh
 from golden_image.platforms.local import LOGIN_USER, LocalPlatform
 from golden_image.values import Target
 from tests.specs import family_spec
 
 MIRROR = "aws-mirror"
+AMI_APT = Path(__file__).resolve().parents[1] / "data" / "debian12-ami" / "etc" / "apt"
+AMI_MIRROR = "https://cdn-aws.deb.debian.org/"
+REACHABLE_MIRROR = "http://deb.debian.org/"
+
+
+def debian_ami_apt() -> dict[str, str]:
+    """The Debian 12 AMI's apt files (tests/data/debian12-ami) by their path on the instance,
+    the mirror lists naming deb.debian.org over http instead of cdn-aws.deb.debian.org."""
+    files = {}
+    for path in sorted(AMI_APT.rglob("*")):
+        if path.is_file():
+            text = path.read_text()
+            if path.parent.name == "mirrors":
+                assert text.startswith(AMI_MIRROR), text
+                text = text.replace(AMI_MIRROR, REACHABLE_MIRROR)
+            files[f"/etc/apt/{path.relative_to(AMI_APT)}"] = text
+    return files
+
+
+def as_debian_ami(target: Target) -> None:
+    """Give a stand-in of the Debian base the apt layout of Debian's AMIs (the base's one-line
+    /etc/apt/sources.list goes: apt reads only the AMI's files)."""
+    script = ["set -eu", "rm -f /etc/apt/sources.list", "mkdir -p /etc/apt/mirrors /etc/apt/sources.list.d"]
+    for path, text in debian_ami_apt().items():
+        assert "GOLDEN_EOF" not in text and text.endswith("\n")
+        script.append(f"cat > {path} <<'GOLDEN_EOF'\n{text}GOLDEN_EOF")
+    run_ssh(target, "sh -s", stdin="\n".join(script) + "\n", root=True)
 
 
 class LocalBackedResolver:
@@ -41,16 +75,17 @@ class LocalBackedResolver:
     def _local_instance(self, instance_id: str) -> Any:
         return next((r for r in self.local.catalog.instances() if r.run_id == instance_id), None)
 
-    def _local_image(self, ami: str) -> str:
+    def _local_image(self, ami: str) -> tuple[str, bool]:
+        """The local image standing for ``ami``, and whether it is the Debian base (Debian's AMI)."""
         captured = self.local.find_captured(MIRROR, ami)
         if captured is not None:
-            return captured.image_id
+            return captured.image_id, False
         image = self._ec2().describe_images(ImageIds=[ami])["Images"][0]
         run_id = tag_value(image, "golden:run-id")
         builders = self._builders(run_id) if run_id else []
         if builders:
-            return self._mirror(ami, builders[0])
-        return self.local.resolve_source(family_spec(MIRROR)).image_id
+            return self._mirror(ami, builders[0]), False
+        return self.local.resolve_source(family_spec(MIRROR)).image_id, True
 
     def _builders(self, run_id: str) -> list[Any]:
         """The live local stand-ins of the run's EC2 builders."""
@@ -77,13 +112,12 @@ class LocalBackedResolver:
     def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target:
         row = self._local_instance(instance["InstanceId"])
         if row is None:
+            image_id, debian_base = self._local_image(instance["ImageId"])
             local = self.local.launch_instance(
-                self._local_image(instance["ImageId"]),
-                role=role,
-                family=MIRROR,
-                run_id=instance["InstanceId"],
-                region="local",
+                image_id, role=role, family=MIRROR, run_id=instance["InstanceId"], region="local"
             )
+            if debian_base:
+                as_debian_ami(local)
             port, key = local.port, local.key_file
         else:
             port, key = row.port, str(Path(row.dir) / "ssh" / "id_ed25519")

@@ -1,8 +1,9 @@
 """The aws platform's steps end to end on moto server, with real Packer, Ansible and Testinfra.
 
 moto instances run nothing, so each one is served by a real local instance (tests/aws/standins.py)
-of the image its AMI stands for; CreateImage also captures that local instance, so the test
-instance of the new AMI really boots what was baked.
+of the image its AMI stands for, the base AMI with Debian's AMI apt layout (mirror+file: lists);
+CreateImage also captures that local instance, so the test instance of the new AMI really boots
+what was baked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from golden_image.platforms.aws import AwsPlatform
 from golden_image.platforms.local import LocalPlatform
 from golden_image.spec import FamilySpec
 from golden_image.values import Target
+from tests.aws.standins import debian_ami_apt
 from tests.specs import family_spec
 
 pytestmark = pytest.mark.integration
@@ -104,12 +106,38 @@ def test_bake_capture_validate_share_publish_on_moto(
         json.loads(aws.document(image["image_id"], "sbom.cdx.json"))["serialNumber"] == sbom["serial_number"]
     )
 
-    # the stand-in's image lists deb.debian.org (a real Debian AMI's mirror+file: sources would fall
-    # back to apt in a throwaway instance of the AMI)
+    # the AMI's apt layout, as Debian's AMIs have it (the stand-in's mirror lists name deb.debian.org)
+    assert published.manifest["apt_sources"] == {
+        "/etc/apt/sources.list.d/debian.sources": debian_ami_apt()["/etc/apt/sources.list.d/debian.sources"]
+    }
+    assert published.manifest["apt_mirrors"] == {
+        "/etc/apt/mirrors/debian-security.list": "http://deb.debian.org/debian-security\n",
+        "/etc/apt/mirrors/debian.list": "http://deb.debian.org/debian\n",
+    }
+
+    # the weekly check reads the archive those mirror lists name: no instance, on EC2 or behind it
+    ec2_before, local_before = ec2_instances(aws), len(platform.catalog.instances(live_only=False))
     again = steps.check_patches(aws_spec, aws, run_id="manual__2")
     assert again["rebuild"] is False, again["reasons"]
-    assert again["patch_check"]["method"] == "archive-index", again["patch_check"]
+    how = again["patch_check"]
+    assert how["method"] == "archive-index", how
+    assert how["suites"] == [
+        "http://deb.debian.org/debian bookworm",
+        "http://deb.debian.org/debian bookworm-updates",
+        "http://deb.debian.org/debian bookworm-backports",
+        "http://deb.debian.org/debian-security bookworm-security",
+    ]
+    assert any("a mirror of mirror+file:/etc/apt/mirrors/debian-security.list" in n for n in how["notes"])
+    assert (
+        ec2_instances(aws) == ec2_before and len(platform.catalog.instances(live_only=False)) == local_before
+    )
     assert platform.catalog.instances() == []  # every stand-in instance was released
+
+
+def ec2_instances(aws: AwsPlatform) -> int:
+    """Every instance EC2 ever launched in the primary region (terminated ones too)."""
+    reservations = aws.hook("us-east-1").conn.describe_instances()["Reservations"]
+    return sum(len(r["Instances"]) for r in reservations)
 
 
 def test_deferred_waits_raise_not_ready_with_the_trigger(aws_conn: str, base_ami: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -3,9 +3,10 @@
 The example family include/images/aws-debian12-base.yaml runs as it is, except its source (moto
 reserves /aws/ parameters, so the base AMI comes from a parameter the test sets) and its regions /
 account / connection. Real Packer, Ansible and Testinfra work over SSH on the local instances that
-stand in for moto's (tests/aws/standins.py); EC2's latencies are injected as a number of looks
-(not seconds), so every wait defers to the triggerer exactly once, whatever the load, and the
-tasks resume by running their idempotent step again.
+stand in for moto's (tests/aws/standins.py), the base AMI's with the apt layout of Debian's AMIs
+(mirror+file: lists); EC2's latencies are injected as a number of looks (not seconds), so every
+wait defers to the triggerer exactly once, whatever the load, and the tasks resume by running
+their idempotent step again.
 """
 
 from __future__ import annotations
@@ -104,7 +105,20 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     )
     assert {p["name"] for p in manifest["packages"]} >= {"prometheus-node-exporter", "unattended-upgrades"}
 
-    again = run_family_dag(spec, {})  # the archive's indexes for the published AMI's packages: up to date
+    assert set(manifest["apt_mirrors"]) == {
+        "/etc/apt/mirrors/debian.list",
+        "/etc/apt/mirrors/debian-security.list",
+    }
+
+    # unchanged: the weekly check reads the indexes the AMI's mirror lists name, and launches nothing
+    launched = [len(r["Instances"]) for r in ec2["us-east-1"].describe_instances()["Reservations"]]
+    local_launched = len(platform.catalog.instances(live_only=False))
+    again = run_family_dag(spec, {})
     assert again["state"] == "success" and again["decision"]["rebuild"] is False, again["decision"]
     assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches"}
+    how = again["decision"]["patch_check"]
+    assert how["method"] == "archive-index", how
+    assert len(how["suites"]) == 4 and "no instance launched" in how["reason"]
+    assert [len(r["Instances"]) for r in ec2["us-east-1"].describe_instances()["Reservations"]] == launched
+    assert len(platform.catalog.instances(live_only=False)) == local_launched  # 0 instances, behind EC2 too
     assert platform.catalog.instances() == []

@@ -96,6 +96,7 @@ def test_the_manifest_has_what_the_index_check_reads(published: ImageRecord) -> 
             "deb http://deb.debian.org/debian-security bookworm-security main\n"
         )
     }
+    assert manifest["apt_mirrors"] == {}  # the local base has no /etc/apt/mirrors (Debian's AMIs do)
 
 
 def test_a_weekly_check_launches_nothing_and_agrees_with_apt(
