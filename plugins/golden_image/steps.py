@@ -295,16 +295,10 @@ DPKG_QUERY = (
 )
 SYSTEM_FACTS = r"""python3 - <<'PY'
 import glob, json, os, stat, subprocess
-def read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
-def read_small(path, limit):
-    # a regular file under /etc of at most `limit` bytes, else None: never a FIFO or a device
-    # (O_NONBLOCK, fstat), nothing a symlink leads out of /etc to (/proc, /dev, a home)
-    if not os.path.realpath(path).startswith("/etc/"):
+def read_small(path, limit, under=("/etc/",)):
+    # a regular file of at most `limit` bytes under `under`, else None: never a FIFO or a device
+    # (O_NONBLOCK, fstat), nothing a symlink leads elsewhere to (/proc, /dev, a home)
+    if not os.path.realpath(path).startswith(under):
         return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
@@ -324,10 +318,10 @@ def read_small(path, limit):
     finally:
         os.close(fd)
     return data.decode("utf-8", "replace") if len(data) <= limit else None
-sources = {}
+sources = {}  # archive.py refuses more than it reads; bounded here so a hostile file cannot hang or flood
 for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list")),
-             *sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))]:
-    text = read(path)
+             *sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))][:64]:
+    text = read_small(path, 1 << 20)
     if text is not None:
         sources[path] = text
 mirrors = {}  # what apt's mirror+file: method reads (Debian's cloud images and AMIs)
@@ -335,8 +329,9 @@ for path in sorted(glob.glob("/etc/apt/mirrors/*.list"))[:16]:  # archive.MAX_MI
     text = read_small(path, 65536)  # archive.MAX_MIRROR_BYTES
     if text is not None:
         mirrors[path] = text
+release = read_small("/etc/os-release", 65536, ("/etc/", "/usr/lib/")) or ""  # usually a link to /usr/lib
 arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-print(json.dumps({"architecture": arch, "os_release": read("/etc/os-release") or "", "apt_sources": sources,
+print(json.dumps({"architecture": arch, "os_release": release, "apt_sources": sources,
                   "apt_mirrors": mirrors}))
 PY"""
 

@@ -102,3 +102,12 @@ def test_the_script_and_the_reader_share_their_bounds() -> None:
     assert f"[:{archive.MAX_MIRROR_FILES}]" in steps.SYSTEM_FACTS
     assert f"read_small(path, {archive.MAX_MIRROR_BYTES})" in steps.SYSTEM_FACTS
     assert "<<'PY'" in steps.SYSTEM_FACTS  # a quoted heredoc: the shell expands nothing in it
+
+
+def test_hostile_files_among_the_sources_are_skipped_not_waited_on(root: Path) -> None:
+    parts = root / "etc" / "apt" / "sources.list.d"
+    os.mkfifo(parts / "fifo.list")  # a plain open() would block capture forever
+    (parts / "zero.sources").symlink_to("/dev/zero")
+    (parts / "huge.list").write_bytes(b"#" * ((1 << 20) + 1))
+    sources = {Path(p).name for p in run_facts(root)["apt_sources"]}
+    assert sources == {"debian.sources"}
