@@ -7,6 +7,7 @@ functions; the CLI's benchmark script calls them directly. Every value returned 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import subprocess
@@ -489,40 +490,14 @@ def vulnerability_data_source(
     return DEFAULT_DATA_URL, "the default"
 
 
-def scan_vulnerabilities(
-    spec: FamilySpec,
-    platform: Platform,
-    image_id: str,
-    *,
-    run_id: str,
-    data_source: tuple[str, str] | None = None,
-    fetch: Any = None,
-    today: Any = None,
-) -> dict[str, Any]:
-    """Match the captured image's packages (from its manifest: no instance is started) against
-    the vulnerability data; store the findings with the image (manifest section
-    ``vulnerabilities``); reject the image when the family's policy is violated."""
-    import datetime
-
+def vulnerability_release(release: str, data_source: tuple[str, str], fetch: Any = None) -> tuple[Any, Any]:
+    """One release's entries of the vulnerability data (``vulns.ReleaseData``) and how the data
+    was fetched; errors say which setting pointed where and what to set."""
     from golden_image import vulns
     from golden_image.errors import PlatformError
     from golden_image.hooks.fetch import FetchHook
 
-    image = platform.find_captured(spec.name, run_id)
-    if image is None or image.image_id != image_id:
-        raise StepError(f"run {run_id} of {spec.name} captured no image {image_id}; re-run capture_image")
-    manifest = image.manifest
-    packages = manifest.get("packages") or []
-    release = (manifest.get("os_release") or {}).get("VERSION_CODENAME", "")
-    distro = (manifest.get("os_release") or {}).get("ID", "")
-    if not packages or not release or not all("source" in p for p in packages):
-        raise StepError(
-            f"{image_id}'s manifest has no package list with source packages or no os-release codename "
-            "(captured by an older version of the pipeline?); bake it again"
-        )
-    if distro != "debian":
-        raise StepError(f"{image_id} is a {distro or 'unknown'} image; the vulnerability data covers Debian")
-    url, setting = data_source or vulnerability_data_source()
+    url, setting = data_source
     advice = (
         f"set the environment variable {VULNERABILITY_DATA_ENV} or the Airflow Variable "
         f"{VULNERABILITY_DATA_VARIABLE} to a mirror of {vulns.DEFAULT_DATA_URL} (http(s) or file:// URL, "
@@ -539,6 +514,42 @@ def scan_vulnerabilities(
         raise PlatformError(
             f"vulnerability data from {setting}: {exc}; {advice}", retryable=exc.retryable
         ) from None
+    return data, fetched
+
+
+def scan_vulnerabilities(
+    spec: FamilySpec,
+    platform: Platform,
+    image_id: str,
+    *,
+    run_id: str,
+    data_source: tuple[str, str] | None = None,
+    fetch: Any = None,
+    today: Any = None,
+) -> dict[str, Any]:
+    """Match the captured image's packages (from its manifest: no instance is started) against
+    the vulnerability data; store the findings with the image (manifest section
+    ``vulnerabilities``); reject the image when the family's policy is violated."""
+    import datetime
+
+    from golden_image import vulns
+
+    image = platform.find_captured(spec.name, run_id)
+    if image is None or image.image_id != image_id:
+        raise StepError(f"run {run_id} of {spec.name} captured no image {image_id}; re-run capture_image")
+    manifest = image.manifest
+    packages = manifest.get("packages") or []
+    release = (manifest.get("os_release") or {}).get("VERSION_CODENAME", "")
+    distro = (manifest.get("os_release") or {}).get("ID", "")
+    if not packages or not release or not all("source" in p for p in packages):
+        raise StepError(
+            f"{image_id}'s manifest has no package list with source packages or no os-release codename "
+            "(captured by an older version of the pipeline?); bake it again"
+        )
+    if distro != "debian":
+        raise StepError(f"{image_id} is a {distro or 'unknown'} image; the vulnerability data covers Debian")
+    url, setting = data_source or vulnerability_data_source()
+    data, fetched = vulnerability_release(release, (url, setting), fetch)
     findings = vulns.match(packages, data)
     policy = spec.validation.vulnerabilities
     verdict = vulns.evaluate(findings, policy, today=today or datetime.datetime.now(datetime.UTC).date())
@@ -805,3 +816,73 @@ def advisory_report(plan: dict[str, Any]) -> dict[str, Any]:
                     )
         report[name] = {**entry, "status": status}
     return {"advisory": advisory["id"], "families": report}
+
+
+def advisories_from_feed(
+    *, data_source: tuple[str, str] | None = None, fetch: Any = None, today: Any = None
+) -> list[dict[str, Any]]:
+    """The advisory feed: fixes in the vulnerability data that the published images lack, that
+    their family's policy counts (``fail_on``, ignores) and that no rebuild has acted on yet (the
+    CVE is not in the image's ``advisories``: a fix the archive does not ship yet is reported,
+    not rebuilt for again every hour). At most one advisory per call, as the advisory DAG's
+    TriggerDagRunOperator kwargs, its id and run id derived from what it fixes, so the same
+    findings never start two advisory runs."""
+    import datetime
+
+    from debian.debian_support import Version
+
+    from golden_image import vulns
+    from golden_image.spec import load_families
+
+    source = data_source or vulnerability_data_source()
+    found = load_families(paths.images_dir(), paths.include_dir())
+    published, _ = _published_packages(found.families, "feed")
+    day = today or datetime.datetime.now(datetime.UTC).date()
+    fixes: dict[str, str] = {}
+    cves: set[str] = set()
+    families: dict[str, list[str]] = {}
+    for name, image in sorted(published.items()):
+        if image is None:
+            continue
+        manifest = image.manifest
+        release = (manifest.get("os_release") or {}).get("VERSION_CODENAME", "")
+        packages = manifest.get("packages") or []
+        if not release or not all("source" in p for p in packages):
+            log.info(
+                "feed: %s's image %s records no release or source packages; skipped", name, image.image_id
+            )
+            continue
+        data, _ = vulnerability_release(release, source, fetch)
+        acted = set(manifest.get("advisories") or [])
+        verdict = vulns.evaluate(
+            vulns.match(packages, data), found.families[name].validation.vulnerabilities, today=day
+        )
+        for finding in verdict.violations:
+            if finding.fixed is None or finding.cve in acted:
+                continue
+            if finding.package not in fixes or Version(fixes[finding.package]) < Version(finding.fixed):
+                fixes[finding.package] = finding.fixed
+            cves.add(finding.cve)
+            families.setdefault(name, []).append(
+                f"{finding.cve} ({finding.package} {finding.installed} < {finding.fixed})"
+            )
+    for name, found_here in families.items():
+        log.info("feed: %s: %s", name, "; ".join(found_here))
+    if not fixes:
+        log.info("feed: no published image lacks a fix its policy counts")
+        return []
+    packages_fixed = [{"name": n, "fixed_version": v} for n, v in sorted(fixes.items())]
+    key = hashlib.sha256(json.dumps([packages_fixed, sorted(cves)]).encode()).hexdigest()[:12]
+    advisory = f"FEED-{key}"
+    return [
+        {
+            "trigger_run_id": f"feed__{advisory}",
+            "conf": {
+                "advisory": advisory,
+                "packages": packages_fixed,
+                "cves": sorted(cves),
+                "families": sorted(families),
+            },
+            "note": f"advisory feed: {', '.join(sorted(cves))[:900]}",
+        }
+    ]

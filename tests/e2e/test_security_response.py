@@ -1,8 +1,9 @@
 """The security response under a real Airflow (scheduler, dag-processor, triggerer, api-server:
-``airflow standalone`` with its own home and database, driven through the REST API): an advisory
-rebuilds exactly the affected family, its children follow the parent's publish event without a
-manual trigger, the rebuild waits are deferred, the report says what happened per family, and
-the same advisory again rebuilds nothing.
+``airflow standalone`` with its own home and database, driven through the REST API): the feed
+finds a fixed CVE a published image lacks and starts an advisory, which rebuilds exactly the
+affected family while its children follow the parent's publish event without a manual trigger;
+the rebuild waits are deferred, the report says what happened per family, and the same advisory,
+a person's advisory for the same fix and the feed again rebuild nothing.
 
 Runs after test_bake.py (module order), which published debian12-base, -web and -hardened.
 """
@@ -28,7 +29,11 @@ from golden_image.cli import run_family_dag
 pytestmark = pytest.mark.e2e
 PROJECT = Path(__file__).resolve().parents[2]
 LOCAL_LINEAGE = ["debian12-base", "debian12-web", "debian12-hardened"]
-DAG_IDS = ["golden_image_advisory", *(f"golden_image__{f.replace('-', '_')}" for f in LOCAL_LINEAGE)]
+DAG_IDS = [
+    "golden_image_advisory",
+    "golden_image_advisory_feed",
+    *(f"golden_image__{f.replace('-', '_')}" for f in LOCAL_LINEAGE),
+]
 # DSA-5724-1 (regreSSHion, CVE-2024-6387): openssh fixed in bookworm by 1:9.2p1-2+deb12u3
 ADVISORY = {
     "advisory": "DSA-5724-1",
@@ -167,16 +172,24 @@ def lineage(platform, images_dir, airflow_db):  # type: ignore[no-untyped-def]
     return {name: platform.published_image(families[name]) for name in LOCAL_LINEAGE}
 
 
-def test_advisory_rebuilds_the_affected_family_and_its_children_then_nothing(
+def test_the_feed_starts_an_advisory_that_rebuilds_the_family_and_its_children_then_nothing(  # type: ignore[no-untyped-def]
     airflow, lineage, images_dir, platform
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
+    """The feed finds CVE-2024-6387 fixed in the data (tests/data/debian-security-tracker.json)
+    but not in debian12-base's published image, and starts the advisory DAG, which rebuilds base
+    and lets its children follow; then the same advisory, a person's DSA-5724-1 and the feed again
+    rebuild nothing."""
     api: Api = airflow
     before = {name: image.image_id for name, image in lineage.items()}
-    run = api.call(
-        "POST", "/api/v2/dags/golden_image_advisory/dagRuns", {"logical_date": None, "conf": ADVISORY}
-    )
-    done = api.wait_run("golden_image_advisory", run["dag_run_id"])
-    report = api.xcom("golden_image_advisory", run["dag_run_id"], "report")
+    advisories_before = {r["dag_run_id"] for r in api.runs("golden_image_advisory")}
+    feed = api.call("POST", "/api/v2/dags/golden_image_advisory_feed/dagRuns", {"logical_date": None})
+    assert api.wait_run("golden_image_advisory_feed", feed["dag_run_id"])["state"] == "success"
+    [started] = api.xcom("golden_image_advisory_feed", feed["dag_run_id"], "find_new_fixes")
+    assert started["conf"]["cves"] == ["CVE-2024-6387"] and started["conf"]["families"] == ["debian12-base"]
+    assert started["conf"]["packages"] == [{"name": "openssh", "fixed_version": "1:9.2p1-2+deb12u3"}]
+    advisory_id, run_id = started["conf"]["advisory"], started["trigger_run_id"]
+    done = api.wait_run("golden_image_advisory", run_id)
+    report = api.xcom("golden_image_advisory", run_id, "report")
     assert done["state"] == "success", report
     statuses = {name: row["status"] for name, row in report["families"].items()}
     assert statuses == {
@@ -190,27 +203,40 @@ def test_advisory_rebuilds_the_affected_family_and_its_children_then_nothing(
     families = load_families(images_dir, PROJECT / "include").families
     base = platform.published_image(families["debian12-base"])
     assert base.image_id != before["debian12-base"]
-    assert base.manifest["advisories"] == ["CVE-2024-6387", "DSA-5724-1"]  # provenance
+    assert base.manifest["advisories"] == sorted(["CVE-2024-6387", advisory_id])  # provenance
     reason = "openssh-server 1:9.2p1-2+deb12u2 < 1:9.2p1-2+deb12u3"
-    assert any(r.startswith("advisory DSA-5724-1: ") and reason in r for r in base.manifest["build_reasons"])
+    assert any(
+        r.startswith(f"advisory {advisory_id}: ") and reason in r for r in base.manifest["build_reasons"]
+    )
     for child in ("debian12-web", "debian12-hardened"):
         image = platform.published_image(families[child])
         assert image.image_id != before[child] and image.source_image_id == base.image_id
-        assert image.manifest["advisories"] == ["CVE-2024-6387", "DSA-5724-1"]
+        assert image.manifest["advisories"] == base.manifest["advisories"]
         # the child was rebuilt by its parent's publish event, not by a person or the advisory
         dag_id = f"golden_image__{child.replace('-', '_')}"
         built_by = next(r for r in api.runs(dag_id) if r["dag_run_id"] == image.run_id)
         assert built_by["run_type"] == "asset_triggered", built_by
     # the waits were deferred to the triggerer (no worker slot held while the rebuilds ran)
     logs = list((api.home / "logs").rglob("*.log"))
-    wave_logs = [p for p in logs if "task_id=rebuild_wave_1" in str(p) and run["dag_run_id"] in str(p)]
+    wave_logs = [p for p in logs if "task_id=rebuild_wave_1" in str(p) and run_id in str(p)]
     assert wave_logs and any("defer" in p.read_text().lower() for p in wave_logs), wave_logs
 
-    again = api.call(
-        "POST", "/api/v2/dags/golden_image_advisory/dagRuns", {"logical_date": None, "conf": ADVISORY}
-    )
-    assert api.wait_run("golden_image_advisory", again["dag_run_id"])["state"] == "success"
-    second = api.xcom("golden_image_advisory", again["dag_run_id"], "report")
-    assert {row["status"] for row in second["families"].values()} == {"already fixed"}
+    # the same advisory again, and a person's advisory for the same fix: nothing to rebuild
+    for conf in (
+        {k: started["conf"][k] for k in ("advisory", "packages", "cves")},
+        ADVISORY,
+    ):
+        again = api.call(
+            "POST", "/api/v2/dags/golden_image_advisory/dagRuns", {"logical_date": None, "conf": conf}
+        )
+        assert api.wait_run("golden_image_advisory", again["dag_run_id"])["state"] == "success"
+        second = api.xcom("golden_image_advisory", again["dag_run_id"], "report")
+        assert {row["status"] for row in second["families"].values()} == {"already fixed"}, second
+    # and the feed again finds nothing new
+    feed = api.call("POST", "/api/v2/dags/golden_image_advisory_feed/dagRuns", {"logical_date": None})
+    assert api.wait_run("golden_image_advisory_feed", feed["dag_run_id"])["state"] == "success"
+    assert api.xcom("golden_image_advisory_feed", feed["dag_run_id"], "find_new_fixes") == []
     after = {name: platform.published_image(families[name]).image_id for name in LOCAL_LINEAGE}
     assert after == {name: report["families"][name]["after"] for name in LOCAL_LINEAGE}  # nothing rebuilt
+    feed_runs = {r["dag_run_id"] for r in api.runs("golden_image_advisory")} - advisories_before
+    assert {r for r in feed_runs if r.startswith("feed__")} == {run_id}  # one advisory run from the feed

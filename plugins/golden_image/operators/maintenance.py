@@ -96,3 +96,21 @@ class AdvisoryReportOperator(BaseOperator):
         if bad:
             raise AirflowFailException(f"advisory {report['advisory']}: {bad}")
         return report
+
+
+class AdvisoryFeedOperator(BaseOperator):
+    """Fixes in the vulnerability data that published images lack and no rebuild acted on yet:
+    the advisory DAG's trigger kwargs (none, or one advisory naming them)."""
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from golden_image import steps
+        from golden_image.errors import UserError
+
+        try:
+            found = steps.advisories_from_feed()
+        except UserError as exc:
+            raise AirflowFailException(str(exc)) from None
+        for kwargs in found:
+            conf = kwargs["conf"]
+            self.log.info("starting advisory %s for %s: %s", conf["advisory"], conf["families"], conf["cves"])
+        return found
