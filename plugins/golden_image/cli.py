@@ -271,7 +271,7 @@ def image_report(
     manifest has none), so tools need not probe for keys."""
     import hashlib
 
-    from golden_image.sbom import DOCUMENT, advisory_ids, definition_digest
+    from golden_image.sbom import DOCUMENT, advisory_ids, definition_sha256
 
     manifest = record.manifest
     git = manifest.get("git") or {}
@@ -309,7 +309,7 @@ def image_report(
             "trigger_reason": manifest.get("trigger_reason", ""),
             "git_commit": git.get("commit"),
             "git_dirty": git.get("dirty"),
-            "definition": definition_digest(manifest),
+            "definition": definition_sha256(manifest),
             "advisories": advisory_ids(manifest),
         },
         "tests": tests,
@@ -328,31 +328,31 @@ URGENCIES = ("critical", "high", "medium", "low", "negligible", "unimportant", "
 
 
 def _findings(section: Any) -> dict[str, Any] | None:
-    """The manifest's ``vulnerabilities`` section (findings: CVE, package, installed and fixed
-    version, urgency), read leniently: a list of findings or {findings: [...], ...}; each finding's
-    keys as the Security Tracker names them or with ``_version``."""
-    if section is None:
+    """The manifest's ``vulnerabilities`` section (``vulns.report``): the verdict, counts by
+    urgency, and each finding (CVE, package, installed and fixed version, urgency, status),
+    marked when it violates the family's policy."""
+    if not isinstance(section, dict):
         return None
-    found = section.get("findings", []) if isinstance(section, dict) else section
-    findings = []
-    for item in found if isinstance(found, list) else []:
-        if not isinstance(item, dict):
-            continue
-        findings.append(
-            {
-                "cve": item.get("cve") or item.get("id") or "",
-                "package": item.get("package") or item.get("source") or "",
-                "installed": item.get("installed") or item.get("installed_version") or "",
-                "fixed": item.get("fixed") or item.get("fixed_version") or "",
-                "urgency": str(item.get("urgency") or item.get("severity") or "unknown"),
-                **({"ignored": item["ignored"]} if "ignored" in item else {}),
-            }
-        )
+    violating = {(v.get("cve"), v.get("package")) for v in section.get("violations") or []}
+    findings = [
+        {
+            **{k: f.get(k) for k in ("cve", "package", "installed", "fixed", "urgency", "status")},
+            "violates": (f.get("cve"), f.get("package")) in violating,
+        }
+        for f in section.get("findings") or []
+        if isinstance(f, dict)
+    ]
     by_urgency: dict[str, int] = {}
     for finding in findings:
-        by_urgency[finding["urgency"]] = by_urgency.get(finding["urgency"], 0) + 1
-    extra = {k: v for k, v in section.items() if k != "findings"} if isinstance(section, dict) else {}
-    return {**extra, "count": len(findings), "by_urgency": by_urgency, "findings": findings}
+        by_urgency[str(finding["urgency"])] = by_urgency.get(str(finding["urgency"]), 0) + 1
+    return {
+        "passed": section.get("passed"),
+        "policy": section.get("policy"),
+        "data": section.get("data"),
+        "count": len(findings),
+        "by_urgency": by_urgency,
+        "findings": findings,
+    }
 
 
 def _when(timestamp: Any) -> str:
@@ -410,13 +410,16 @@ def render_image_report(data: dict[str, Any]) -> str:
     else:
         order = {u: i for i, u in enumerate(URGENCIES)}
         counts = sorted(vulns["by_urgency"].items(), key=lambda kv: order.get(kv[0], len(order)))
+        verdict = "passed the policy" if vulns["passed"] else "REJECTED by the policy"
         lines.append(
             f"findings    {vulns['count']}"
             + (": " + ", ".join(f"{u} {n}" for u, n in counts) if counts else "")
+            + f"  ({verdict})"
         )
         for f in sorted(vulns["findings"], key=lambda f: (order.get(f["urgency"], len(order)), f["cve"])):
-            fixed = f"-> {f['fixed']}" if f["fixed"] else "(no fix yet)"
-            lines.append(f"  {f['cve']:<16} {f['urgency']:<10} {f['package']} {f['installed']} {fixed}")
+            fixed = f"-> {f['fixed']}" if f["fixed"] else f"({f['status']}, no fix yet)"
+            mark = "!" if f["violates"] else " "
+            lines.append(f" {mark}{f['cve']:<16} {f['urgency']:<10} {f['package']} {f['installed']} {fixed}")
     sbom = data["sbom"]
     if sbom is None:
         lines.append("sbom        none (captured before SBOMs were made)")

@@ -154,21 +154,16 @@ def serial_number(image_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, image_id)
 
 
-def definition_digest(manifest: Mapping[str, Any]) -> str | None:
-    """The digest of what defines the image: ``definition`` (a digest or {sha256: ...}) when the
-    manifest has one, else the older ``spec_sha256``."""
+def definition_sha256(manifest: Mapping[str, Any]) -> str | None:
+    """The digest of the definition the image was built from (``definition.sha256``)."""
     definition = manifest.get("definition")
-    if isinstance(definition, Mapping):
-        definition = definition.get("sha256") or definition.get("digest")
-    return str(definition or manifest.get("spec_sha256") or "") or None
+    digest = definition.get("sha256") if isinstance(definition, Mapping) else None
+    return str(digest) if digest else None
 
 
 def advisory_ids(manifest: Mapping[str, Any]) -> list[str]:
-    """``advisories`` as ids (a list of ids or of {id: ...})."""
-    found = manifest.get("advisories") or []
-    if isinstance(found, Mapping):
-        found = list(found)
-    return [str((a.get("id") or a.get("advisory")) if isinstance(a, Mapping) else a) for a in found]
+    """The advisories and CVE ids the image was rebuilt for (``advisories``)."""
+    return [str(advisory) for advisory in manifest.get("advisories") or []]
 
 
 def build_bom(image: ImageRecord, chain: Sequence[Mapping[str, Any]]) -> Bom:
@@ -219,7 +214,7 @@ def build_bom(image: ImageRecord, chain: Sequence[Mapping[str, Any]]) -> Bom:
             ("platform", manifest.get("platform")),
             ("run-id", manifest.get("run_id") or image.run_id),
             ("architecture", manifest.get("architecture")),
-            ("definition-sha256", definition_digest(manifest)),
+            ("definition-sha256", definition_sha256(manifest)),
             ("git-commit", git.get("commit")),
             ("git-dirty", str(bool(git.get("dirty"))).lower() if git else None),
             ("trigger-reason", manifest.get("trigger_reason")),

@@ -98,7 +98,10 @@ def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             "build_reasons": ["new source image"],
             "trigger_reason": "advisory DSA-5724-1: openssh-server",
             "git": {"commit": "d685854b92c09b5d538a58c686512862dfb74bdd", "dirty": True},
-            "spec_sha256": "b4d88f242e20c300b98481de62e94f1f8aa666e7883bbd035b425663872c0011",
+            "definition": {
+                "sha256": "b4d88f242e20c300b98481de62e94f1f8aa666e7883bbd035b425663872c0011",
+                "parts": {"spec.ansible": "0" * 64},
+            },
             "architecture": "amd64",
             "os_release": {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"},
             "packages": packages,
@@ -123,15 +126,24 @@ def images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         {"passed": False, "tests": 27, "failures": 1, "errors": 0, "failed_tests": failed},
         status="rejected",
     )
-    findings = {
+    regresshion = {
+        "cve": "CVE-2024-6387",
+        "package": "openssh",
+        "binaries": ["openssh-server"],
+        "installed": "1:9.2p1-2+deb12u2",
+        "fixed": "1:9.2p1-2+deb12u3",
+        "urgency": "high",
+        "status": "resolved",
+    }
+    findings = {  # as vulns.report writes it
         "passed": False,
+        "violations": [regresshion],
         "findings": [
-            {"cve": "CVE-2024-6387", "package": "openssh", "installed": "1:9.2p1-2+deb12u2",
-             "fixed": "1:9.2p1-2+deb12u3", "urgency": "high"},
-            {"cve": "CVE-2023-4911", "package": "glibc", "installed": "2.36-9+deb12u1",
-             "fixed": "2.36-9+deb12u3", "urgency": "high"},
-            {"cve": "CVE-2024-28182", "package": "nghttp2", "installed": "1.52.0-1+deb12u1",
-             "fixed": "", "urgency": "low"},
+            regresshion,
+            {"cve": "CVE-2023-4911", "package": "glibc", "binaries": ["libc6"], "installed": "2.36-9+deb12u1",
+             "fixed": "2.36-9+deb12u3", "urgency": "high", "status": "resolved"},
+            {"cve": "CVE-2024-28182", "package": "nghttp2", "binaries": ["libnghttp2-14"],
+             "installed": "1.52.0-1+deb12u1", "fixed": None, "urgency": "low", "status": "open"},
         ],
     }  # fmt: skip
     platform.record_result("img-0000000000000web", "vulnerabilities", findings)
@@ -167,9 +179,10 @@ def test_show_image_for_people(images: dict[str, str], capsys: pytest.CaptureFix
     assert f"<- {images['bootstrap']}  debian-bookworm-minbase-079d03bf 20261201T103818Z" in out
     assert "tests       27 run, 1 failed: REJECTED" in out
     assert "  failed    test_web.py::test_nginx_serves_the_site" in out
-    assert "findings    3: high 2, low 1" in out
+    assert "findings    3: high 2, low 1  (REJECTED by the policy)" in out
+    assert " !CVE-2024-6387    high       openssh 1:9.2p1-2+deb12u2 -> 1:9.2p1-2+deb12u3" in out
     assert "  CVE-2023-4911    high       glibc 2.36-9+deb12u1 -> 2.36-9+deb12u3" in out
-    assert "  CVE-2024-28182   low        nghttp2 1.52.0-1+deb12u1 (no fix yet)" in out
+    assert "  CVE-2024-28182   low        nghttp2 1.52.0-1+deb12u1 (open, no fix yet)" in out
     assert "sbom        CycloneDX 1.6, " in out and "DIFFERS" not in out
     assert "(include/ had local changes)" in out and "advisories  DSA-5724-1" in out
 

@@ -42,7 +42,10 @@ def manifest(family: str, version: str, source: dict[str, str], **fields: Any) -
         "build_reasons": ["no published image yet"],
         "trigger_reason": "",
         "git": {"commit": "d685854b92c09b5d538a58c686512862dfb74bdd", "dirty": False},
-        "spec_sha256": "b4d88f242e20c300b98481de62e94f1f8aa666e7883bbd035b425663872c0011",
+        "definition": {
+            "sha256": "b4d88f242e20c300b98481de62e94f1f8aa666e7883bbd035b425663872c0011",
+            "parts": {},
+        },
         "created_at": 1796123644.37,
         "architecture": "amd64",
         "os_release": OS_RELEASE,
@@ -135,7 +138,7 @@ def test_the_layered_sbom_validates_and_names_the_image(store: dict[str, ImageRe
     assert root["hashes"] == [{"alg": "SHA-256", "content": store[WEB].artifact["sha256"]}]
     props = {(p["name"], p["value"]) for p in root["properties"]}
     assert ("golden-image:git-commit", "d685854b92c09b5d538a58c686512862dfb74bdd") in props
-    assert ("golden-image:definition-sha256", store[WEB].manifest["spec_sha256"]) in props
+    assert ("golden-image:definition-sha256", store[WEB].manifest["definition"]["sha256"]) in props
     assert ("golden-image:build-reason", "no published image yet") in props
     assert ("golden-image:artifact:bytes", "96472149") in props
     tools = {t["name"]: t for t in bom["metadata"]["tools"]["components"]}
@@ -292,11 +295,11 @@ def test_an_aws_image_validates_without_digests(store: dict[str, ImageRecord]) -
 def test_definition_digest_and_advisories_when_the_manifest_has_them(store: dict[str, ImageRecord]) -> None:
     web = store[WEB]
     web.manifest["definition"] = {"sha256": "1" * 64, "parts": {"spec": "2" * 64}}
-    web.manifest["advisories"] = ["DSA-5800-1", {"id": "DSA-5801-1"}]
+    web.manifest["advisories"] = ["CVE-2024-6387", "DSA-5724-1"]
     _, _, bom = render(store)
     props = [(p["name"], p["value"]) for p in bom["metadata"]["component"]["properties"]]
     assert ("golden-image:definition-sha256", "1" * 64) in props
-    assert [v for n, v in props if n == "golden-image:advisory"] == ["DSA-5800-1", "DSA-5801-1"]
+    assert [v for n, v in props if n == "golden-image:advisory"] == ["CVE-2024-6387", "DSA-5724-1"]
 
 
 def test_a_trixie_image_without_version_id_uses_the_codename() -> None:
