@@ -26,7 +26,6 @@ back to a throwaway instance.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -280,7 +279,7 @@ class AptArchiveHook:
         stored = self.index_dir / f"{index.sha256}.json"
         reduced = self._load(stored, index.sha256)
         if reduced is None:
-            with self._lock(index.sha256):
+            with paths.exclusive_lock(self.index_dir / f"{index.sha256}.lock"):
                 reduced = self._load(stored, index.sha256)  # another process may have made it meanwhile
                 if reduced is None:
                     reduced = self._download_and_reduce(plan, facts, index, stored)
@@ -304,16 +303,6 @@ class AptArchiveHook:
             os.utime(stored)  # read recently: kept by the pruning below
         packages: archive.Reduced = data.get("packages", {})
         return packages
-
-    @contextlib.contextmanager
-    def _lock(self, sha256: str) -> Iterator[None]:
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        with (self.index_dir / f"{sha256}.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _download_and_reduce(
         self, plan: SuitePlan, facts: ReleaseFacts, index: archive.IndexFile, stored: Path

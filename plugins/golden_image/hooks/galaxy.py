@@ -30,7 +30,6 @@ the playbook (and the roles it uses) names must be vendored, installed, built in
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -42,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,16 +352,6 @@ def _contents(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return roles, collections
 
 
-@contextlib.contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _chmod_readable(top: Path) -> None:
     """Readable by every user (the controller may run unprivileged); mkdtemp made it 0700."""
     for folder, dirs, files in os.walk(top):
@@ -428,7 +417,7 @@ class GalaxyHook:
                     f"cannot create the Ansible requirements cache {root}: {exc}; set GOLDEN_HOME to a "
                     "directory this user can write"
                 ) from exc
-            with _locked(root / f".{key}.lock"):
+            with paths.exclusive_lock(root / f".{key}.lock"):
                 if not final.is_dir():  # another task may have installed it while we waited
                     self._install(requirements, document, source, root, key, say)
                     roles, collections = _contents(final)

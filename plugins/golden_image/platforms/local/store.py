@@ -20,7 +20,6 @@ the source of a copy, an unpack into the cache) verifies its sha256 first.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from golden_image.errors import PlatformError
-from golden_image.paths import sha256_file
+from golden_image.paths import exclusive_lock, sha256_file
 from golden_image.platforms.local import sandbox
 from golden_image.platforms.local.catalog import RECOVERY, Catalog, CatalogCorrupt, ImageRow
 from golden_image.values import CAPTURED, REJECTED, VALIDATED, failed_gates, status_to_record
@@ -95,13 +94,8 @@ class ImageStore:
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """A host-wide lock (several Airflow tasks share one store)."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        with (self.home / f".{name}.lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(self.home / f".{name}.lock"):
+            yield
 
     def image(self, image_id: str) -> ImageRow:
         row = self.catalog.image(image_id)
