@@ -11,7 +11,7 @@ intervals): an image has no past intervals to fill, so family DAGs keep ``catchu
 an advisory triggers one new run per affected family.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -22,9 +22,11 @@ from golden_image.operators.maintenance import (
     AdvisoryReportOperator,
     AdvisoryWaveOperator,
 )
+from golden_image.pipeline import ADVISORY_ID, ADVISORY_WAVES, CVE_ID, MAX_ADVISORY_ITEMS
 
-WAVES = 3  # golden_image.steps.ADVISORY_WAVES (not imported: steps is heavy for a DAG file)
 POKE_INTERVAL_S = 15
+WAIT_LIMIT = timedelta(hours=12)
+"""How long a wave waits for its families' runs (a bake queued behind a stuck run ends here)."""
 
 with DAG(
     dag_id="golden_image_advisory",
@@ -34,30 +36,45 @@ with DAG(
     catchup=False,
     tags=["golden-image", "security"],
     params={
-        "advisory": Param("", type="string", minLength=1, maxLength=100, description="e.g. DSA-5724-1"),
+        "advisory": Param(
+            "", type="string", pattern=ADVISORY_ID, maxLength=100, description="e.g. DSA-5724-1"
+        ),
         "packages": Param(
             [],
             type="array",
             minItems=1,
+            maxItems=MAX_ADVISORY_ITEMS,
             items={
                 "type": "object",
                 "properties": {
-                    "name": {"type": "string", "minLength": 1},
-                    "fixed_version": {"type": "string", "minLength": 1},
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "fixed_version": {"type": "string", "minLength": 1, "maxLength": 100},
                 },
                 "required": ["name", "fixed_version"],
                 "additionalProperties": False,
             },
             description='Packages it fixes: [{"name": "openssh", "fixed_version": "1:9.2p1-2+deb12u3"}]',
         ),
-        "cves": Param([], type="array", items={"type": "string"}, description="CVE ids (recorded)"),
-        "families": Param([], type="array", items={"type": "string"}, description="Only these (default all)"),
+        "cves": Param(
+            [],
+            type="array",
+            maxItems=MAX_ADVISORY_ITEMS,
+            items={"type": "string", "pattern": CVE_ID},
+            description="CVE ids it fixes (recorded in the new images' provenance)",
+        ),
+        "families": Param(
+            [],
+            type="array",
+            maxItems=MAX_ADVISORY_ITEMS,
+            items={"type": "string", "maxLength": 100},
+            description="Only these (default all)",
+        ),
     },
     doc_md=__doc__,
 ):
     plan = AdvisoryPlanOperator(task_id="find_affected_families")
     previous: Any = plan
-    for wave in range(1, WAVES + 1):
+    for wave in range(1, ADVISORY_WAVES + 1):
         families = AdvisoryWaveOperator(
             task_id=f"wave_{wave}_families",
             plan_task=plan.task_id,
@@ -71,6 +88,8 @@ with DAG(
             poke_interval=POKE_INTERVAL_S,
             allowed_states=["success"],
             failed_states=["failed"],
+            fail_when_dag_is_paused=True,  # a paused family would queue the run for ever
+            execution_timeout=WAIT_LIMIT,
         ).expand_kwargs(families.output)
         previous >> families >> rebuild
         previous = rebuild

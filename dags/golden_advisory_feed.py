@@ -3,9 +3,11 @@ the Variable golden_vulnerability_data, or the Debian Security Tracker), find fi
 images lack that their family's policy counts and that no rebuild has acted on yet, and start the
 advisory DAG for them -- a fixed CVE in a baked package is rebuilt without anyone typing its name.
 
-An advisory's id and run id are derived from what it fixes, so findings that an advisory run is
-already rebuilding never start a second one; an image rebuilt for a CVE records it in its
-provenance, so a fix the archive does not ship yet is reported, not rebuilt again every hour.
+One advisory per Debian release (fixed versions differ between releases); its id and run id are
+derived from what it fixes, so findings that an advisory run is already rebuilding never start a
+second one. A rebuilt image records the CVEs in its provenance, published or not: a CVE a rebuild
+was attempted for (when the archive does not ship the fix yet, the gate rejects the new image) is
+not tried again by the feed; trigger the advisory by hand to retry.
 """
 
 from datetime import UTC, datetime

@@ -201,11 +201,20 @@ class AdvisoryFix:
     def parse(cls, data: Any) -> AdvisoryFix:
         if not isinstance(data, dict) or not {"name", "fixed_version"} <= set(data):
             raise ValueError(f"{data!r}: expected {{name: <package>, fixed_version: <version>}}")
+        from debian.debian_support import Version
+
+        extra = sorted(set(data) - {"name", "fixed_version"})
+        if extra:
+            raise ValueError(f"{data!r}: unknown keys {extra}; expected only name and fixed_version")
         name, version = str(data["name"]).strip(), str(data["fixed_version"]).strip()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", name):
-            raise ValueError(f"{name!r} is not a Debian package name")
-        if not re.fullmatch(r"(\d+:)?[0-9][A-Za-z0-9.+~:-]*", version):
-            raise ValueError(f"{name}: {version!r} is not a Debian version")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]{0,99}", name):
+            raise ValueError(f"{name[:100]!r} is not a Debian package name")
+        if not re.fullmatch(r"(\d+:)?[0-9][A-Za-z0-9.+~:-]{0,99}", version):
+            raise ValueError(f"{name}: {version[:100]!r} is not a Debian version")
+        try:
+            Version(version)
+        except ValueError:
+            raise ValueError(f"{name}: {version!r} is not a Debian version") from None
         return cls(name, version)
 
 

@@ -18,20 +18,46 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from golden_image.errors import UserError
 from golden_image.spec import FamilySpec
+from golden_image.yamlload import load_yaml
 
-IGNORED_SPEC_FIELDS = frozenset(
-    {"schedule", "retention", "owners", "description", "patch_policy", "distribution"}
+IGNORED_SPEC_FIELDS: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("schedule",),
+        ("retention",),
+        ("owners",),
+        ("description",),
+        ("patch_policy",),
+        ("distribution",),
+        ("validation", "vulnerabilities"),  # the gate's policy judges an image, it does not shape it
+        *(
+            ("aws", key)
+            for key in (
+                "aws_conn_id",
+                "address",
+                "subnet_id",
+                "security_group_ids",
+                "instance_profile",
+                "instance_types",
+                "organizations",
+                "organizational_units",
+                "deferrable",
+                "poll_interval_s",
+                "wait_timeout_minutes",
+            )
+        ),
+    }
 )
-"""When to rebuild, how long to keep and where to share: changing them rebuilds nothing (a new
-account or region is served by the next share)."""
+"""When to rebuild, how long to keep, where to share, how to reach and wait for the builder, and
+the gate's policy: changing them rebuilds nothing (a new account, organisation or region is
+served by the next share). What is left of ``aws`` (``kms_keys``, ``ssh_user``) shapes the image."""
 HYGIENE_SUITE = Path(__file__).resolve().parent / "validation" / "test_hygiene.py"
 PATH_ROOT_REF = re.compile(r"\$\{path\.root\}/([^\"'\s}]+)")
 ROLE_KEYS = ("include_role", "import_role", "ansible.builtin.include_role", "ansible.builtin.import_role")
@@ -57,21 +83,28 @@ def _sha(data: bytes) -> str:
 def definition_parts(spec: FamilySpec, include: Path) -> dict[str, str]:
     """Part name -> sha256 (file parts are named by their path under ``include``)."""
     parts: dict[str, str] = {}
-    for field, value in sorted(spec.model_dump(mode="json").items()):
-        if field not in IGNORED_SPEC_FIELDS:
-            parts[f"spec.{field}"] = _sha(json.dumps(value, sort_keys=True).encode())
+    data = spec.model_dump(mode="json")
+    for ignored in IGNORED_SPEC_FIELDS:
+        *parents, last = ignored
+        holder: Any = data
+        for key in parents:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            holder.pop(last, None)
+    for field, value in sorted(data.items()):
+        parts[f"spec.{field}"] = _sha(json.dumps(value, sort_keys=True).encode())
     files: set[Path] = set()
     template = include / spec.packer.template
     files.add(template)
     if template.is_file():
         text = template.read_text(errors="replace")
         files.update(template.parent / ref for ref in PATH_ROOT_REF.findall(text))
-    if spec.ansible is not None:
-        files.update(_ansible_files(include / spec.ansible.playbook))
-    files.update(include / suite for suite in spec.validation.testinfra)
     root = include.resolve()
-    for path in sorted(_expand(files, root)):
-        parts[str(path.relative_to(root))] = _sha(path.read_bytes())
+    if spec.ansible is not None:
+        files.update(_ansible_files(include / spec.ansible.playbook, root))
+    files.update(include / suite for suite in spec.validation.testinfra)
+    for file in sorted(_expand(files, root)):
+        parts[str(file.relative_to(root))] = _sha(file.read_bytes())
     if spec.validation.hygiene.enabled:
         parts["builtin:validation/test_hygiene.py"] = _sha(HYGIENE_SUITE.read_bytes())
     return parts
@@ -95,11 +128,13 @@ def changed_parts(recorded: dict[str, Any] | None, current: dict[str, Any]) -> l
 
 
 def _expand(paths: set[Path], root: Path) -> Iterator[Path]:
-    """Existing regular files (directories walked) that resolve inside ``root``."""
+    """Existing regular files (directories walked, symlinked ones too) that resolve inside
+    ``root``; caches (``__pycache__``, ``*.pyc``) left out."""
     seen = 0
     for path in paths:
-        candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for candidate in candidates:
+        for candidate in _walk(path):
+            if candidate.suffix == ".pyc" or "__pycache__" in candidate.parts:
+                continue
             try:
                 resolved = candidate.resolve()
             except (OSError, RuntimeError):
@@ -107,19 +142,46 @@ def _expand(paths: set[Path], root: Path) -> Iterator[Path]:
             if resolved.is_file() and resolved.is_relative_to(root):
                 seen += 1
                 if seen > MAX_FILES:
-                    raise ValueError(f"the definition has more than {MAX_FILES} files; refusing to hash it")
+                    raise UserError(
+                        f"the definition under {root} names more than {MAX_FILES} files (from {path}); "
+                        "a symlink loop or a huge tree? Point the family at smaller directories"
+                    )
                 yield resolved
 
 
-def _ansible_files(playbook: Path) -> set[Path]:
-    """The playbook and what it pulls in: imported files, requirements, vars dirs, roles."""
+def _walk(path: Path) -> Iterator[Path]:
+    """``path`` itself, or every file under it following symlinked directories (each real
+    directory once, so a link loop ends)."""
+    if not path.is_dir():
+        yield path
+        return
+    visited: set[Path] = set()
+    for top, dirs, names in os.walk(path, followlinks=True):
+        real = Path(top).resolve()
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs.sort()
+        for name in sorted(names):
+            yield Path(top) / name
+
+
+def _ansible_files(playbook: Path, root: Path) -> set[Path]:
+    """The playbook and what it pulls in: imported files, requirements, vars, ``files`` and
+    ``templates`` beside it, vendored collections, and the roles it uses (with their
+    dependencies). Only YAML inside ``root`` is read."""
     here = playbook.parent
-    files = {playbook, here / "requirements.yml", here / "group_vars", here / "host_vars"}
+    files = {
+        playbook,
+        *(here / name for name in ("requirements.yml", "group_vars", "host_vars", "files", "templates")),
+        here / "collections",
+    }
     pending = [playbook]
     roles_done: set[str] = set()
     while pending and len(files) < MAX_FILES:
         current = pending.pop()
-        for kind, name in _references(_load_yaml(current)):
+        for kind, name in _references(_load_yaml(current, root)):
             if kind == "file":
                 target = (current.parent / name) if not Path(name).is_absolute() else Path(name)
                 if target not in files:
@@ -128,17 +190,21 @@ def _ansible_files(playbook: Path) -> set[Path]:
                         pending.append(target)
             elif name not in roles_done:
                 roles_done.add(name)
-                role = here / "roles" / name
+                role = here / "roles" / name  # a collection's role (ns.coll.role) is under collections/
                 files.add(role)
                 pending.extend(sorted(role.glob("*/main.y*ml")))
     return files
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(path: Path, root: Path) -> Any:
+    """A YAML file inside ``root``, read by the family loader's strict reader (bounded size,
+    depth and nodes: an alias bomb is refused, not expanded), or None."""
     try:
-        return yaml.safe_load(path.read_text(errors="replace")) if path.is_file() else None
-    except yaml.YAMLError:
-        return None  # the syntax check of the playbook reports it
+        if not path.is_file() or not path.resolve().is_relative_to(root):
+            return None
+        return load_yaml(path.read_text(errors="replace"), str(path)).data
+    except (OSError, ValueError):
+        return None  # the playbook's own syntax check reports it; the file itself is still hashed
 
 
 def _references(node: Any, depth: int = 0) -> Iterator[tuple[str, str]]:
@@ -169,5 +235,6 @@ def _references(node: Any, depth: int = 0) -> Iterator[tuple[str, str]]:
 
 
 def _plain(role: str) -> bool:
-    """A role of the project's roles/ directory (not a collection role, not a template)."""
-    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", role)) and role.count(".") == 0
+    """A role name that can be a directory of the project's roles/ (``webserver``, a vendored
+    ``acme.ntp``), not a path or a template."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", role)) and ".." not in role

@@ -98,6 +98,30 @@ def _params() -> dict[str, SharedParam]:
         "advisory": SharedParam(
             None,
             type=["object", "null"],
+            properties={
+                "id": {"type": "string", "pattern": pipeline.ADVISORY_ID, "maxLength": 100},
+                "packages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": pipeline.MAX_ADVISORY_ITEMS,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string", "maxLength": 100},
+                            "fixed_version": {"type": "string", "maxLength": 100},
+                        },
+                        "required": ["name", "fixed_version"],
+                        "additionalProperties": False,
+                    },
+                },
+                "cves": {
+                    "type": "array",
+                    "maxItems": pipeline.MAX_ADVISORY_ITEMS,
+                    "items": {"type": "string", "pattern": pipeline.CVE_ID},
+                },
+            },
+            required=["id", "packages"],
+            additionalProperties=False,
             description=(
                 "Set by the advisory DAG: {id, packages: [{name, fixed_version}], cves}. Rebuilds only "
                 "while the published image has a package below a fixed version; recorded in the manifest."

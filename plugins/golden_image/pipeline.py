@@ -151,6 +151,15 @@ PIPELINE: tuple[Step, ...] = (
 
 RETRY_DELAY_S = 20
 
+ADVISORY_WAVES = 3
+"""Rebuild waves of the advisory DAG: a family goes one wave after the family it is layered on;
+deeper layers share the last wave (and follow their parent's publish event anyway)."""
+ADVISORY_ID = r"^[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+){1,4}$"
+"""An advisory id: DSA-5724-1, DLA-3857-1, USN-6859-1, FEED-<digest>, CVE-2024-6387."""
+CVE_ID = r"^(CVE-[0-9]{4}-[0-9]{4,7}|TEMP-[0-9]{7}-[0-9A-F]{6})$"
+"""A CVE id, or a Debian Security Tracker TEMP- id (as the spec's ignore list takes)."""
+MAX_ADVISORY_ITEMS = 200
+
 
 def check(pipeline: tuple[Step, ...] | None = None) -> None:
     """Raise ValueError unless every reference in the pipeline (default: PIPELINE, read when

@@ -30,6 +30,7 @@ from golden_image.definition import changed_parts, definition_digest
 from golden_image.errors import StepError, UserError, ValidationFailed
 from golden_image.hooks.packer import check_variables
 from golden_image.hooks.ssh import run_ssh
+from golden_image.pipeline import ADVISORY_ID, ADVISORY_WAVES, CVE_ID, MAX_ADVISORY_ITEMS
 from golden_image.platforms import PLATFORMS, get_platform, platform_class
 from golden_image.platforms.base import Platform
 from golden_image.spec import FamilySpec, SecretRef
@@ -176,15 +177,30 @@ def check_patches(
 
 
 def advisory_fixes(advisory: dict[str, Any] | None) -> list[AdvisoryFix]:
-    """The advisory's packages as fixes; a malformed advisory is the caller's to correct."""
+    """The advisory's packages as fixes, after checking the whole advisory (its id and CVE ids
+    are recorded in manifests, SBOMs and Asset events): a malformed one is the caller's to correct."""
     if not advisory:
         return []
-    if not str(advisory.get("id") or "").strip():
-        raise UserError("advisory: an id is required (e.g. DSA-5724-1)")
+    import re
+
+    where = f"advisory {str(advisory.get('id'))[:40]!r}"
+    unknown = sorted(set(advisory) - {"id", "packages", "cves"})
+    if unknown:
+        raise UserError(f"{where}: unknown keys {unknown}; expected id, packages, cves")
+    if not isinstance(advisory.get("id"), str) or not re.fullmatch(ADVISORY_ID, advisory["id"]):
+        raise UserError(f"{where}: the id must look like DSA-5724-1 (letters, digits, dashes)")
+    packages, cves = advisory.get("packages"), advisory.get("cves", [])
+    if not isinstance(packages, list) or not packages or len(packages) > MAX_ADVISORY_ITEMS:
+        raise UserError(f"{where}: packages must list 1 to {MAX_ADVISORY_ITEMS} {{name, fixed_version}}")
+    if not isinstance(cves, list) or len(cves) > MAX_ADVISORY_ITEMS:
+        raise UserError(f"{where}: cves must be a list of at most {MAX_ADVISORY_ITEMS} CVE ids")
+    bad = [str(c)[:40] for c in cves if not isinstance(c, str) or not re.fullmatch(CVE_ID, c)]
+    if bad:
+        raise UserError(f"{where}: {bad} are not CVE ids (CVE-2024-6387) or tracker TEMP- ids")
     try:
-        return [AdvisoryFix.parse(item) for item in advisory.get("packages") or []]
+        return [AdvisoryFix.parse(item) for item in packages]
     except ValueError as exc:
-        raise UserError(f"advisory {advisory['id']}: packages: {exc}") from None
+        raise UserError(f"{where}: packages: {exc}") from None
 
 
 # -- builder, bake, provision -------------------------------------------------------------------
@@ -700,11 +716,6 @@ def janitor(*, older_than_s: float, platforms: tuple[str, ...] = tuple(PLATFORMS
     return {"removed": removed, "errors": errors}
 
 
-ADVISORY_WAVES = 3
-"""Rebuild waves of the advisory DAG: a family goes one wave after the family it is layered on;
-deeper layers share the last wave (and follow their parent's publish event anyway)."""
-
-
 def _published_packages(specs: dict[str, FamilySpec], advisory_id: str) -> tuple[dict[str, Any], list[str]]:
     """Family -> published ImageRecord (None: none yet); families whose platform could not be read."""
     published: dict[str, Any] = {}
@@ -716,6 +727,22 @@ def _published_packages(specs: dict[str, FamilySpec], advisory_id: str) -> tuple
             log.warning("advisory %s: cannot read %s's published image: %s", advisory_id, name, exc)
             unreadable.append(name)
     return published, unreadable
+
+
+def advisory_row(image: Any, fixes: list[AdvisoryFix]) -> dict[str, Any]:
+    """How an advisory meets one published image; ``not checked`` when its manifest cannot tell
+    (no package list on this worker, or no source packages while the advisory names one that
+    matches no binary: a DSA names source packages)."""
+    packages = image.manifest.get("packages") or []
+    row: dict[str, Any] = {"image_id": image.image_id}
+    if not packages:
+        why = f"{image.image_id}'s manifest has no package list here; restore it or re-bake the family"
+        return {**row, "status": "not checked", "details": [why]}
+    match = match_fixes(packages, fixes)
+    if match.status == "not affected" and not all("source" in p for p in packages):
+        why = f"{image.image_id} records no source packages (baked before they were); re-bake it"
+        return {**row, "status": "not checked", "details": [why]}
+    return {**row, "status": match.status, "details": match.details}
 
 
 def plan_advisory(advisory: dict[str, Any], families: list[str] | None = None) -> dict[str, Any]:
@@ -742,8 +769,10 @@ def plan_advisory(advisory: dict[str, Any], families: list[str] | None = None) -
         elif image is None:
             rows[name] = {"status": "not published", "details": []}
         else:
-            match = match_fixes(image.manifest.get("packages", []), fixes)
-            rows[name] = {"status": match.status, "details": match.details, "image_id": image.image_id}
+            rows[name] = advisory_row(image, fixes)
+    for name, errors in sorted(found.errors.items()):
+        if not families or name in families:
+            rows[name] = {"status": "not checked", "details": [f"its family file is broken: {errors[0]}"]}
     affected = {n for n, row in rows.items() if row["status"] == "affected"}
     parent_of = {n: s.source.family for n, s in found.families.items() if s.source.family}
     rebuilding = set(affected)
@@ -802,7 +831,7 @@ def advisory_report(plan: dict[str, Any]) -> dict[str, Any]:
             if name in unreadable:
                 status = "not checked"
             elif image is None or image.image_id == row.get("image_id"):
-                status = "failed" if row["status"] == "affected" else "not rebuilt"
+                status = "failed" if row["status"] == "affected" else "not rebuilt (still on the old parent)"
             else:
                 match = match_fixes(image.manifest.get("packages", []), fixes)
                 entry["details"] = match.details
@@ -821,11 +850,13 @@ def advisory_report(plan: dict[str, Any]) -> dict[str, Any]:
 def advisories_from_feed(
     *, data_source: tuple[str, str] | None = None, fetch: Any = None, today: Any = None
 ) -> list[dict[str, Any]]:
-    """The advisory feed: fixes in the vulnerability data that the published images lack, that
-    their family's policy counts (``fail_on``, ignores) and that no rebuild has acted on yet (the
-    CVE is not in the image's ``advisories``: a fix the archive does not ship yet is reported,
-    not rebuilt for again every hour). At most one advisory per call, as the advisory DAG's
-    TriggerDagRunOperator kwargs, its id and run id derived from what it fixes, so the same
+    """The advisory feed: fixes in the vulnerability data that the published images lack and
+    that their family's policy counts (``fail_on``, ignores), minus those a rebuild was already
+    attempted for (the CVE is in the ``advisories`` of the published image or of a newer,
+    unpublished one: a fix the archive does not ship yet makes the gate reject the rebuild, and
+    it is reported once, not rebuilt for again every hour; trigger the advisory by hand to retry).
+    One advisory per Debian release (fixed versions differ between releases), as the advisory
+    DAG's TriggerDagRunOperator kwargs, its id and run id derived from what it fixes, so the same
     findings never start two advisory runs."""
     import datetime
 
@@ -838,51 +869,77 @@ def advisories_from_feed(
     found = load_families(paths.images_dir(), paths.include_dir())
     published, _ = _published_packages(found.families, "feed")
     day = today or datetime.datetime.now(datetime.UTC).date()
-    fixes: dict[str, str] = {}
-    cves: set[str] = set()
-    families: dict[str, list[str]] = {}
+    by_release: dict[str, dict[str, Any]] = {}
     for name, image in sorted(published.items()):
         if image is None:
             continue
         manifest = image.manifest
         release = (manifest.get("os_release") or {}).get("VERSION_CODENAME", "")
         packages = manifest.get("packages") or []
-        if not release or not all("source" in p for p in packages):
-            log.info(
-                "feed: %s's image %s records no release or source packages; skipped", name, image.image_id
+        if not release or not packages or not all("source" in p for p in packages):
+            log.warning(
+                "feed: %s's image %s records no release or source packages; re-bake it", name, image.image_id
             )
             continue
-        data, _ = vulnerability_release(release, source, fetch)
-        acted = set(manifest.get("advisories") or [])
-        verdict = vulns.evaluate(
-            vulns.match(packages, data), found.families[name].validation.vulnerabilities, today=day
-        )
+        try:
+            data, _ = vulnerability_release(release, source, fetch)
+        except UserError as exc:  # e.g. no data for this release: the other families go on
+            log.warning("feed: %s: %s", name, exc)
+            continue
+        attempted = set(manifest.get("advisories") or []) | _attempted_advisories(found.families[name], image)
+        policy = found.families[name].validation.vulnerabilities
+        verdict = vulns.evaluate(vulns.match(packages, data), policy, today=day)
+        entry = by_release.setdefault(release, {"fixes": {}, "cves": set(), "families": {}})
         for finding in verdict.violations:
-            if finding.fixed is None or finding.cve in acted:
+            if finding.fixed is None:
                 continue
-            if finding.package not in fixes or Version(fixes[finding.package]) < Version(finding.fixed):
-                fixes[finding.package] = finding.fixed
-            cves.add(finding.cve)
-            families.setdefault(name, []).append(
-                f"{finding.cve} ({finding.package} {finding.installed} < {finding.fixed})"
-            )
-    for name, found_here in families.items():
-        log.info("feed: %s: %s", name, "; ".join(found_here))
-    if not fixes:
-        log.info("feed: no published image lacks a fix its policy counts")
-        return []
-    packages_fixed = [{"name": n, "fixed_version": v} for n, v in sorted(fixes.items())]
-    key = hashlib.sha256(json.dumps([packages_fixed, sorted(cves)]).encode()).hexdigest()[:12]
-    advisory = f"FEED-{key}"
-    return [
-        {
-            "trigger_run_id": f"feed__{advisory}",
-            "conf": {
-                "advisory": advisory,
-                "packages": packages_fixed,
-                "cves": sorted(cves),
-                "families": sorted(families),
-            },
-            "note": f"advisory feed: {', '.join(sorted(cves))[:900]}",
-        }
-    ]
+            why = f"{finding.cve} ({finding.package} {finding.installed} < {finding.fixed})"
+            if finding.cve in attempted:
+                log.warning("feed: %s: %s: a rebuild for it was attempted already; not again", name, why)
+                continue
+            known = entry["fixes"].get(finding.package)
+            if known is None or Version(known) < Version(finding.fixed):
+                entry["fixes"][finding.package] = finding.fixed
+            entry["cves"].add(finding.cve)
+            entry["families"].setdefault(name, []).append(why)
+    found_advisories = []
+    for release, entry in sorted(by_release.items()):
+        for name, reasons in entry["families"].items():
+            log.info("feed: %s (%s): %s", name, release, "; ".join(reasons))
+        if not entry["fixes"]:
+            continue
+        packages_fixed = [{"name": n, "fixed_version": v} for n, v in sorted(entry["fixes"].items())]
+        cves = sorted(entry["cves"])[:MAX_ADVISORY_ITEMS]
+        key = hashlib.sha256(json.dumps([release, packages_fixed, cves]).encode()).hexdigest()[:12]
+        advisory = f"FEED-{key}"
+        found_advisories.append(
+            {
+                "trigger_run_id": f"feed__{advisory}",
+                "conf": {
+                    "advisory": advisory,
+                    "packages": packages_fixed[:MAX_ADVISORY_ITEMS],
+                    "cves": cves,
+                    "families": sorted(entry["families"]),
+                },
+                "note": f"advisory feed ({release}): {', '.join(cves)[:900]}",
+            }
+        )
+    if not found_advisories:
+        log.info("feed: no published image lacks a fix its policy counts that was not tried already")
+    return found_advisories
+
+
+def _attempted_advisories(spec: FamilySpec, published: Any) -> set[str]:
+    """Advisory and CVE ids of the family's images newer than the published one (rebuilds that
+    were not published: rejected, or stopped before publishing)."""
+    try:
+        images = get_platform(spec).images(spec.name)
+    except Exception as exc:  # the published image was readable; only this extra look failed
+        log.warning("feed: cannot list %s's images (%s); assuming no earlier attempt", spec.name, exc)
+        return set()
+    return {
+        str(a)
+        for image in images
+        if image.created_at > published.created_at
+        for a in image.manifest.get("advisories") or []
+    }

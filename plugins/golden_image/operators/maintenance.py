@@ -29,7 +29,12 @@ class JanitorOperator(BaseOperator):
         return result
 
 
-FAILED_STATUSES = ("failed", "rebuilt but still vulnerable", "not checked")
+FAILED_STATUSES = (
+    "failed",
+    "rebuilt but still vulnerable",
+    "not checked",
+    "not rebuilt (still on the old parent)",
+)
 
 
 def advisory_from(params: Any) -> dict[str, Any]:
@@ -94,7 +99,12 @@ class AdvisoryReportOperator(BaseOperator):
             self.log.info("%-24s %-30s %s -> %s", family, row["status"], row["before"], row["after"])
         bad = {f: r["status"] for f, r in report["families"].items() if r["status"] in FAILED_STATUSES}
         if bad:
-            raise AirflowFailException(f"advisory {report['advisory']}: {bad}")
+            raise AirflowFailException(
+                f"advisory {report['advisory']}: {bad}. See the families' runs (rebuild_wave_* link "
+                "to them) and the plan's details; fix the cause (a failed step, a rejected image, an "
+                "unreadable account or manifest) and trigger this advisory again: families already "
+                "fixed are skipped"
+            )
         return report
 
 
