@@ -14,6 +14,8 @@ done
 # Debian's keyring lets mmdebstrap verify the bookworm archive, and gpgv the InRelease files the
 # patch check reads (hooks/apt_archive.py)
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+# the tests sign throwaway fixture archives with gpg (the pipeline itself only verifies, with gpgv)
+if [ "$want_dev" = dev ] && ! command -v gpg >/dev/null 2>&1; then need+=(gnupg); fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2
