@@ -37,6 +37,7 @@ IGNORED_SPEC_FIELDS: frozenset[tuple[str, ...]] = frozenset(
         ("patch_policy",),
         ("distribution",),
         ("validation", "vulnerabilities"),  # the gate's policy judges an image, it does not shape it
+        ("provides",),  # what the image offers applications (golden coverage) describes it
         *(
             ("aws", key)
             for key in (
@@ -56,7 +57,8 @@ IGNORED_SPEC_FIELDS: frozenset[tuple[str, ...]] = frozenset(
     }
 )
 """When to rebuild, how long to keep, where to share, how to reach and wait for the builder, and
-the gate's policy: changing them rebuilds nothing (a new account, organisation or region is
+the gate's policy, and ``provides`` (what ``golden coverage`` matches applications against):
+changing them rebuilds nothing (a new account, organisation or region is
 served by the next share). What is left of ``aws`` (``kms_keys``, ``ssh_user``) shapes the image."""
 HYGIENE_SUITE = Path(__file__).resolve().parent / "validation" / "test_hygiene.py"
 PATH_ROOT_REF = re.compile(r"\$\{path\.root\}/([^\"'\s}]+)")

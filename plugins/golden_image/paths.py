@@ -25,6 +25,11 @@ def images_dir() -> Path:
     return Path(os.environ.get("GOLDEN_IMAGES_DIR") or include_dir() / "images")
 
 
+def applications_dir() -> Path:
+    """``include/applications``: what the images are for (``golden coverage``)."""
+    return Path(os.environ.get("GOLDEN_APPLICATIONS_DIR") or include_dir() / "applications")
+
+
 def golden_home() -> Path:
     """Root of the local image store: catalog, regions, instances, sources (GOLDEN_HOME)."""
     return Path(os.environ.get("GOLDEN_HOME") or "/var/lib/golden-image")

@@ -603,6 +603,40 @@ class VulnerabilityPolicy(Strict):
 
 WINDOWS_NOT_BUILT = "is not supported yet: the Windows pipeline (WinRM, Pester) is not built; see issue 10"
 
+CAPABILITY = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+MAX_CAPABILITY_CHARS = 64
+MAX_CAPABILITIES = 64
+"""Bounds of a ``provides`` / ``needs`` list: a capability name's length and how many a list holds."""
+
+
+def _capability(value: str) -> str:
+    if len(value) > MAX_CAPABILITY_CHARS:
+        raise ValueError(
+            f"a capability name has at most {MAX_CAPABILITY_CHARS} characters (got {len(value)})"
+        )
+    if not CAPABILITY.fullmatch(value):
+        raise ValueError(
+            f"{value[:60]!r} is not a capability name: lowercase letters, digits and '.', '+', '-', "
+            "starting with a letter or digit (for example linux, debian-12, iis, dotnet-runtime-8)"
+        )
+    return value
+
+
+def _once_each_capability(value: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for index, name in enumerate(value):
+        if name in seen:
+            raise FieldProblem((index,), f"'{name}' is listed twice")
+        seen.add(name)
+    return value
+
+
+Capability = Annotated[str, AfterValidator(_capability)]
+"""What a family provides or an application needs: ``linux``, ``debian-12``, ``iis``, ..."""
+Capabilities = Annotated[
+    list[Capability], Field(max_length=MAX_CAPABILITIES), AfterValidator(_once_each_capability)
+]
+
 
 class Validation(Strict):
     testinfra: list[IncludePath] = Field(default_factory=list)
@@ -669,6 +703,10 @@ class FamilySpec(Strict):
     tags: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/=+@-]{1,128}$")], str] = Field(
         default_factory=dict
     )
+    provides: Capabilities = Field(default_factory=list)
+    """What the image offers applications (``golden coverage``), besides what the family it is
+    layered on (``source.family``) provides. Not part of the definition digest: it describes the
+    image, it does not shape it."""
 
     @field_validator("os")
     @classmethod
@@ -1168,7 +1206,9 @@ def _shown(path: Path, include_dir: Path) -> str:
         return str(path)
 
 
-def _explain(exc: ValidationError, loaded: LoadedYaml, family: str) -> list[SpecError]:
+def _explain(
+    exc: ValidationError, loaded: LoadedYaml, family: str, model: type[BaseModel] | None = None
+) -> list[SpecError]:
     """One located error per pydantic error; a value inherited through ``extends`` is located in
     the file it was written in, and says which family inherited it."""
     out: list[SpecError] = []
@@ -1181,7 +1221,7 @@ def _explain(exc: ValidationError, loaded: LoadedYaml, family: str) -> list[Spec
         file, line = loaded.origin_of(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
-            allowed = _fields_at(loc[:-1])
+            allowed = _fields_at(loc[:-1], model or FamilySpec)
             hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             message = "unknown field" + (f"; did you mean '{hint[0]}'?" if hint else "")
             if not str(
@@ -1206,9 +1246,9 @@ def _explain(exc: ValidationError, loaded: LoadedYaml, family: str) -> list[Spec
     return out
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model reached by following ``loc`` from :class:`FamilySpec`."""
-    model: Any = FamilySpec
+def _fields_at(loc: tuple[Any, ...], top: type[BaseModel]) -> list[str]:
+    """Field names of the model reached by following ``loc`` from ``top``."""
+    model: Any = top
     for part in loc:
         if isinstance(part, int):
             continue
@@ -1229,3 +1269,111 @@ def _model_of(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Applications: what the images are for (``include/applications/<name>.yaml``, ``golden coverage``)
+
+
+class ApplicationSpec(Strict):
+    """One application: what it needs from a golden image. Data like a family file (the same
+    reader, the same errors), and nothing in it runs: ``golden coverage`` only compares names."""
+
+    schema_version: Literal[1]
+    name: str = Field(pattern=FAMILY_NAME)
+    description: str = Field(min_length=1, max_length=300)
+    owners: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1, max_length=20)
+    os: Literal["linux", "windows"]
+    """Unlike a family's, ``windows`` is accepted: an application may wait for an image that
+    does not exist yet (coverage says so)."""
+    needs: Capabilities
+    platforms: list[Literal["local", "aws"]] = Field(default_factory=list, max_length=2)
+    """Where it runs; empty: any platform."""
+
+    @field_validator("needs")
+    @classmethod
+    def _needs_something(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one capability the application needs (for example linux)")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("entries must be unique")
+        return value
+
+
+@dataclass
+class ApplicationSet:
+    """Every application file: the good ones and, separately, the broken ones (by file stem)."""
+
+    applications: dict[str, ApplicationSpec]
+    errors: dict[str, list[SpecError]]
+
+
+def load_applications(applications_dir: Path, include_dir: Path | None = None) -> ApplicationSet:
+    """Load every application file; a broken one is reported in ``errors`` and never hides the
+    others. No directory is no applications (not an error)."""
+    include_dir = include_dir or applications_dir.parent
+    applications: dict[str, ApplicationSpec] = {}
+    errors: dict[str, list[SpecError]] = {}
+    if not applications_dir.is_dir():
+        return ApplicationSet(applications, errors)
+    loader = _Loader(include_dir)
+    by_stem: dict[str, list[Path]] = {}
+    for path in family_files(applications_dir):
+        by_stem.setdefault(path.stem, []).append(path)
+    for stem, found in sorted(by_stem.items()):
+        shown = [_shown(p, include_dir) for p in found]
+        if len(found) > 1:
+            errors[stem] = [
+                SpecError(here, 0, "", f"{' and '.join(shown)} both define application '{stem}': remove one")
+                for here in shown
+            ]
+            continue
+        if not re.fullmatch(FAMILY_NAME, stem):
+            errors[stem] = [
+                SpecError(
+                    shown[0],
+                    0,
+                    "",
+                    f"'{stem[:80]}' is not a valid application name (2-63 lowercase letters, digits and "
+                    "'-', starting with a letter); the file name is the application name: rename the file",
+                )
+            ]
+            continue
+        try:
+            applications[stem] = _load_application(loader, found[0])
+        except FamilyFileError as exc:
+            errors[stem] = exc.errors
+        except Exception as exc:  # a bug or an input we did not foresee: this file's error only
+            log.error("loading %s failed unexpectedly", found[0], exc_info=exc)
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            errors[stem] = [
+                SpecError(
+                    shown[0], 0, "", f"could not be loaded ({detail}); other applications are not affected"
+                )
+            ]
+    return ApplicationSet(applications, errors)
+
+
+def _load_application(loader: _Loader, path: Path) -> ApplicationSpec:
+    own = loader.raw(path)  # the family files' reader: regular file, size, depth, secrets, schema_version
+    try:
+        spec = ApplicationSpec.model_validate(own.data)
+    except ValidationError as exc:
+        raise FamilyFileError(_explain(exc, own, path.stem, ApplicationSpec)) from None
+    if spec.name != path.stem:
+        raise FamilyFileError(
+            [
+                SpecError(
+                    own.file,
+                    own.line_of(("name",)),
+                    "name",
+                    f"must equal the file name '{path.stem}' (got '{spec.name}')",
+                )
+            ]
+        )
+    return spec
