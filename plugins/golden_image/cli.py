@@ -2,6 +2,7 @@
 
     golden validate [--deep] [--json]   every family: schema (+ packer validate, ansible syntax, collect)
     golden list [--json]                families and their state
+    golden coverage [--strict] [--json] which family serves each application; merge candidates
     golden show FAMILY [--json]         what the family's DAG will do, resolved
     golden images FAMILY [--json]       the catalog for a family
     golden show-image IMAGE_ID [--family F] [--json | --sbom]   provenance, tests, findings, SBOM
@@ -30,11 +31,15 @@ from golden_image import paths, pipeline
 from golden_image.decisions import outdated_reason
 from golden_image.errors import GoldenImageError
 from golden_image.platforms import PLATFORMS, platform_class
-from golden_image.spec import FamilySet, FamilySpec, load_families
+from golden_image.spec import ApplicationSet, FamilySet, FamilySpec, load_applications, load_families
 
 
 def _families() -> FamilySet:
     return load_families(paths.images_dir(), paths.include_dir())
+
+
+def _applications() -> ApplicationSet:
+    return load_applications(paths.applications_dir(), paths.include_dir())
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
@@ -105,13 +110,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if problems:
                 report["errors"][name] = [f"images/{name}.yaml: {p}" for p in problems]
                 report["ok"].remove(name)
+    apps = _applications()
+    report["applications"] = {
+        "ok": sorted(apps.applications),
+        "errors": {name: [str(e) for e in errors] for name, errors in apps.errors.items()},
+    }
     lines = [f"ok     {name}" for name in report["ok"]]
     for family, errors in sorted(report["errors"].items()):
         lines += [f"ERROR  {family}"] + [f"         {e}" for e in errors]
+    lines += [f"ok     application {name}" for name in report["applications"]["ok"]]
+    for name, errors in sorted(report["applications"]["errors"].items()):
+        lines += [f"ERROR  application {name}"] + [f"         {e}" for e in errors]
     total = len(report["ok"]) + len(report["errors"])
     lines.append(f"{len(report['ok'])} of {total} families valid")
+    app_total = len(apps.applications) + len(apps.errors)
+    if app_total:
+        lines.append(f"{len(apps.applications)} of {app_total} applications valid")
     _print(report, args.json, "\n".join(lines))
-    return 1 if report["errors"] or total == 0 else 0
+    return 1 if report["errors"] or apps.errors or total == 0 else 0
 
 
 def _platform(spec: FamilySpec) -> Any:
@@ -173,6 +189,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     )
     _print(rows, args.json, text or "no families in " + str(paths.images_dir()))
     return 1 if found.errors else 0
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    """Which family serves each application, which none serves, which families could merge.
+
+    Exit 1 when a family or application file is broken (the report covers the good ones, and
+    lists the broken); unserved applications are the report's content, not an error, unless
+    ``--strict`` (for a CI gate once every application should be served)."""
+    from golden_image.coverage import coverage, render
+
+    found, apps = _families(), _applications()
+    report = coverage(found.families, apps.applications)
+    errors = {
+        "families": {name: [str(e) for e in errs] for name, errs in sorted(found.errors.items())},
+        "applications": {name: [str(e) for e in errs] for name, errs in sorted(apps.errors.items())},
+    }
+    text = (
+        render(report)
+        if apps.applications or apps.errors
+        else f"no applications in {paths.applications_dir()}"
+    )
+    for kind, broken in errors.items():
+        for name, messages in broken.items():
+            text += f"\nBROKEN {kind[:-1]} {name}: " + "\n         ".join(messages)
+    strict_failed = bool(args.strict and report.unserved)
+    if strict_failed:
+        text += f"\n--strict: {len(report.unserved)} unserved: {', '.join(report.unserved)}"
+    _print(report.to_json() | {"errors": errors}, args.json, text)
+    return 1 if found.errors or apps.errors or strict_failed else 0
 
 
 def _get(name: str) -> FamilySpec:
@@ -625,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep", action="store_true", help="also packer validate, ansible --syntax-check, testinfra collect"
     )
     add("list", cmd_list, "list families")
+    add("coverage", cmd_coverage, "which family serves each application").add_argument(
+        "--strict", action="store_true", help="exit 1 when an application is unserved"
+    )
     add("show", cmd_show, "what a family's DAG will do").add_argument("family")
     add("images", cmd_images, "a family's images in the catalog").add_argument("family")
     show_image = add("show-image", cmd_show_image, "one image: provenance, tests, findings, SBOM")
