@@ -1,6 +1,7 @@
 """`golden`: the command line for people and CI (the GitOps pull-request check).
 
-    golden validate [--deep] [--json]   every family: schema (+ packer validate, ansible syntax, collect)
+    golden validate [--deep] [--json]   every family (and application file): schema (+ packer validate,
+                                        ansible syntax, collect)
     golden list [--json]                families and their state
     golden coverage [--strict] [--json] which family serves each application; merge candidates
     golden show FAMILY [--json]         what the family's DAG will do, resolved
