@@ -986,17 +986,7 @@ class _Loader:
             spec = FamilySpec.model_validate(resolved.data, context={"include_dir": self.include_dir})
         except ValidationError as exc:
             raise FamilyFileError(_explain(exc, resolved, path.stem)) from None
-        if spec.name != path.stem:
-            raise FamilyFileError(
-                [
-                    SpecError(
-                        own.file,
-                        own.line_of(("name",)),
-                        "name",
-                        f"must equal the file name '{path.stem}' (got '{spec.name}')",
-                    )
-                ]
-            )
+        _require_file_name(spec.name, path, own)
         return resolved, spec
 
     def _extend(self, path: Path, own: LoadedYaml) -> LoadedYaml:
@@ -1365,15 +1355,12 @@ def _load_application(loader: _Loader, path: Path) -> ApplicationSpec:
         spec = ApplicationSpec.model_validate(own.data)
     except ValidationError as exc:
         raise FamilyFileError(_explain(exc, own, path.stem, ApplicationSpec)) from None
-    if spec.name != path.stem:
-        raise FamilyFileError(
-            [
-                SpecError(
-                    own.file,
-                    own.line_of(("name",)),
-                    "name",
-                    f"must equal the file name '{path.stem}' (got '{spec.name}')",
-                )
-            ]
-        )
+    _require_file_name(spec.name, path, own)
     return spec
+
+
+def _require_file_name(name: str, path: Path, own: LoadedYaml) -> None:
+    """A family's or an application's ``name`` is its file's name (one file, one id)."""
+    if name != path.stem:
+        problem = f"must equal the file name '{path.stem}' (got '{name}')"
+        raise FamilyFileError([SpecError(own.file, own.line_of(("name",)), "name", problem)])
