@@ -1,7 +1,10 @@
-"""Small, valid family specs for tests that need one without a YAML file."""
+"""Small, valid family specs for tests that need one without a YAML file, and test helpers."""
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
 from golden_image import paths
@@ -19,3 +22,14 @@ def family_spec(name: str, **fields: Any) -> FamilySpec:
         **fields,
     }
     return FamilySpec.model_validate(data, context={"include_dir": paths.include_dir()})
+
+
+def bind_unix_socket(sock: socket.socket, path: Path) -> None:
+    """Bind ``sock`` at ``path`` however long the path is (AF_UNIX takes ~107 bytes): by a name
+    relative to its directory."""
+    here = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        sock.bind(path.name)
+    finally:
+        os.chdir(here)

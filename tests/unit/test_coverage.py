@@ -16,6 +16,7 @@ from golden_image.cli import main
 from golden_image.coverage import capabilities, coverage, render
 from golden_image.definition import changed_parts, definition_digest
 from golden_image.spec import ApplicationSpec, FamilySpec, load_applications, load_families
+from tests.specs import bind_unix_socket
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -232,7 +233,7 @@ def test_special_files_are_refused_without_hanging(include: Path, tmp_path: Path
     outside.write_text(GOOD.format(name="leak"))
     (where / "leak.yaml").symlink_to(outside)
     sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(where / "sock.yaml"))
+    bind_unix_socket(sock, where / "sock.yaml")
     try:
         apps, errors = load(include)
     finally:
