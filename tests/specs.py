@@ -33,3 +33,21 @@ def bind_unix_socket(sock: socket.socket, path: Path) -> None:
         sock.bind(path.name)
     finally:
         os.chdir(here)
+
+
+def copy_include(directory: Path) -> Path:
+    """A copy of the project's include/ tree under ``directory``, to change in a test."""
+    import shutil
+
+    copy = directory / "include"
+    shutil.copytree(paths.include_dir(), copy)
+    return copy
+
+
+def family_in(include: Path, name: str) -> FamilySpec:
+    """Family ``name`` from an include/ tree whose family files must all load."""
+    from golden_image.spec import load_families
+
+    found = load_families(include / "images", include)
+    assert not found.errors, found.errors
+    return found.families[name]

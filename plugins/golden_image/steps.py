@@ -716,7 +716,7 @@ def janitor(*, older_than_s: float, platforms: tuple[str, ...] = tuple(PLATFORMS
     return {"removed": removed, "errors": errors}
 
 
-def _published_packages(specs: dict[str, FamilySpec], advisory_id: str) -> tuple[dict[str, Any], list[str]]:
+def _published_images(specs: dict[str, FamilySpec], advisory_id: str) -> tuple[dict[str, Any], list[str]]:
     """Family -> published ImageRecord (None: none yet); families whose platform could not be read."""
     published: dict[str, Any] = {}
     unreadable = []
@@ -760,7 +760,7 @@ def plan_advisory(advisory: dict[str, Any], families: list[str] | None = None) -
     if unknown:
         raise UserError(f"advisory {advisory['id']}: no families {unknown}; known: {sorted(found.families)}")
     considered = {n: s for n, s in found.families.items() if not families or n in families}
-    published, unreadable = _published_packages(found.families, advisory["id"])
+    published, unreadable = _published_images(found.families, advisory["id"])
     rows: dict[str, dict[str, Any]] = {}
     for name in sorted(considered):
         image = published.get(name)
@@ -821,7 +821,7 @@ def advisory_report(plan: dict[str, Any]) -> dict[str, Any]:
     fixes = advisory_fixes(advisory)
     found = load_families(paths.images_dir(), paths.include_dir())
     specs = {n: found.families[n] for n in plan["families"] if n in found.families}
-    published, unreadable = _published_packages(specs, advisory["id"])
+    published, unreadable = _published_images(specs, advisory["id"])
     report: dict[str, dict[str, Any]] = {}
     for name, row in sorted(plan["families"].items()):
         status = {"fixed": "already fixed", "not affected": "not affected"}.get(row["status"], row["status"])
@@ -867,7 +867,7 @@ def advisories_from_feed(
 
     source = data_source or vulnerability_data_source()
     found = load_families(paths.images_dir(), paths.include_dir())
-    published, _ = _published_packages(found.families, "feed")
+    published, _ = _published_images(found.families, "feed")
     day = today or datetime.datetime.now(datetime.UTC).date()
     by_release: dict[str, dict[str, Any]] = {}
     for name, image in sorted(published.items()):

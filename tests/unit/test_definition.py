@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from golden_image.definition import changed_parts, definition_digest
-from golden_image.spec import load_families
+from tests.specs import copy_include, family_in
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def include(tmp_path: Path) -> Path:
-    """A copy of the project's include/ tree to change."""
-    copy = tmp_path / "include"
-    shutil.copytree(PROJECT / "include", copy)
-    return copy
-
-
-def spec_of(include: Path, name: str):  # type: ignore[no-untyped-def]
-    found = load_families(include / "images", include)
-    assert not found.errors, found.errors
-    return found.families[name]
+    return copy_include(tmp_path)
 
 
 def test_digest_covers_template_scripts_playbook_roles_requirements_and_suites(include: Path) -> None:
-    parts = definition_digest(spec_of(include, "debian12-hardened"), include)["parts"]
+    parts = definition_digest(family_in(include, "debian12-hardened"), include)["parts"]
     assert {
         "packer/linux-ssh.pkr.hcl",
         "packer/scripts/apt-upgrade.sh",  # named by the template as ${path.root}/scripts/...
@@ -48,7 +38,7 @@ def test_digest_covers_template_scripts_playbook_roles_requirements_and_suites(i
 
 
 def test_a_changed_extra_var_role_file_or_script_is_named(include: Path) -> None:
-    before = definition_digest(spec_of(include, "debian12-web"), include)
+    before = definition_digest(family_in(include, "debian12-web"), include)
     assert changed_parts(before, before) == []
 
     path = include / "images" / "debian12-web.yaml"
@@ -57,7 +47,7 @@ def test_a_changed_extra_var_role_file_or_script_is_named(include: Path) -> None
     role.write_text(role.read_text() + "\n# changed\n")
     script = include / "packer" / "scripts" / "apt-upgrade.sh"
     script.write_text(script.read_text() + "\n# changed\n")
-    after = definition_digest(spec_of(include, "debian12-web"), include)
+    after = definition_digest(family_in(include, "debian12-web"), include)
     assert changed_parts(before, after) == [
         "ansible/roles/webserver/tasks/main.yml",
         "packer/scripts/apt-upgrade.sh",
@@ -66,15 +56,15 @@ def test_a_changed_extra_var_role_file_or_script_is_named(include: Path) -> None
 
 
 def test_when_and_where_fields_change_nothing(include: Path) -> None:
-    before = definition_digest(spec_of(include, "debian12-web"), include)
+    before = definition_digest(family_in(include, "debian12-web"), include)
     path = include / "images" / "debian12-web.yaml"
     text = path.read_text().replace('"0 6 * * 1"', '"0 7 * * 2"').replace("keep: 2", "keep: 5")
     path.write_text(text)
-    assert changed_parts(before, definition_digest(spec_of(include, "debian12-web"), include)) == []
+    assert changed_parts(before, definition_digest(family_in(include, "debian12-web"), include)) == []
 
 
 def test_an_image_without_a_digest_is_unknown_not_unchanged(include: Path) -> None:
-    current = definition_digest(spec_of(include, "debian12-base"), include)
+    current = definition_digest(family_in(include, "debian12-base"), include)
     assert changed_parts(None, current) is None and changed_parts({}, current) is None
 
 
@@ -91,7 +81,7 @@ def test_references_outside_include_and_templated_ones_are_not_read(include: Pat
         + "    - include_role: {name: ../../evil}\n"
         + "    - import_tasks: roles/baseline/tasks/main.yml\n"  # in the tree: read
     )
-    parts = definition_digest(spec_of(include, "debian12-web"), include)["parts"]
+    parts = definition_digest(family_in(include, "debian12-web"), include)["parts"]
     assert "ansible/roles/baseline/tasks/main.yml" in parts  # the play was read
     assert all(not name.startswith(("/", "..")) for name in parts)
     assert not [name for name in parts if "secret" in name or "hostname" in name or "evil" in name]

@@ -3,7 +3,6 @@ advisory feed and report, the definition digest, and the advisory inputs."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,8 @@ import pytest
 from golden_image import definition, steps
 from golden_image.decisions import AdvisoryFix, match_fixes
 from golden_image.definition import changed_parts, definition_digest
-from golden_image.spec import load_families
 from golden_image.values import ImageRecord
+from tests.specs import copy_include, family_in
 
 PROJECT = Path(__file__).resolve().parents[2]
 DATA = PROJECT / "tests" / "data" / "debian-security-tracker.json"
@@ -108,15 +107,7 @@ def test_report_fails_when_a_following_child_was_not_rebuilt(published) -> None:
 # -- F3..F6: the definition digest -------------------------------------------------------------------
 @pytest.fixture
 def include(tmp_path: Path) -> Path:
-    copy = tmp_path / "include"
-    shutil.copytree(PROJECT / "include", copy)
-    return copy
-
-
-def spec_of(include: Path, name: str):  # type: ignore[no-untyped-def]
-    found = load_families(include / "images", include)
-    assert not found.errors, found.errors
-    return found.families[name]
+    return copy_include(tmp_path)
 
 
 @pytest.mark.timeout(10)
@@ -130,7 +121,7 @@ def test_an_alias_bomb_in_a_role_does_not_hang_the_digest(include: Path) -> None
     (include / "ansible" / "roles" / "webserver" / "defaults" / "main.yml").write_text(
         "\n".join(levels) + "\n"
     )
-    definition_digest(spec_of(include, "debian12-web"), include)
+    definition_digest(family_in(include, "debian12-web"), include)
 
 
 def test_a_vendored_galaxy_role_or_collection_is_part_of_the_definition(include: Path) -> None:
@@ -146,10 +137,10 @@ def test_a_vendored_galaxy_role_or_collection_is_part_of_the_definition(include:
     (coll / "main.yml").write_text("- debug: {msg: chrony}\n")
     playbook = ansible / "debian12-web.yml"
     playbook.write_text(playbook.read_text() + "    - acme.ntp\n    - acme.tools.chrony\n")
-    before = definition_digest(spec_of(include, "debian12-web"), include)
+    before = definition_digest(family_in(include, "debian12-web"), include)
     (role / "main.yml").write_text("- debug: {msg: ntp changed}\n")
     (coll / "main.yml").write_text("- debug: {msg: chrony changed}\n")
-    after = definition_digest(spec_of(include, "debian12-web"), include)
+    after = definition_digest(family_in(include, "debian12-web"), include)
     assert changed_parts(before, after), "vendored role / collection changes are not in the digest"
 
 
@@ -163,9 +154,9 @@ def test_files_a_play_copies_from_beside_the_playbook_are_part_of_the_definition
     playbook.write_text(
         playbook.read_text() + "  tasks:\n    - ansible.builtin.copy: {src: files/motd, dest: /etc/motd}\n"
     )
-    before = definition_digest(spec_of(include, "debian12-web"), include)
+    before = definition_digest(family_in(include, "debian12-web"), include)
     (ansible / "files" / "motd").write_text("changed\n")
-    after = definition_digest(spec_of(include, "debian12-web"), include)
+    after = definition_digest(family_in(include, "debian12-web"), include)
     assert changed_parts(before, after), "a file the play copies onto the image changed; no rebuild"
 
 
@@ -177,9 +168,9 @@ def test_a_symlinked_directory_inside_a_role_is_hashed(include: Path) -> None:
     shared.mkdir()
     (shared / "banner").write_text("one\n")
     (include / "ansible" / "roles" / "webserver" / "files").symlink_to(shared, target_is_directory=True)
-    before = definition_digest(spec_of(include, "debian12-web"), include)
+    before = definition_digest(family_in(include, "debian12-web"), include)
     (shared / "banner").write_text("two\n")
-    after = definition_digest(spec_of(include, "debian12-web"), include)
+    after = definition_digest(family_in(include, "debian12-web"), include)
     assert changed_parts(before, after), "files under a symlinked role directory are not hashed"
 
 
@@ -196,7 +187,7 @@ def test_yaml_outside_include_is_not_read(include: Path, tmp_path: Path, monkeyp
     monkeypatch.setattr(
         definition, "load_yaml", lambda text, file: (read.append(Path(file)), original(text, file))[1]
     )
-    definition_digest(spec_of(include, "debian12-web"), include)
+    definition_digest(family_in(include, "debian12-web"), include)
     root = include.resolve()
     assert [p for p in read if not p.resolve().is_relative_to(root)] == []
 
@@ -275,7 +266,7 @@ def test_aws_sharing_and_waiting_settings_change_nothing(include: Path) -> None:
     """IGNORED_SPEC_FIELDS drops distribution ('a new account or region is served by the next
     share'), but the aws block is hashed as one part: a new organization to share with, the
     poll interval or deferrable rebuild every aws family."""
-    before = definition_digest(spec_of(include, "aws-debian12-base"), include)
+    before = definition_digest(family_in(include, "aws-debian12-base"), include)
     path = include / "images" / "aws-debian12-base.yaml"
     path.write_text(
         path.read_text().replace(
@@ -285,7 +276,7 @@ def test_aws_sharing_and_waiting_settings_change_nothing(include: Path) -> None:
             "  ssh_user: admin ",
         )
     )
-    after = definition_digest(spec_of(include, "aws-debian12-base"), include)
+    after = definition_digest(family_in(include, "aws-debian12-base"), include)
     assert changed_parts(before, after) == []
 
 
