@@ -38,6 +38,10 @@ class SshError(PlatformError):
     """A command over SSH failed or the instance could not be reached."""
 
 
+class WinrmError(PlatformError):
+    """A command over WinRM failed or the instance could not be reached (never names the password)."""
+
+
 class PackerError(UserError):
     """``packer validate`` / ``packer build`` failed, or Packer is missing."""
 

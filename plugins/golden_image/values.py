@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Communicator = Literal["ssh", "winrm"]
-"""How the tools talk to an instance: SSH for Linux; WinRM (HTTPS) for Windows, next."""
+"""How the tools talk to an instance: SSH for Linux; WinRM over HTTPS (port 5986) for Windows."""
+WINRM_PORT = 5986
+WINDOWS_ADMIN = "Administrator"
+"""The account EC2Launch gives a random password at first boot (``GetPasswordData``)."""
 
 CAPTURED, VALIDATED, REJECTED = "captured", "validated", "rejected"
 """An image's status: made from a builder; passed validation (shareable, publishable); failed it."""
@@ -45,6 +48,9 @@ class Target:
     key_file: str
     role: str
     communicator: Communicator = "ssh"
+    server_cert_sha256: str = ""
+    """winrm: SHA-256 (hex, of the DER) of the instance's WinRM HTTPS certificate, read from its
+    console output at launch; every later task checks the certificate it reads again against it."""
 
     @property
     def escalates(self) -> bool:
@@ -62,6 +68,23 @@ class Target:
     def from_dict(cls, data: dict[str, Any]) -> Target:
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class WinrmLogin:
+    """What a task needs to reach a Windows instance over WinRM/HTTPS, obtained by the task itself
+    from the platform (``Platform.winrm_login``): never in XCom, a manifest or a log. The password
+    is left out of ``repr``; ``ca_file`` is a private PEM file holding the one pinned certificate."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    ca_file: str
+    cert_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        raise TypeError("a WinrmLogin holds a password and is never serialised")
 
 
 @dataclass(frozen=True)
