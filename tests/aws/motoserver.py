@@ -7,21 +7,33 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def ec2launch_dir() -> str:
+    """Where the moto server's EC2Launch side (tests/aws/moto_ec2launch.py) keeps each Windows
+    instance's password and certificate, shared with the tests' WinRM stand-ins (one per session)."""
+    if not os.environ.get("GOLDEN_EC2LAUNCH_DIR"):
+        os.environ["GOLDEN_EC2LAUNCH_DIR"] = tempfile.mkdtemp(prefix="golden-ec2launch-")
+    return os.environ["GOLDEN_EC2LAUNCH_DIR"]
+
 
 def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """moto_server, with EC2Launch's password and console for Windows instances (moto_ec2launch)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    server = Path(sys.executable).parent / "moto_server"
+    python_path = os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH", "")]))
     process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "tests.aws.moto_ec2launch", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "PYTHONPATH": python_path, "GOLDEN_EC2LAUNCH_DIR": ec2launch_dir(), **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

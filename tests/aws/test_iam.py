@@ -188,6 +188,37 @@ def drive_every_call_path(hook: AmiHook, west: AmiHook, url: str, admin: tuple[s
         tags={FAMILY_TAG: family},
     )
     assert leaked["InstanceId"] in aws.janitor(older_than_s=0)
+
+    # Windows: the launch's key pair, EC2Launch's password and the console certificate, sysprep's stop
+    windows_ami = ec2.describe_images(
+        Owners=["amazon"], Filters=[{"Name": "platform", "Values": ["windows"]}]
+    )
+    win_spec = family_spec(f"{family}-win", platform="aws", source={"aws": {"ssm_parameter": "/x"}},
+                           aws={"aws_conn_id": conn, "poll_interval_s": 0.05},
+                           distribution={"regions": ["us-east-1"]})  # fmt: skip
+    win = AwsPlatform.for_family(win_spec)
+    win.windows = True  # the spec's os: windows
+    win_target = win.launch_instance(
+        windows_ami["Images"][0]["ImageId"],
+        role="builder",
+        family=win_spec.name,
+        run_id="w1",
+        region="us-east-1",
+    )
+    with win.winrm_login(win_target) as login:
+        assert login.password
+    ec2.stop_instances(InstanceIds=[win_target.instance_id])  # sysprep --shutdown, as the instance does
+    win.capture_image(win_target, spec=win_spec, run_id="w1", version="1", manifest={})
+    assert win.terminate_instance(win_target.instance_id)  # and its key pair
+    leaked_win = win.launch_instance(
+        windows_ami["Images"][0]["ImageId"],
+        role="builder",
+        family=win_spec.name,
+        run_id="w2",
+        region="us-east-1",
+    )
+    assert leaked_win.instance_id in win.janitor(older_than_s=0)  # and the key pair it left
+
     hook.deregister_with_snapshots(hook.describe_image(older[1]))
     hook.terminate([builder_id])
     assert hook.find_instance("i-0123456789abcdef0") is None

@@ -1,6 +1,6 @@
 """The import graph has no upward arrow: each layer imports only the layers below it.
 
-values/errors (bottom) < yamlload < spec < decisions/definition | coverage | sbom | archive | vulns
+values/errors (bottom) < yamlload < spec < decisions/definition | coverage | sbom | archive | vulns | windows
 < hooks
 < triggers | platforms < steps < pipeline/operators < factory < loader / cli. Every import counts,
 also the ones inside functions (they are how heavy modules stay out of DAG parsing, not a way
@@ -40,6 +40,8 @@ FORBIDDEN = {
                               "golden_image.cli", "golden_image.loader", "golden_image.pipeline",
                               "golden_image.definition", "golden_image.decisions", "golden_image.archive",
                               "golden_image.vulns", "golden_image.sbom", "golden_image.paths"],
+    "golden_image.windows": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
+                             "golden_image.operators", "golden_image.triggers", "golden_image.spec"],
     "golden_image.pipeline": ["golden_image."],
     "golden_image.hooks": ["golden_image.platforms", "golden_image.triggers", "golden_image.steps",
                            "golden_image.operators", "golden_image.factory", "golden_image.cli"],

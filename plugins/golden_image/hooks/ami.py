@@ -159,6 +159,10 @@ class AmiHook(EC2Hook):
         """The current state of each image (``kind="image"``) or instance; ``missing`` if EC2 does
         not know the id (yet: right after Create/Copy/RunInstances it may not)."""
         found: dict[str, str] = {}
+        if kind == "windows_login":
+            from golden_image.windows import CERTIFICATE_BEGIN
+
+            return {i: self.windows_login_state(i, CERTIFICATE_BEGIN) for i in ids}
         try:
             if kind == "image":
                 for image in self.conn.describe_images(ImageIds=ids).get("Images", []):
@@ -257,8 +261,10 @@ class AmiHook(EC2Hook):
         security_group_ids: list[str] | None = None,
         instance_profile: str | None = None,
         user_data: str | None = None,
+        key_name: str | None = None,
     ) -> dict[str, Any]:
         """One instance: IMDSv2 required, encrypted gp3 root, tagged; next type on no capacity.
+        ``key_name``: the EC2 key pair EC2Launch encrypts a Windows instance's password with.
 
         The ClientToken (one per instance type) makes a retried task get its own instance back.
         """
@@ -315,6 +321,8 @@ class AmiHook(EC2Hook):
                 request["IamInstanceProfile"] = {key: instance_profile}
             if user_data:
                 request["UserData"] = user_data
+            if key_name:
+                request["KeyName"] = key_name
             try:
                 return dict(self.conn.run_instances(**request)["Instances"][0])
             except ClientError as exc:
@@ -356,6 +364,53 @@ class AmiHook(EC2Hook):
 
     def terminate(self, instance_ids: list[str]) -> None:
         self.conn.terminate_instances(InstanceIds=instance_ids)
+
+    # -- Windows: key pairs, password, console ---------------------------------------------------------
+    def import_key_pair(self, name: str, public_key: str, tags: dict[str, str]) -> None:
+        """The launch's RSA public key as an EC2 key pair (EC2Launch encrypts the Administrator
+        password with it); an existing pair of that name (a retry) is kept."""
+        try:
+            self.conn.import_key_pair(
+                KeyName=name,
+                PublicKeyMaterial=public_key.encode(),
+                TagSpecifications=[{"ResourceType": "key-pair", "Tags": _tags(tags)}],
+            )
+        except ClientError as exc:
+            if error_code(exc) != "InvalidKeyPair.Duplicate":
+                raise
+
+    def delete_key_pair(self, name: str) -> None:
+        """Idempotent: deleting a key pair that is gone succeeds on EC2."""
+        self.conn.delete_key_pair(KeyName=name)
+
+    def pipeline_key_pairs(self) -> list[dict[str, Any]]:
+        """Key pairs the pipeline imported (tagged golden:family), with their creation time."""
+        found = self.conn.describe_key_pairs(Filters=[{"Name": "tag-key", "Values": [FAMILY_TAG]}])
+        return [dict(k) for k in found.get("KeyPairs", [])]
+
+    def password_data(self, instance_id: str) -> str:
+        """The instance's encrypted Administrator password (base64); empty until EC2Launch set it."""
+        return str(self.conn.get_password_data(InstanceId=instance_id).get("PasswordData") or "").strip()
+
+    def console_output(self, instance_id: str) -> str:
+        """The instance's latest console (serial port) output as text; empty when there is none yet."""
+        output = self.conn.get_console_output(InstanceId=instance_id, Latest=True).get("Output") or ""
+        if isinstance(output, bytes):
+            output = output.decode("utf-8", "replace")
+        return str(output)
+
+    def windows_login_state(self, instance_id: str, console_marker: str) -> str:
+        """``ready`` once EC2 has the instance's password and its console shows ``console_marker``
+        (the user data's WinRM certificate); else the instance's state (``running`` while it boots)."""
+        instance = self.find_instance(instance_id)
+        if instance is None:
+            return MISSING
+        state = str(instance["State"]["Name"])
+        if state != "running":
+            return state
+        if self.password_data(instance_id) and console_marker in self.console_output(instance_id):
+            return "ready"
+        return state
 
     def tag(self, resource_ids: list[str], tags: dict[str, str]) -> None:
         self.conn.create_tags(Resources=resource_ids, Tags=_tags(tags))
@@ -484,6 +539,10 @@ class AmiHook(EC2Hook):
         ]
         if stale:
             self.terminate(stale)
+        for key_pair in self.pipeline_key_pairs():  # a killed Windows launch's key pair
+            created = key_pair.get("CreateTime")
+            if created is not None and now - created.timestamp() >= older_than_s:
+                self.delete_key_pair(str(key_pair["KeyName"]))
         return stale
 
     # -- cleanup -------------------------------------------------------------------------------------

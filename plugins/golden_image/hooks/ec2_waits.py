@@ -27,7 +27,7 @@ MISSING = "missing"
 class WaitRule:
     """What a resource must reach, and which states mean it never will."""
 
-    kind: Literal["image", "instance"]
+    kind: Literal["image", "instance", "windows_login"]
     want: str
     failed: frozenset[str]
 
@@ -50,7 +50,14 @@ WAITS: dict[str, WaitRule] = {
     "instance_running": WaitRule(
         "instance", "running", frozenset({"shutting-down", "terminated", "stopping", "stopped"})
     ),
+    "instance_stopped": WaitRule("instance", "stopped", frozenset({"shutting-down", "terminated"})),
+    "windows_login": WaitRule(
+        "windows_login", "ready", frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+    ),
 }
+"""``instance_stopped``: a Windows builder that EC2Launch's sysprep shut down (capture). ``windows_login``:
+a running Windows instance whose password EC2 has (GetPasswordData) and whose console shows the
+WinRM certificate its user data made (``AmiHook.windows_login_state``)."""
 
 
 def evaluate(wait: str, states: dict[str, str]) -> WaitPoll:

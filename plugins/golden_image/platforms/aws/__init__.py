@@ -14,13 +14,18 @@ operator defers to a trigger and runs the same idempotent step again when it fir
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
+import os
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from golden_image import paths
+from golden_image import paths, windows
 from golden_image.errors import NotReady, PlatformError
 from golden_image.hooks.ami import (
     FAMILY_TAG,
@@ -36,7 +41,19 @@ from golden_image.platforms.aws.keys import EphemeralKeys
 from golden_image.platforms.aws.manifests import ManifestStore
 from golden_image.platforms.aws.settings import Network, network_for
 from golden_image.spec import AwsSettings, FamilySpec
-from golden_image.values import VALIDATED, ImageRecord, SourceImage, Target, status_to_record
+from golden_image.values import (
+    VALIDATED,
+    WINDOWS_ADMIN,
+    WINRM_PORT,
+    ImageRecord,
+    SourceImage,
+    Target,
+    WinrmLogin,
+    status_to_record,
+)
+
+KEY_PAIR_PREFIX = "golden-"
+"""EC2 key pairs the pipeline imports for Windows launches are named golden-<launch token>."""
 
 
 class AwsPlatform:
@@ -51,6 +68,7 @@ class AwsPlatform:
         resolver: AddressResolver,
         network: Network | None = None,
         defer_waits: bool = False,
+        windows: bool = False,
     ) -> None:
         if not regions:
             raise ValueError("an aws platform needs at least one region (the first is where it builds)")
@@ -59,6 +77,9 @@ class AwsPlatform:
         self.resolver = resolver
         self.network = network or Network()
         self.defer_waits = defer_waits
+        self.windows = windows
+        """Builders and test instances are Windows: an RSA key pair for EC2Launch's password,
+        user data that opens WinRM/HTTPS, a WinRM target with the pinned certificate."""
         self.keys = EphemeralKeys(paths.golden_home() / "aws" / "keys")
         self.manifests = ManifestStore(paths.golden_home() / "aws" / "manifests")
         self._hooks: dict[str, AmiHook] = {}
@@ -84,6 +105,7 @@ class AwsPlatform:
             resolver=resolver,
             network=network,
             defer_waits=defer_waits,
+            windows=spec.os == "windows",
         )
 
     @classmethod
@@ -183,23 +205,95 @@ class AwsPlatform:
 
     # -- instances ---------------------------------------------------------------------------------
     def launch_instance(self, image_id: str, *, role: str, family: str, run_id: str, region: str) -> Target:
-        """Idempotent: a retry (or the resume after a deferred wait) gets the same instance back."""
+        """Idempotent: a retry (or the resume after a deferred wait) gets the same instance back.
+
+        Linux: an ephemeral SSH key through cloud-init user data. Windows: the launch's RSA key
+        imported as an EC2 key pair (EC2Launch encrypts the Administrator password with it), user
+        data that opens WinRM/HTTPS with a certificate it prints to the console, and a wait until
+        EC2 has the password and the console shows the certificate, which the target pins."""
         hook = self.hook(region)
         token = hashlib.sha256(f"{family}/{run_id}/{role}".encode()).hexdigest()[:32]
-        key_file, public_key = self.keys.ensure(token)
+        tags = {FAMILY_TAG: family, "golden:run-id": run_id, "golden:role": role}
+        key_file, public_key = self.keys.ensure(token, kind="rsa" if self.windows else "ed25519")
+        key_name = None
+        if self.windows:
+            key_name = f"{KEY_PAIR_PREFIX}{token}"
+            hook.import_key_pair(key_name, public_key, tags)
+            user_data = windows.user_data()
+        else:
+            user_data = f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\n"
         instance = hook.run_instance(
             image_id=image_id,
             instance_types=self.settings.instance_types,
             client_token=token,
-            tags={FAMILY_TAG: family, "golden:run-id": run_id, "golden:role": role},
-            user_data=f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\n",
+            tags=tags,
+            user_data=user_data,
+            key_name=key_name,
             subnet_id=self.network.subnet_id,
             security_group_ids=self.network.security_group_ids or None,
             instance_profile=self.network.instance_profile,
         )
-        self.wait("instance_running", [instance["InstanceId"]], region)
-        running = hook.describe_instance(instance["InstanceId"])  # addresses are final once running
-        return self.resolver.target_for(running, role=role, key_file=str(key_file))
+        instance_id = instance["InstanceId"]
+        self.wait("instance_running", [instance_id], region)
+        if not self.windows:
+            running = hook.describe_instance(instance_id)  # addresses are final once running
+            return self.resolver.target_for(running, role=role, key_file=str(key_file))
+        self.wait("windows_login", [instance_id], region)
+        running = hook.describe_instance(instance_id)
+        target = self.resolver.target_for(running, role=role, key_file=str(key_file), port=WINRM_PORT)
+        der = self._console_certificate(instance_id, region)
+        pin = windows.certificate_sha256(der)
+        return dataclasses.replace(target, communicator="winrm", user=WINDOWS_ADMIN, server_cert_sha256=pin)
+
+    def _console_certificate(self, instance_id: str, region: str | None = None) -> bytes:
+        try:
+            der = windows.certificate_from_console(self.hook(region).console_output(instance_id))
+        except windows.WindowsError as exc:
+            raise PlatformError(f"{instance_id}: {exc}; launch it again", retryable=False) from None
+        if der is None:
+            raise PlatformError(
+                f"{instance_id}'s console shows no WinRM certificate: its user data did not run (an AMI "
+                "without EC2Launch v2, or user data disabled); see its console output / EC2Launch log"
+            )
+        return der
+
+    @contextlib.contextmanager
+    def winrm_login(self, target: Target) -> Iterator[WinrmLogin]:
+        """What a task needs to reach a Windows instance, obtained now, in this task, on this worker:
+        the Administrator password from GetPasswordData (decrypted with the launch's key), and the
+        certificate from the console, checked against the pin the launch recorded and written to a
+        private file that is removed afterwards. The password is registered with Airflow's masker."""
+        hook = self.hook()
+        instance_id = target.instance_id
+        data = hook.password_data(instance_id)
+        if not data:
+            raise PlatformError(f"EC2 has no password for {instance_id} (yet); is it a Windows instance?")
+        try:
+            password = windows.decrypt_password(data, Path(target.key_file).read_bytes())
+        except FileNotFoundError:
+            raise PlatformError(
+                f"the launch key of {instance_id} ({target.key_file}) is not on this worker; run the "
+                "run's tasks on the worker that launched it, or launch again",
+                retryable=False,
+            ) from None
+        except windows.WindowsError as exc:
+            raise PlatformError(f"{instance_id}: {exc}", retryable=False) from None
+        _mask(password)
+        der = self._console_certificate(instance_id)
+        sha256 = windows.certificate_sha256(der)
+        if target.server_cert_sha256 and sha256 != target.server_cert_sha256:
+            raise PlatformError(
+                f"{instance_id}'s WinRM certificate changed since launch (console shows {sha256[:16]}..., "
+                f"the launch pinned {target.server_cert_sha256[:16]}...): refusing to send it the password; "
+                "terminate the instance and run again",
+                retryable=False,
+            )
+        with tempfile.TemporaryDirectory(prefix="golden-winrm-") as private:
+            ca_file = Path(private) / "winrm.pem"
+            fd = os.open(ca_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(windows.certificate_pem(der))
+            yield WinrmLogin(target.host, target.port, target.user, password, str(ca_file), sha256)
 
     def terminate_instance(self, instance_id: str) -> bool:
         """Terminate and forget the instance's ephemeral key; an already-gone instance is fine."""
@@ -207,6 +301,8 @@ class AwsPlatform:
         instance = hook.find_instance(instance_id)
         if instance is not None:
             hook.terminate([instance_id])
+            if str(instance.get("KeyName", "")).startswith(KEY_PAIR_PREFIX):
+                hook.delete_key_pair(str(instance["KeyName"]))
             if token := tag_value(instance, LAUNCH_TOKEN_TAG):
                 self.keys.forget(token)
         self.resolver.released(instance_id)
@@ -217,10 +313,14 @@ class AwsPlatform:
         self, target: Target, *, spec: FamilySpec, run_id: str, version: str, manifest: dict[str, Any]
     ) -> ImageRecord:
         """CreateImage (EC2 shuts the generalised builder down cleanly before the snapshot), then
-        wait for ``available``."""
+        wait for ``available``. A Windows builder shuts itself down (EC2Launch's sysprep): wait
+        for ``stopped`` first (deferrable), so the snapshot is of the generalised disk."""
         hook = self.hook(spec.primary_region)
+        name = ami_name(spec.name, version, run_id)
+        if target.communicator == "winrm" and hook.find_image_by_name(name) is None:
+            self.wait("instance_stopped", [target.instance_id], spec.primary_region)
         tags = capture_tags(spec, version=version, run_id=run_id, manifest=manifest)
-        image_id = hook.create_image(target.instance_id, ami_name(spec.name, version, run_id), tags)
+        image_id = hook.create_image(target.instance_id, name, tags)
         self.manifests.save(image_id, {**manifest, "image_id": image_id, "region": spec.primary_region})
         self.wait("image_available", [image_id], spec.primary_region)
         return self._record(hook.describe_image(image_id))
@@ -333,3 +433,12 @@ class AwsPlatform:
                 removed.append(instance_id)
         self.keys.remove_stale(older_than_s)
         return removed
+
+
+def _mask(secret: str) -> None:
+    """Register ``secret`` with Airflow's log masker (every task log line, rendered fields)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # not under Airflow (a script): nothing logs it
+        return
+    mask_secret(secret)

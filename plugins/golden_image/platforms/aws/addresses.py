@@ -25,21 +25,22 @@ from golden_image.values import Target
 
 
 class AddressResolver(Protocol):
-    """Turns a launched EC2 instance into an SSH address the tools can reach."""
+    """Turns a launched EC2 instance into an address the tools can reach: its SSH port (22) or,
+    for Windows, its WinRM/HTTPS port (``port=5986``)."""
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target: ...
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str, port: int = 22) -> Target: ...
 
     def released(self, instance_id: str) -> None: ...
 
 
 class IpAddressResolver:
-    """SSH to the instance's private (default) or public IP on port 22."""
+    """The instance's private (default) or public IP, on port 22 (SSH) or the port asked for."""
 
     def __init__(self, *, user: str = "admin", use_public_ip: bool = False) -> None:
         self.use_public_ip = use_public_ip
         self.user = user
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target:
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str, port: int = 22) -> Target:
         address = instance.get("PublicIpAddress" if self.use_public_ip else "PrivateIpAddress")
         if not address:
             raise PlatformError(
@@ -47,15 +48,16 @@ class IpAddressResolver:
                 f"{'public' if self.use_public_ip else 'private'} IP; set aws.address / the connection's "
                 f"extra.{CONNECTION_EXTRA}.address or use a subnet that assigns one (README, aws platform)"
             )
-        return Target(instance["InstanceId"], str(address), 22, self.user, key_file, role)
+        return Target(instance["InstanceId"], str(address), port, self.user, key_file, role)
 
     def released(self, instance_id: str) -> None:
         return None
 
 
 class SsmTunnelResolver:
-    """``address: ssm``: SSH through an SSM port-forwarding session, so builders need no inbound
-    port 22 and no route from the workers, only the SSM agent (Debian and Amazon Linux AMIs have
+    """``address: ssm``: SSH (or WinRM/HTTPS, port 5986) through an SSM port-forwarding session,
+    so builders need no inbound port and no route from the workers, only the SSM agent (Debian,
+    Amazon Linux and Amazon's Windows AMIs have
     it) and an instance profile with ``AmazonSSMManagedInstanceCore``.
 
     The worker needs the AWS CLI and session-manager-plugin. The tunnel is a process that lives
@@ -82,8 +84,8 @@ class SsmTunnelResolver:
         self.aws_cli = aws_cli
         self.ready_timeout_s = ready_timeout_s
 
-    def command(self, instance_id: str, port: int) -> list[str]:
-        parameters = json.dumps({"portNumber": ["22"], "localPortNumber": [str(port)]})
+    def command(self, instance_id: str, port: int, remote_port: int = 22) -> list[str]:
+        parameters = json.dumps({"portNumber": [str(remote_port)], "localPortNumber": [str(port)]})
         region = ["--region", self.region] if self.region else []
         return [self.aws_cli, "ssm", "start-session", *region, "--target", instance_id,
                 "--document-name", self.DOCUMENT, "--parameters", parameters]  # fmt: skip
@@ -100,10 +102,10 @@ class SsmTunnelResolver:
     def _state(self, instance_id: str) -> Path:
         return self.state_dir / f"{instance_id}.tunnel.json"
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target:
+    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str, port: int = 22) -> Target:
         instance_id = instance["InstanceId"]
-        port = self._live_port(instance_id) or self._open(instance_id)
-        return Target(instance_id, "127.0.0.1", port, self.user, key_file, role)
+        local_port = self._live_port(instance_id) or self._open(instance_id, port)
+        return Target(instance_id, "127.0.0.1", local_port, self.user, key_file, role)
 
     def _live_port(self, instance_id: str) -> int | None:
         """The port of this instance's tunnel if it is still up (a retried or resumed task)."""
@@ -114,7 +116,7 @@ class SsmTunnelResolver:
             return None
         return int(state["port"]) if _port_open(int(state["port"])) else None
 
-    def _open(self, instance_id: str) -> int:
+    def _open(self, instance_id: str, remote_port: int = 22) -> int:
         if shutil.which(self.aws_cli) is None:
             raise PlatformError(
                 f"address: ssm needs the AWS CLI ('{self.aws_cli}') and session-manager-plugin on the "
@@ -128,7 +130,7 @@ class SsmTunnelResolver:
             port = _free_port()
             with log_path.open("ab") as log_file:
                 process = subprocess.Popen(
-                    self.command(instance_id, port),
+                    self.command(instance_id, port, remote_port),
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
