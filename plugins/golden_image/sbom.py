@@ -131,7 +131,20 @@ def upstream_qualifier(package: Mapping[str, str]) -> str | None:
 
 
 def package_purl(package: Mapping[str, str], os_release: Mapping[str, str]) -> str:
+    """Syft's purl of a Debian package; on Windows (no purl type of its own), ``pkg:generic``
+    with the entry's kind (program, hotfix, feature) as namespace."""
     from packageurl import PackageURL
+
+    if os_release.get("ID") == "windows":
+        return str(
+            PackageURL(
+                type="generic",
+                namespace=package.get("kind") or "program",
+                name=package["name"],
+                version=package["version"],
+                qualifiers={k: v for k, v in {"arch": package.get("architecture", "")}.items() if v},
+            ).to_string()
+        )
 
     qualifiers = {"arch": package.get("architecture", "")}
     if distro := distro_qualifier(os_release):
@@ -338,7 +351,7 @@ def summary(text: str, chain: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
         "bytes": len(text.encode()),
         "components": len(components),
-        "packages": sum(1 for c in components if str(c.get("purl", "")).startswith("pkg:deb/")),
+        "packages": sum(1 for c in components if c.get("type") == "library"),
         "chain": [
             {k: entry.get(k) for k in ("image_id", "kind", "name", "version") if entry.get(k) is not None}
             for entry in chain

@@ -6,13 +6,14 @@ functions; the CLI's benchmark script calls them directly. Every value returned 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,32 @@ def version_for(run_after: float) -> str:
 
 
 # -- check_patches ------------------------------------------------------------------------------
-def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id: str) -> str:
-    """Simulate ``dist-upgrade`` in a throwaway instance of the image; returns apt's output."""
+def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id: str) -> list[PendingUpdate]:
+    """The pending updates a throwaway instance of the image sees: ``apt-get -s dist-upgrade``
+    over SSH; on Windows, Windows Update's search (``windows-pending-updates.ps1``) over WinRM."""
     target = platform.launch_instance(
         image_id, role="patch-check", family=spec.name, run_id=run_id, region=spec.primary_region
     )
     try:
-        return run_ssh(target, APT_CHECK, timeout=600, root=True).stdout
+        if target.communicator == "winrm":
+            from golden_image import windows
+
+            with remote_session(platform, target) as remote:
+                found = remote.run_ps(windows.script("pending-updates"), timeout=3600).stdout
+            return windows.parse_pending_updates(found)
+        return parse_apt_simulation(run_ssh(target, APT_CHECK, timeout=600, root=True).stdout)
     finally:
         platform.terminate_instance(target.instance_id)
+
+
+@contextlib.contextmanager
+def remote_session(platform: Platform, target: Target) -> Iterator[Any]:
+    """A WinRM session to a Windows instance (``hooks/winrm.WinrmHook``), with the login the
+    platform gives this task (password and pinned certificate held only for the session)."""
+    from golden_image.hooks.winrm import WinrmHook
+
+    with platform.winrm_login(target) as login:
+        yield WinrmHook(login)
 
 
 def patch_status(
@@ -75,6 +93,8 @@ def patch_status(
     from golden_image.hooks.apt_archive import AptArchiveHook
 
     try:
+        if spec.os == "windows":
+            raise ArchiveError("Windows updates are only known to Windows Update, which an instance asks")
         check = AptArchiveHook().pending_updates(image.manifest)
     except ArchiveError as exc:
         why = str(exc)
@@ -87,7 +107,7 @@ def patch_status(
         how = {"method": "archive-index", **check.to_dict(), "reason": reason}
         return check.pending, {**how, "pending": _pending_brief(check.pending)}
     log.info("check_patches: the archive indexes cannot answer for %s: %s", image.image_id, why)
-    pending = parse_apt_simulation(pending_updates(platform, image.image_id, spec, run_id))
+    pending = pending_updates(platform, image.image_id, spec, run_id)
     reason = f"pending updates checked with a throwaway instance: {why}"
     return pending, {"method": "instance", "why": why, "reason": reason, "pending": _pending_brief(pending)}
 
@@ -213,26 +233,45 @@ def launch(platform: Platform, spec: FamilySpec, image_id: str, *, role: str, ru
 def packer_variables(spec: FamilySpec, target: Target) -> dict[str, Any]:
     """The family's ``packer.vars`` plus what the pipeline sets (``spec.PACKER_PIPELINE_VARS``,
     which the family may not set: the spec refuses it, and so does this)."""
-    pipeline = {
-        "ssh_host": target.host,
-        "ssh_port": target.port,
-        "ssh_username": target.user,
-        "ssh_private_key_file": target.key_file,
-        "become": target.escalates,
-        "update_policy": spec.patch_policy.updates,
-        "family": spec.name,
-    }
+    if target.communicator == "winrm":  # the password reaches Packer in its environment, never here
+        reach: dict[str, Any] = {
+            "winrm_host": target.host,
+            "winrm_port": target.port,
+            "winrm_username": target.user,
+        }
+    else:
+        reach = {
+            "ssh_host": target.host,
+            "ssh_port": target.port,
+            "ssh_username": target.user,
+            "ssh_private_key_file": target.key_file,
+            "become": target.escalates,
+        }
+    pipeline = {**reach, "update_policy": spec.patch_policy.updates, "family": spec.name}
     clash = sorted(set(spec.packer.vars) & set(pipeline))
     if clash:
         raise StepError(f"packer.vars sets {clash}, which the pipeline sets")
     return {**spec.packer.vars, **pipeline}
 
 
-def bake_packer(spec: FamilySpec, target: Target, hook: Any, emit: Emit | None = None) -> dict[str, Any]:
+def bake_packer(
+    spec: FamilySpec, target: Target, hook: Any, emit: Emit | None = None, platform: Platform | None = None
+) -> dict[str, Any]:
+    """Packer over SSH; over WinRM (Windows), with the password in Packer's environment
+    (``PKR_VAR_winrm_password``) and the pinned certificate as the only CA it trusts
+    (``SSL_CERT_FILE``: Packer's WinRM client is Go's TLS, which reads it)."""
+    if target.communicator == "winrm" and platform is None:
+        raise StepError("a WinRM bake needs the platform (the login is obtained by this task)")
     template = paths.include_dir() / spec.packer.template
     variables = packer_variables(spec, target)
     check_variables(template, list(variables))  # checked at load time too; the template may have changed
-    result = hook.build(template, variables, on_line=emit)
+    if target.communicator == "winrm":
+        assert platform is not None
+        with platform.winrm_login(target) as login:
+            env = {"PKR_VAR_winrm_password": login.password, "SSL_CERT_FILE": login.ca_file}
+            result = hook.build(template, variables, on_line=emit, env=env, secrets=[login.password])
+    else:
+        result = hook.build(template, variables, on_line=emit)
     log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)
     return {
         "artifacts": result.artifacts,
@@ -242,7 +281,7 @@ def bake_packer(spec: FamilySpec, target: Target, hook: Any, emit: Emit | None =
 
 
 def provision_ansible(
-    spec: FamilySpec, target: Target, hook: Any, emit: Emit | None = None
+    spec: FamilySpec, target: Target, hook: Any, emit: Emit | None = None, platform: Platform | None = None
 ) -> dict[str, Any]:
     if spec.ansible is None:
         return {"status": "skipped", "reason": "family has no ansible step"}
@@ -253,7 +292,13 @@ def provision_ansible(
     requirements = GalaxyHook().ensure(playbook.parent, emit=emit)
     extra = {**spec.ansible.extra_vars, "golden_family": spec.name}
     secrets = resolve_secret_vars(spec.ansible.secret_vars)
-    summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit)
+    if target.communicator == "winrm":
+        if platform is None:
+            raise StepError("a WinRM provision needs the platform (the login is obtained by this task)")
+        with platform.winrm_login(target) as login:
+            summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit, login=login)
+    else:
+        summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit)
     return {**summary.to_dict(), "requirements": requirements.to_dict()}
 
 
@@ -396,6 +441,23 @@ def system_facts(target: Target) -> dict[str, Any]:
     }
 
 
+class Stash:
+    """Where a step keeps what it must not lose when its task defers: the operator keeps it in the
+    task's XCom (Airflow keeps a task's XComs across a deferral, not across a retry)."""
+
+    def __init__(self, get: Callable[[], Any] | None = None, put: Callable[[Any], None] | None = None):
+        self._value: Any = None
+        self._get, self._put = get, put
+
+    def get(self) -> Any:
+        return self._get() if self._get else self._value
+
+    def put(self, value: Any) -> None:
+        if self._put:
+            self._put(value)
+        self._value = value
+
+
 def capture_image(
     spec: FamilySpec,
     platform: Platform,
@@ -406,17 +468,24 @@ def capture_image(
     decision: dict[str, Any],
     packer: dict[str, Any] | None,
     ansible: dict[str, Any] | None,
+    stash: Stash | None = None,
 ) -> dict[str, Any]:
-    """Generalise the builder over SSH, then let the platform turn it into a catalogued image."""
+    """Record what the builder holds, generalise it, and let the platform turn it into a
+    catalogued image. Linux: facts and the generalise script over SSH. Windows: facts over WinRM,
+    then EC2Launch's sysprep, which shuts the builder down; the facts are stashed first, so the
+    task can defer until the builder stopped and, resumed, capture without the (gone) session."""
     existing = platform.find_captured(spec.name, run_id)
     if existing is not None:
         log.info("run %s already captured %s; not capturing twice", run_id, existing.image_id)
         if "sbom" not in existing.manifest:  # captured, then the SBOM failed or a deferred wait resumed
             record_sbom(platform, existing)
         return existing.to_json()
-    packages = installed_packages(target)
-    facts = system_facts(target)
-    run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text(), root=True)
+    stash = stash or Stash()
+    if target.communicator == "winrm":
+        facts = stash.get() or windows_capture(platform, target, stash)
+    else:
+        facts = {"packages": installed_packages(target), **system_facts(target)}
+        run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text(), root=True)
     manifest = {
         "family": spec.name,
         "version": version,
@@ -433,15 +502,39 @@ def capture_image(
         "git": git_revision(),
         "definition": decision.get("definition") or definition_digest(spec, paths.include_dir()),
         "created_at": time.time(),
-        "packages": packages,
         **facts,
         "packer": packer or {},
         "ansible": _ansible_brief(ansible),
     }
     image = platform.capture_image(target, spec=spec, run_id=run_id, version=version, manifest=manifest)
-    log.info("captured %s (%s, %d packages)", image.image_id, image.artifact, len(packages))
+    log.info("captured %s (%s, %d packages)", image.image_id, image.artifact, len(facts["packages"]))
     record_sbom(platform, image)
     return image.to_json()
+
+
+WINDOWS_LOGIN_RECORD = (
+    "EC2Launch's random Administrator password, encrypted with the launch's RSA key pair "
+    "(GetPasswordData) and decrypted in memory by each task; never stored; the key pair is deleted "
+    "with the instance, and sysprep gives every instance of the image a new one"
+)
+
+
+def windows_capture(platform: Platform, target: Target, stash: Stash) -> dict[str, Any]:
+    """A Windows builder's facts (stashed before anything changes it), then sysprep scheduled."""
+    from golden_image import windows
+
+    with remote_session(platform, target) as remote:
+        facts = windows.parse_facts(remote.run_ps(windows.script("facts"), timeout=600).stdout)
+        facts["windows"]["login"] = WINDOWS_LOGIN_RECORD
+        facts["windows"]["winrm"] = {"transport": "https", "port": target.port, "auth": "basic",
+                                     "certificate_sha256": target.server_cert_sha256}  # fmt: skip
+        stash.put(facts)  # a retry of the stash-less task would find the builder half generalised
+        sysprep = windows.parse_sysprep(remote.run_ps(windows.script("sysprep"), timeout=300).stdout)
+    facts["windows"]["sysprep"] = {**sysprep, "scheduled_at": time.time()}
+    stash.put(facts)
+    log.info("sysprep scheduled on %s (%s %s); waiting for it to shut down", target.instance_id,
+             sysprep["tool"], sysprep["version"])  # fmt: skip
+    return facts
 
 
 def record_sbom(platform: Platform, image: ImageRecord) -> dict[str, Any]:
@@ -554,6 +647,15 @@ def scan_vulnerabilities(
     if image is None or image.image_id != image_id:
         raise StepError(f"run {run_id} of {spec.name} captured no image {image_id}; re-run capture_image")
     manifest = image.manifest
+    if spec.os == "windows":
+        reason = (
+            "not checked: the vulnerability data covers Debian packages; a Windows image gets every "
+            "Windows update in the bake's rounds, and Pester checks none is pending"
+        )
+        skipped = {"checked": False, "reason": reason, "scanned_at": time.time()}
+        platform.record_result(image_id, "vulnerabilities", skipped, summary="not checked (Windows)")
+        log.info("%s: %s", image_id, reason)
+        return skipped
     packages = manifest.get("packages") or []
     release = (manifest.get("os_release") or {}).get("VERSION_CODENAME", "")
     distro = (manifest.get("os_release") or {}).get("ID", "")
@@ -632,15 +734,26 @@ def validate_image(
     hook: Any,
     emit: Emit | None = None,
 ) -> dict[str, Any]:
-    """Testinfra suites + hygiene on a fresh instance; the result is stored with the image."""
-    suites = [paths.include_dir() / suite for suite in spec.validation.testinfra]
+    """Testinfra suites + hygiene on a fresh instance over SSH, or on Windows Pester suites +
+    the Windows hygiene suite over WinRM (``hooks/pester.PesterHook``); one report format, stored
+    with the image."""
+    windows = target.communicator == "winrm"
+    suite_names = spec.validation.pester if windows else spec.validation.testinfra
+    suites = [paths.include_dir() / suite for suite in suite_names]
     hygiene = None
     if spec.validation.hygiene.enabled:
-        hygiene = {**spec.validation.hygiene.model_dump(), "login_key": login_key(target)}
-    report = hook.run(target, suites, hygiene=hygiene, on_line=emit)
+        hygiene = spec.validation.hygiene.model_dump()
+        if not windows:
+            hygiene["login_key"] = login_key(target)
+    if windows:
+        with remote_session(platform, target) as remote:
+            report = hook.run(remote, suites, hygiene=hygiene, on_line=emit)
+    else:
+        report = hook.run(target, suites, hygiene=hygiene, on_line=emit)
     summary = {
         **report.to_dict(),
-        "suites": spec.validation.testinfra,
+        "framework": "pester" if windows else "testinfra",
+        "suites": suite_names,
         "hygiene": hygiene is not None,
         "instance_id": target.instance_id,
         "validated_at": time.time(),

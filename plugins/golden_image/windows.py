@@ -86,16 +86,16 @@ def decrypt_password(password_data: str, private_key: bytes) -> str:
     key = (load_ssh_private_key if openssh else load_pem_private_key)(private_key, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise WindowsError("the launch key is not an RSA key; EC2 encrypts Windows passwords with RSA only")
+    wrong = WindowsError(
+        "EC2's password data does not decrypt with the launch key (another key pair, or not EC2Launch's data)"
+    )
     try:
         clear = key.decrypt(base64.b64decode(password_data, validate=True), padding.PKCS1v15())
-    except (ValueError, binascii.Error):
-        raise WindowsError(
-            "EC2's password data does not decrypt with the launch key (another key pair, or not "
-            "EC2Launch's data)"
-        ) from None
-    password = clear.decode("utf-8", "strict")
-    if not password or not password.isprintable():
-        raise WindowsError("EC2's password data decrypts to something that is not a password")
+        password = clear.decode("ascii")
+    except (ValueError, binascii.Error):  # UnicodeDecodeError too: OpenSSL's implicit rejection
+        raise wrong from None  # answers a wrong key with random bytes instead of an error
+    if not 8 <= len(password) <= 128 or not password.isprintable():
+        raise wrong
     return password
 
 

@@ -204,8 +204,9 @@ class PackerBakeOperator(GoldenImageOperator):
         from golden_image import steps
         from golden_image.hooks.packer import PackerHook
 
+        spec = self.spec
         self._hook = PackerHook()
-        return steps.bake_packer(self.spec, self.target(context), self._hook, self.emit)
+        return steps.bake_packer(spec, self.target(context), self._hook, self.emit, self.platform(spec))
 
 
 class AnsibleProvisionOperator(GoldenImageOperator):
@@ -213,14 +214,25 @@ class AnsibleProvisionOperator(GoldenImageOperator):
         from golden_image import steps
         from golden_image.hooks.ansible import AnsibleHook
 
+        spec = self.spec
         self._hook = AnsibleHook()
-        return steps.provision_ansible(self.spec, self.target(context), self._hook, self.emit)
+        return steps.provision_ansible(spec, self.target(context), self._hook, self.emit, self.platform(spec))
 
 
 class ImageCaptureOperator(GoldenImageOperator):
+    """Keeps the builder's facts in its own XCom (``capture_facts``) while it defers until a
+    Windows builder's sysprep has shut it down (Airflow keeps XComs across a deferral)."""
+
+    STASH_KEY = "capture_facts"
+
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
+        ti = context["ti"]
+        stash = steps.Stash(
+            get=lambda: ti.xcom_pull(task_ids=self.task_id, key=self.STASH_KEY),
+            put=lambda value: ti.xcom_push(key=self.STASH_KEY, value=value),
+        )
         spec = self.spec
         return steps.capture_image(
             spec,
@@ -231,6 +243,7 @@ class ImageCaptureOperator(GoldenImageOperator):
             decision=self.input(context, "decision") or {},
             packer=self.input(context, "packer"),
             ansible=self.input(context, "ansible"),
+            stash=stash,
         )
 
 
@@ -252,10 +265,16 @@ class VulnerabilityScanOperator(GoldenImageOperator):
 class ImageValidateOperator(GoldenImageOperator):
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
-        from golden_image.hooks.testinfra import TestinfraHook
 
         spec = self.spec
-        self._hook = TestinfraHook()
+        if spec.os == "windows":
+            from golden_image.hooks.pester import PesterHook
+
+            self._hook = PesterHook()
+        else:
+            from golden_image.hooks.testinfra import TestinfraHook
+
+            self._hook = TestinfraHook()
         return steps.validate_image(
             spec, self.platform(spec), self.target(context), self.image_id(context), self._hook, self.emit
         )

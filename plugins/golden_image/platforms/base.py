@@ -9,10 +9,11 @@ between platforms, so steps never ask which platform they are on.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
 from golden_image.spec import FamilySpec
-from golden_image.values import ImageRecord, SourceImage, Target
+from golden_image.values import ImageRecord, SourceImage, Target, WinrmLogin
 
 
 class Platform(Protocol):
@@ -41,6 +42,11 @@ class Platform(Protocol):
     ) -> Target: ...
 
     def terminate_instance(self, instance_id: str) -> bool: ...
+
+    def winrm_login(self, target: Target) -> AbstractContextManager[WinrmLogin]:
+        """What this task needs to reach a Windows instance (``communicator: winrm``): password and
+        pinned certificate, obtained now and held only inside the ``with`` block."""
+        ...
 
     def capture_image(
         self, target: Target, *, spec: FamilySpec, run_id: str, version: str, manifest: dict[str, Any]

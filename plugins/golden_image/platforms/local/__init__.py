@@ -14,7 +14,8 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from golden_image.platforms.local import sandbox, sources
 from golden_image.platforms.local.catalog import Catalog, ImageRow, InstanceRow
 from golden_image.platforms.local.store import ImageStore, remove_path, temp_leftovers
 from golden_image.spec import FamilySpec, LocalBootstrap
-from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target
+from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target, WinrmLogin
 
 log = logging.getLogger(__name__)
 POWEROFF_GRACE_S = 30.0
@@ -177,6 +178,16 @@ class LocalPlatform:
         self.catalog.set_instance(instance_id, state="terminated")
         log.info("terminated instance %s (%s of %s)", instance_id, row.role, row.family)
         return True
+
+    @contextmanager
+    def winrm_login(self, target: Target) -> Iterator[WinrmLogin]:
+        """Local instances are Debian: there is no Windows instance to log in to."""
+        raise PlatformError(
+            f"{target.instance_id} is a local instance (Debian, over SSH); Windows families run on "
+            "platform: aws",
+            retryable=False,
+        )
+        yield  # pragma: no cover - a generator, so the error is raised on entering the block
 
     def images_in_use(self) -> set[str]:
         return self.store.images_in_use()
