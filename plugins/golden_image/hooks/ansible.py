@@ -33,7 +33,7 @@ import yaml
 from golden_image.errors import AnsibleError, UserError
 from golden_image.hooks import unprivileged
 from golden_image.hooks.ssh import SSH_OPTIONS
-from golden_image.values import Target
+from golden_image.values import Target, WinrmLogin
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,21 @@ def _result_message(result: Any) -> str:
     return "\n".join(p for p in parts if p)[:3000]
 
 
+def winrm_connection(ca_file: str) -> dict[str, Any]:
+    """Ansible's ``winrm`` connection to a pipeline instance: HTTPS, Basic auth, only the pinned
+    certificate trusted (pywinrm verifies it and the host name against its SANs)."""
+    return {
+        "ansible_connection": "winrm",
+        "ansible_shell_type": "powershell",
+        "ansible_winrm_scheme": "https",
+        "ansible_winrm_transport": "basic",
+        "ansible_winrm_server_cert_validation": "validate",
+        "ansible_winrm_ca_trust_path": ca_file,
+        "ansible_winrm_operation_timeout_sec": 60,
+        "ansible_winrm_read_timeout_sec": 90,
+    }
+
+
 def pinned_binary(name: str) -> str:
     """An ansible-core command (ansible-playbook, ansible-galaxy): the pinned one next to our
     Python, else the first on PATH."""
@@ -225,11 +240,15 @@ class AnsibleHook:
         *,
         secrets: dict[str, Any] | None = None,
         on_line: Callable[[str], None] | None = None,
+        login: WinrmLogin | None = None,
     ) -> AnsibleSummary:
         """Apply ``playbook`` to the instance; raise :class:`AnsibleError` with the failed task.
 
         ``extra_vars`` and ``secrets`` are data (never templated); ``secrets``' values never
-        appear in what this hook emits or returns."""
+        appear in what this hook emits or returns. A WinRM target (``login``) is reached with
+        Ansible's ``winrm`` connection (pywinrm): Basic auth over HTTPS, the pinned certificate
+        as the only CA (``ansible_winrm_ca_trust_path``), the password in the private vars file
+        (``!unsafe``: a password with ``{{`` in it stays a password) and masked like a secret."""
         import ansible_runner  # heavy; never at DAG parse time
 
         secrets = secrets or {}
@@ -238,7 +257,9 @@ class AnsibleHook:
             raise AnsibleError(
                 f"{playbook.name}: refusing connection variables {connection} from the spec", AnsibleSummary()
             )
-        redact = Redactor([str(v) for v in secrets.values()])
+        if target.communicator == "winrm" and login is None:
+            raise AnsibleError(f"{playbook.name}: a WinRM target needs its login", AnsibleSummary())
+        redact = Redactor([str(v) for v in secrets.values()] + ([login.password] if login else []))
         emit_line = on_line or (lambda text: log.info("%s", text))
         summary = AnsibleSummary()
         tail: list[str] = []
@@ -257,23 +278,28 @@ class AnsibleHook:
             unprivileged.require_reachable(
                 [playbook, playbook.parent, Path(binary)], space.who, "ansible-playbook"
             )
-            inventory = {
-                "all": {
-                    "hosts": {
-                        target.instance_id: {
-                            "ansible_host": target.host,
-                            "ansible_port": target.port,
-                            "ansible_user": target.user,
-                            "ansible_become": target.escalates,  # cloud images log in as admin/ec2-user
-                            "ansible_ssh_private_key_file": space.copy_key(target.key_file),
-                            "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
-                            "ansible_python_interpreter": "/usr/bin/python3",
-                        }
-                    }
-                }
+            reach: dict[str, Any] = {
+                "ansible_host": target.host,
+                "ansible_port": target.port,
+                "ansible_user": target.user,
             }
+            connection_secrets: dict[str, str] = {}
+            if login is not None:
+                pinned = space.write("winrm-ca.pem", Path(login.ca_file).read_text(encoding="ascii"))
+                reach.update(winrm_connection(str(pinned)))
+                connection_secrets["ansible_password"] = login.password
+            else:
+                reach.update(
+                    {
+                        "ansible_become": target.escalates,  # cloud images log in as admin/ec2-user
+                        "ansible_ssh_private_key_file": space.copy_key(target.key_file),
+                        "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                    }
+                )
+            inventory = {"all": {"hosts": {target.instance_id: reach}}}
             inventory_file = space.write("inventory.json", json.dumps(inventory))
-            vars_file = space.write("vars.yml", unsafe_yaml({**extra_vars, **secrets}))
+            vars_file = space.write("vars.yml", unsafe_yaml({**extra_vars, **secrets, **connection_secrets}))
             private = space.mkdir("runner")
             for sub in ("runner/artifacts", "runner/artifacts/run", "runner/artifacts/run/job_events"):
                 space.mkdir(sub)  # the event callback (in ansible-playbook) writes there
