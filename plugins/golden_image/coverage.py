@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from golden_image.spec import WINDOWS_NOT_BUILT, ApplicationSpec, FamilySpec
+from golden_image.spec import ApplicationSpec, FamilySpec
 
 
 def capabilities(families: Mapping[str, FamilySpec]) -> dict[str, frozenset[str]]:
@@ -258,8 +258,6 @@ def _application(
         where = f" on platform {' or '.join(app.platforms)}" if app.platforms else ""
         if not fitting:
             reason = f"no family has os: {app.os}{where}"
-            if app.os == "windows":
-                reason += f" (a family's os: windows {WINDOWS_NOT_BUILT})"
         else:
             reason = f"no family of os: {app.os}{where} provides all of {', '.join(app.needs)}"
     return ApplicationCoverage(

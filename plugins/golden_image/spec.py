@@ -327,10 +327,17 @@ PACKER_PIPELINE_VARS = {
     "ssh_username": "the builder instance",
     "ssh_private_key_file": "the builder instance",
     "become": "the builder instance's login user",
+    "winrm_host": "the builder instance",
+    "winrm_port": "the builder instance",
+    "winrm_username": "the builder instance",
+    "winrm_password": "the builder instance's password, read at run time",
     "update_policy": "patch_policy.updates",
     "family": "name",
 }
 """Template variables the pipeline sets (``steps.packer_variables``), and from what."""
+WINRM_TEMPLATE_VARS = ("winrm_host", "winrm_port", "winrm_username", "winrm_password")
+"""What a Windows family's template must declare: the pipeline reaches the builder over WinRM
+with them (a template written for SSH would silently ignore them and never connect)."""
 _TEMPLATE_VARIABLES: dict[tuple[Path, int, int], list[str] | str] = {}
 
 
@@ -521,13 +528,23 @@ class AnsibleStep(Strict):
         return self
 
 
+WINDOWS_BUILTIN_ACCOUNTS = ("Administrator", "DefaultAccount", "Guest", "WDAGUtilityAccount")
+"""Local accounts every Windows Server image has; the hygiene suite allows them always."""
+WINDOWS_ACCOUNT = r"^[A-Za-z0-9_.-][A-Za-z0-9 _.-]{0,19}$"
+
+
 class Hygiene(Strict):
     enabled: bool = True
     stopped_services: list[str] = Field(
-        default_factory=list, description="services baked into the image that must not be running"
+        default_factory=list,
+        description="services baked into the image that must not be running (Windows: stopped, start mode manual)",
     )
     allowed_private_keys: list[str] = Field(
         default_factory=list, description="paths exempt from the key scan"
+    )
+    expected_accounts: list[Annotated[str, Field(pattern=WINDOWS_ACCOUNT)]] = Field(
+        default_factory=list,
+        description="Windows: local accounts allowed besides the built-in ones (WINDOWS_BUILTIN_ACCOUNTS)",
     )
 
 
@@ -601,8 +618,6 @@ class VulnerabilityPolicy(Strict):
         return value
 
 
-WINDOWS_NOT_BUILT = "is not supported yet: the Windows pipeline (WinRM, Pester) is not built; see issue 10"
-
 CAPABILITY = re.compile(r"[a-z0-9][a-z0-9.+-]*")
 MAX_CAPABILITY_CHARS = 64
 MAX_CAPABILITIES = 64
@@ -640,16 +655,23 @@ Capabilities = Annotated[
 
 class Validation(Strict):
     testinfra: list[IncludePath] = Field(default_factory=list)
+    """Linux families: Testinfra suites, run over SSH on the test instance."""
     pester: list[IncludePath] = Field(default_factory=list)
-    """Kept in the schema for Windows images; refused until the Windows pipeline exists."""
+    """Windows families: Pester 5 suites (``*.Tests.ps1``), run over WinRM on the test instance."""
     hygiene: Hygiene = Field(default_factory=Hygiene)
     vulnerabilities: VulnerabilityPolicy = Field(default_factory=VulnerabilityPolicy)
 
     @field_validator("pester")
     @classmethod
-    def _no_pester_yet(cls, value: list[str]) -> list[str]:
-        if value:
-            raise ValueError(f"validation.pester {WINDOWS_NOT_BUILT}")
+    def _pester_suites(cls, value: list[str]) -> list[str]:
+        for index, suite in enumerate(value):
+            if not suite.endswith(".Tests.ps1"):
+                raise FieldProblem(
+                    (index,),
+                    f"'{suite}' is not a Pester suite: Pester 5 runs files named *.Tests.ps1",
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("entries must be unique")
         return value
 
 
@@ -708,13 +730,6 @@ class FamilySpec(Strict):
     layered on (``source.family``) provides. Not part of the definition digest: it describes the
     image, it does not shape it."""
 
-    @field_validator("os")
-    @classmethod
-    def _no_windows_yet(cls, value: str) -> str:
-        if value == "windows":
-            raise ValueError(f"os: windows {WINDOWS_NOT_BUILT}")
-        return value
-
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
@@ -750,7 +765,70 @@ class FamilySpec(Strict):
                 )
         if self.source.family == self.name:
             raise FieldProblem(("source", "family"), "source.family cannot be the family itself")
+        self._os_consistent()
         return self
+
+    @model_validator(mode="after")
+    def _template_speaks_winrm(self, info: ValidationInfo) -> FamilySpec:
+        """A Windows family's template declares the WinRM variables the pipeline sets (a template
+        written for SSH would ignore them: Packer 1.6 only warns about an undeclared variable)."""
+        include_dir: Path | None = (info.context or {}).get("include_dir")
+        if self.os != "windows" or include_dir is None:
+            return self
+        declared = _declared_in(include_dir / self.packer.template)
+        if isinstance(declared, str):
+            raise FieldProblem(("packer", "template"), declared)
+        missing = [name for name in WINRM_TEMPLATE_VARS if name not in declared]
+        if missing:
+            raise FieldProblem(
+                ("packer", "template"),
+                f"{self.packer.template} declares no {', '.join(missing)}: a Windows family's template "
+                "reaches the builder over WinRM with the variables the pipeline sets (for example "
+                "packer/windows-winrm.pkr.hcl)",
+            )
+        return self
+
+    def _os_consistent(self) -> None:
+        """What only one os uses: Windows is built on EC2 over WinRM and tested with Pester;
+        Linux over SSH with Testinfra."""
+        hygiene = self.validation.hygiene
+        if self.os == "linux":
+            if self.validation.pester:
+                raise FieldProblem(
+                    ("validation", "pester"),
+                    "validation.pester is for os: windows (Pester runs over WinRM); a Linux family "
+                    "lists Testinfra suites in validation.testinfra",
+                )
+            if hygiene.expected_accounts:
+                raise FieldProblem(
+                    ("validation", "hygiene", "expected_accounts"),
+                    "expected_accounts is read by the Windows hygiene suite only (os: windows)",
+                )
+            return
+        if self.platform != "aws":
+            raise FieldProblem(
+                ("os",),
+                f"os: windows needs platform: aws (got platform: {self.platform}): Windows images are "
+                "baked on EC2 from Amazon's Windows AMIs over WinRM; the local platform builds Debian "
+                "root filesystems only",
+            )
+        if self.validation.testinfra:
+            raise FieldProblem(
+                ("validation", "testinfra"),
+                "validation.testinfra is for os: linux (Testinfra runs over SSH); a Windows family "
+                "lists Pester suites (*.Tests.ps1) in validation.pester",
+            )
+        if hygiene.allowed_private_keys:
+            raise FieldProblem(
+                ("validation", "hygiene", "allowed_private_keys"),
+                "allowed_private_keys is read by the Linux hygiene suite only (os: linux)",
+            )
+        if self.aws is not None and "ssh_user" in self.aws.model_fields_set:
+            raise FieldProblem(
+                ("aws", "ssh_user"),
+                "aws.ssh_user is for Linux (SSH) families; Windows instances are reached over WinRM "
+                "as Administrator with the password EC2 generates for the run: remove it",
+            )
 
     @property
     def dag_id(self) -> str:
@@ -1274,8 +1352,7 @@ class ApplicationSpec(Strict):
     description: str = Field(min_length=1, max_length=300)
     owners: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1, max_length=20)
     os: Literal["linux", "windows"]
-    """Unlike a family's, ``windows`` is accepted: an application may wait for an image that
-    does not exist yet (coverage says so)."""
+    """A family serves it only with the same ``os`` (Windows families: ``platform: aws``)."""
     needs: Capabilities
     platforms: list[Literal["local", "aws"]] = Field(default_factory=list, max_length=2)
     """Where it runs; empty: any platform."""
