@@ -57,12 +57,20 @@ def _deep_checks(spec: FamilySpec) -> list[str]:
     include = paths.include_dir()
     try:
         with tempfile.TemporaryDirectory(prefix="golden-validate-") as tmp:
-            key = Path(tmp) / "id_ed25519"
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-            from golden_image.values import Target
+            from golden_image.values import WINDOWS_ADMIN, WINRM_PORT, Target
 
-            dummy = Target("i-validate", "127.0.0.1", 22, "root", str(key), "builder")
-            PackerHook().validate(include / spec.packer.template, packer_variables(spec, dummy))
+            if spec.os == "windows":
+                dummy = Target(
+                    "i-validate", "127.0.0.1", WINRM_PORT, WINDOWS_ADMIN, "", "builder", communicator="winrm"
+                )
+            else:
+                key = Path(tmp) / "id_ed25519"
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+                dummy = Target("i-validate", "127.0.0.1", 22, "root", str(key), "builder")
+            variables = packer_variables(spec, dummy)
+            if spec.os == "windows":  # a run sets it in Packer's environment (PKR_VAR_winrm_password)
+                variables["winrm_password"] = "validate-only"  # noqa: S105 - a placeholder for validate
+            PackerHook().validate(include / spec.packer.template, variables)
     except Exception as exc:
         problems.append(f"packer: {exc}")
     if spec.ansible is not None:
@@ -72,7 +80,26 @@ def _deep_checks(spec: FamilySpec) -> list[str]:
             TestinfraHook().collect([include / s for s in spec.validation.testinfra])
         except Exception as exc:
             problems.append(f"testinfra: {exc}")
+    if spec.os == "windows":
+        problems += [f"powershell: {problem}" for problem in _powershell_checks(spec)]
     return problems
+
+
+def _powershell_checks(spec: FamilySpec) -> list[str]:
+    """Every PowerShell script a Windows family runs parses: its Pester suites, the scripts its
+    Packer template names, the built-in hygiene suite (PowerShell's grammar; nothing runs)."""
+    from golden_image import powershell
+    from golden_image.definition import WINDOWS_HYGIENE_SUITE, template_scripts
+
+    include = paths.include_dir()
+    scripts = [include / suite for suite in spec.validation.pester]
+    scripts += [p for p in template_scripts(spec, include) if p.suffix.lower() == ".ps1"]
+    if spec.validation.hygiene.enabled and WINDOWS_HYGIENE_SUITE.is_file():
+        scripts.append(WINDOWS_HYGIENE_SUITE)
+    try:
+        return [str(p) for p in powershell.check_files(scripts, include.resolve().parent)]
+    except Exception as exc:
+        return [str(exc)]
 
 
 def _ansible_checks(playbook: Path) -> list[str]:

@@ -61,6 +61,8 @@ the gate's policy, and ``provides`` (what ``golden coverage`` matches applicatio
 changing them rebuilds nothing (a new account, organisation or region is
 served by the next share). What is left of ``aws`` (``kms_keys``, ``ssh_user``) shapes the image."""
 HYGIENE_SUITE = Path(__file__).resolve().parent / "validation" / "test_hygiene.py"
+WINDOWS_HYGIENE_SUITE = Path(__file__).resolve().parent / "validation" / "Hygiene.Tests.ps1"
+"""The built-in suites, by os (the Windows one is a Pester suite run over WinRM)."""
 PATH_ROOT_REF = re.compile(r"\$\{path\.root\}/([^\"'\s}]+)")
 ROLE_KEYS = ("include_role", "import_role", "ansible.builtin.include_role", "ansible.builtin.import_role")
 FILE_KEYS = (
@@ -105,11 +107,25 @@ def definition_parts(spec: FamilySpec, include: Path) -> dict[str, str]:
     if spec.ansible is not None:
         files.update(_ansible_files(include / spec.ansible.playbook, root))
     files.update(include / suite for suite in spec.validation.testinfra)
+    files.update(include / suite for suite in spec.validation.pester)
     for file in sorted(_expand(files, root)):
         parts[str(file.relative_to(root))] = _sha(file.read_bytes())
     if spec.validation.hygiene.enabled:
-        parts["builtin:validation/test_hygiene.py"] = _sha(HYGIENE_SUITE.read_bytes())
+        builtin = WINDOWS_HYGIENE_SUITE if spec.os == "windows" else HYGIENE_SUITE
+        if builtin.is_file():
+            parts[f"builtin:validation/{builtin.name}"] = _sha(builtin.read_bytes())
     return parts
+
+
+def template_scripts(spec: FamilySpec, include: Path) -> list[Path]:
+    """The files the family's Packer template names under ``${path.root}`` (its scripts) that
+    exist inside ``include``."""
+    template = include / spec.packer.template
+    if not template.is_file():
+        return []
+    text = template.read_text(errors="replace")
+    found = {template.parent / ref for ref in PATH_ROOT_REF.findall(text)}
+    return sorted(_expand(found, include.resolve()))
 
 
 def definition_digest(spec: FamilySpec, include: Path) -> dict[str, Any]:

@@ -232,13 +232,22 @@ def render_doc(spec: FamilySpec) -> str:
         ),
         ("Packer", f"`{spec.packer.template}` vars `{json.dumps(spec.packer.vars, sort_keys=True)}`"),
         ("Ansible", f"`{spec.ansible.playbook}`" if spec.ansible else "none"),
-        ("Testinfra", ", ".join(f"`{s}`" for s in spec.validation.testinfra) or "none"),
+        (
+            ("Pester", ", ".join(f"`{s}`" for s in spec.validation.pester) or "none")
+            if spec.os == "windows"
+            else ("Testinfra", ", ".join(f"`{s}`" for s in spec.validation.testinfra) or "none")
+        ),
         (
             "Hygiene",
             "on"
             + (
                 f"; stopped services: {', '.join(spec.validation.hygiene.stopped_services)}"
                 if spec.validation.hygiene.stopped_services
+                else ""
+            )
+            + (
+                f"; expected accounts: {', '.join(spec.validation.hygiene.expected_accounts)}"
+                if spec.validation.hygiene.expected_accounts
                 else ""
             )
             if spec.validation.hygiene.enabled

@@ -537,7 +537,7 @@ class Hygiene(Strict):
     enabled: bool = True
     stopped_services: list[str] = Field(
         default_factory=list,
-        description="services baked into the image that must not be running (Windows: stopped, start mode manual)",
+        description="services baked in that must not run (Windows: stopped, start mode manual)",
     )
     allowed_private_keys: list[str] = Field(
         default_factory=list, description="paths exempt from the key scan"
