@@ -16,7 +16,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 0
-    assert "5 of 5 families valid" in capsys.readouterr().out
+    assert "7 of 7 families valid" in capsys.readouterr().out
 
 
 def test_validate_reports_the_broken_file_and_keeps_the_rest(
@@ -29,7 +29,13 @@ def test_validate_reports_the_broken_file_and_keeps_the_rest(
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     assert main(["validate", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] == ["aws-debian12-base", "debian12-base", "debian12-hardened"]
+    assert report["ok"] == [
+        "aws-debian12-base",
+        "debian12-base",
+        "debian12-hardened",
+        "windows2022-core-dotnet",
+        "windows2022-core-dotnet-iis",
+    ]
     [error] = report["errors"]["debian12-web"]
     assert "debian12-web.yaml:10: shedule: unknown field; did you mean 'schedule'?" in error
     [error] = report["errors"]["aws-debian12-web"]  # it extends debian12-web

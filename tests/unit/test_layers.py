@@ -22,6 +22,7 @@ FORBIDDEN = {
     "golden_image.errors": ["golden_image."],
     "golden_image.yamlload": ["golden_image."],
     "golden_image.hcl": ["golden_image."],
+    "golden_image.powershell": ["golden_image."],
     "golden_image.spec": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",
                           "golden_image.operators", "golden_image.triggers", "golden_image.factory"],
     "golden_image.decisions": ["golden_image.hooks", "golden_image.platforms", "golden_image.steps",

@@ -96,6 +96,8 @@ def test_example_families_are_valid() -> None:
         "debian12-hardened",
         "aws-debian12-base",
         "aws-debian12-web",
+        "windows2022-core-dotnet",
+        "windows2022-core-dotnet-iis",
     }
     assert found.families["debian12-web"].source.family == "debian12-base"
     assert found.families["aws-debian12-web"].source.family == "aws-debian12-base"
@@ -222,21 +224,17 @@ def test_public_sharing_is_refused(include: Path) -> None:
     assert "would make the image public" in error
 
 
-def test_windows_is_refused_until_it_can_be_built(include: Path) -> None:
+def test_windows_needs_aws_and_pester_needs_windows(include: Path) -> None:
     [error] = errors_of(include, "web", GOOD.format(name="web").replace("os: linux", "os: windows"))
-    assert "web.yaml:6: os: os: windows is not supported yet" in error and "see issue 10" in error
+    assert "web.yaml:6: os: os: windows needs platform: aws (got platform: local)" in error
     pester = GOOD.format(name="web").replace(
         "  testinfra: [validation/test_x.py]", "  pester: [validation/test_x.py]"
     )
     [error] = errors_of(include, "web", pester)
-    assert "web.yaml:17: validation.pester: validation.pester is not supported yet" in error
-    from pydantic import ValidationError
-
-    from tests.specs import family_spec
-
-    aws = {"platform": "aws", "source": {"aws": {"ssm_parameter": "/aws/service/windows/latest"}}}
-    with pytest.raises(ValidationError, match="os: windows is not supported yet"):
-        family_spec("win-aws", os="windows", distribution={"regions": ["us-east-1"]}, **aws)
+    assert "web.yaml:17: validation.pester[0]: 'validation/test_x.py' is not a Pester suite" in error
+    (include / "validation" / "x.Tests.ps1").write_text("Describe 'x' { }\n")
+    [error] = errors_of(include, "web", pester.replace("validation/test_x.py", "validation/x.Tests.ps1"))
+    assert "web.yaml:17: validation.pester: validation.pester is for os: windows" in error
 
 
 def test_not_yaml(include: Path) -> None:
