@@ -745,6 +745,13 @@ class FamilySpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FamilySpec:
+        if self.os == "windows" and self.platform != "aws":
+            raise FieldProblem(
+                ("os",),
+                f"os: windows needs platform: aws (got platform: {self.platform}): Windows images are "
+                "baked on EC2 from Amazon's Windows AMIs over WinRM; the local platform builds Debian "
+                "root filesystems only",
+            )
         if self.source.local is not None and self.platform != "local":
             raise FieldProblem(("source", "local"), "source.local only works with platform: local")
         if self.source.aws is not None and self.platform != "aws":
@@ -805,13 +812,6 @@ class FamilySpec(Strict):
                     "expected_accounts is read by the Windows hygiene suite only (os: windows)",
                 )
             return
-        if self.platform != "aws":
-            raise FieldProblem(
-                ("os",),
-                f"os: windows needs platform: aws (got platform: {self.platform}): Windows images are "
-                "baked on EC2 from Amazon's Windows AMIs over WinRM; the local platform builds Debian "
-                "root filesystems only",
-            )
         if self.validation.testinfra:
             raise FieldProblem(
                 ("validation", "testinfra"),

@@ -268,8 +268,8 @@ def test_coverage_text_on_the_real_tree(capsys: pytest.CaptureFixture[str]) -> N
     # the Windows apps: the IIS flavour serves all three (a superset of the base it layers on)
     assert "serves company-website, data-processing, financial-app" in out
     assert (
-        "served by windows2022-core-dotnet (also provides datadog-agent, dotnet-framework-48, octopus-tentacle)"
-        in out
+        "served by windows2022-core-dotnet "
+        "(also provides datadog-agent, dotnet-framework-48, octopus-tentacle)" in out
     )
     assert "also served by windows2022-core-dotnet-iis" in out
     assert "merge candidates: none" in out

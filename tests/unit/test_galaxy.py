@@ -74,12 +74,12 @@ def test_include_role_and_role_dependencies_are_resolved(include: Path) -> None:
 def test_collection_module_in_a_role_is_named_with_the_roles_file(include: Path) -> None:
     write(
         include / "ansible/roles/web/handlers/main.yml",
-        "- name: firewall\n  community.general.ufw: {state: enabled}\n",
-    )
+        "- name: firewall\n  acme.netsec.ufw: {state: enabled}\n",
+    )  # a collection the `ansible` package does not ship (its collections are found on sys.path)
     book = playbook(include, "- hosts: all\n  roles: [web]\n")
     assert check_playbook(book, include) == [
-        "ansible/roles/web/handlers/main.yml:2: module 'community.general.ufw': collection "
-        "'community.general' is not vendored in include/ansible/collections and not in "
+        "ansible/roles/web/handlers/main.yml:2: module 'acme.netsec.ufw': collection "
+        "'acme.netsec' is not vendored in include/ansible/collections and not in "
         "include/ansible/requirements.yml"
     ]
 
