@@ -14,8 +14,8 @@ from golden_image import paths
 from golden_image.hcl import HclError, declared_variables, template_variables
 from golden_image.hooks.ansible import Redactor, unsafe_yaml
 from golden_image.hooks.packer import hcl_literal, hcl_var_file
-from golden_image.spec import PACKER_PIPELINE_VARS, FamilyFileError, load_family
-from golden_image.values import Target
+from golden_image.spec import PACKER_PIPELINE_VARS, WINRM_TEMPLATE_VARS, FamilyFileError, load_family
+from golden_image.values import Target, WinrmLogin
 
 TRICKY = r"""
 # variable "commented" {}
@@ -51,8 +51,11 @@ def test_the_scanner_finds_only_top_level_variable_blocks() -> None:
 
 
 def test_the_real_template_declares_what_the_pipeline_sets() -> None:
+    winrm = set(WINRM_TEMPLATE_VARS)
     declared = template_variables(paths.include_dir() / "packer" / "linux-ssh.pkr.hcl")
-    assert set(PACKER_PIPELINE_VARS) <= set(declared) and "packages" in declared
+    assert set(PACKER_PIPELINE_VARS) - winrm <= set(declared) and "packages" in declared
+    declared = template_variables(paths.include_dir() / "packer" / "windows-winrm.pkr.hcl")
+    assert winrm | {"update_policy", "family"} <= set(declared)
 
 
 @pytest.mark.parametrize("text", ['variable "a" {', 'x = "open', "/* open", "}", "a = <<EOT\nno end\n"])
@@ -112,7 +115,18 @@ def test_pipeline_packer_variables_are_the_ones_steps_sets() -> None:
 
     target = Target("i-x", "127.0.0.1", 22, "root", "/k", "builder")
     spec = family_spec("pv", packer={"vars": {"packages": ["curl"]}})
-    assert set(packer_variables(spec, target)) == {*PACKER_PIPELINE_VARS, "packages"}
+    ssh = set(PACKER_PIPELINE_VARS) - set(WINRM_TEMPLATE_VARS)
+    assert set(packer_variables(spec, target)) == {*ssh, "packages"}
+    winrm = Target("i-w", "10.0.0.5", 5986, "Administrator", "", "builder", communicator="winrm")
+    login = WinrmLogin("10.0.0.5", 5986, "Administrator", "pw", "", "")
+    windows = {*PACKER_PIPELINE_VARS} - {
+        "ssh_host",
+        "ssh_port",
+        "ssh_username",
+        "ssh_private_key_file",
+        "become",
+    }
+    assert set(packer_variables(spec, winrm, login)) == {*windows, "packages"}
 
 
 # -- the spec's checks, with their lines ---------------------------------------------------------
