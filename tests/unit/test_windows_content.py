@@ -343,3 +343,38 @@ def test_changing_a_pester_suite_changes_the_digest(include: Path) -> None:
     assert changed_parts(before, definition_digest(spec, include)) == [
         "validation/pester/Hardening.Tests.ps1"
     ]
+
+
+# -- golden validate --deep --------------------------------------------------------------------
+def test_validate_deep_passes_both_windows_families(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from golden_image.cli import _deep_checks, main
+
+    found = load_families(INCLUDE / "images", INCLUDE)
+    for name in WINDOWS:
+        assert _deep_checks(found.families[name]) == [], name
+    assert main(["show", "windows2022-core-dotnet-iis", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["os"] == "windows" and shown["extends"] == "windows2022-core-dotnet"
+    assert shown["source"]["family"] == "windows2022-core-dotnet"
+
+
+def test_validate_deep_names_a_broken_pester_suite(shared_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from golden_image.cli import _deep_checks
+    from tests.specs import family_in
+
+    project = shared_tmp / "project"
+    shutil.copytree(INCLUDE, project / "include")
+    for path in [shared_tmp, project, *project.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    suite = project / "include" / "validation" / "pester" / "Agents.Tests.ps1"
+    suite.write_text(
+        suite.read_text().replace("It '<_> is stopped' -ForEach", "It '<_> is stopped' -ForEach (", 1)
+    )
+    monkeypatch.setenv("GOLDEN_PROJECT_DIR", str(project))
+    spec = family_in(project / "include", "windows2022-core-dotnet")
+    problems = _deep_checks(spec)
+    assert problems and all(
+        p.startswith("powershell: include/validation/pester/Agents.Tests.ps1:") for p in problems
+    )
