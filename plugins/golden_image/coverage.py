@@ -301,14 +301,15 @@ def render(report: Coverage) -> str:
                 )
             )
     lines.append("families:")
+    width = max([20, *(len(fam.family) for fam in report.families)])  # long names keep the columns
     for fam in report.families:
         layered = f" (layered on {fam.layered_on})" if fam.layered_on else ""
         lines.append(
-            f"  {fam.family:<20} {fam.platform:<6} {fam.os:<8} "
+            f"  {fam.family:<{width}} {fam.platform:<6} {fam.os:<8} "
             f"provides {', '.join(fam.provides) or '-'}{layered}"
         )
         serves = ", ".join(fam.serves) if fam.serves else "no application"
-        lines.append(f"  {'':<20} serves {serves}")
+        lines.append(f"  {'':<{width}} serves {serves}")
     if report.merges:
         lines.append("merge candidates:")
         for merge in report.merges:
