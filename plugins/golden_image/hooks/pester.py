@@ -463,8 +463,10 @@ class PesterHook:
         repository_url: str | None = None,
         install_timeout: float = 900,
     ) -> None:
-        if not re.fullmatch(r"5\.\d+\.\d+", pester_version):
-            raise UserError(f"Pester {pester_version!r}: only a pinned Pester 5 (5.x.y) is supported")
+        pinned = re.fullmatch(r"5\.(\d+)\.\d+", pester_version)
+        if not pinned or int(pinned.group(1)) < 5:
+            # 5.5 is the first with Output.RenderMode (Plaintext: no ANSI colours in the log)
+            raise UserError(f"Pester {pester_version!r}: pin a Pester 5.5 or later (5.x.y)")
         if not _REPOSITORY_NAME.match(repository):
             raise UserError(f"PowerShell repository name {repository!r} is not a plain name")
         if repository_url is not None and not repository_url.startswith("https://"):
