@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
-STEP = re.compile(r"^# golden-pester: (?P<step>prepare|ensure|run|cleanup)$", re.M)
-DIRECTORY = re.compile(r"^\$Dir = '(?P<dir>C:\\Windows\\Temp\\golden-pester-[0-9a-f]{32})'$", re.M)
+STEP = re.compile(r"^# golden-pester: (?P<step>prepare|ensure|run|cleanup)\r?$", re.M)
+DIRECTORY = re.compile(r"^\$Dir = '(?P<dir>C:\\Windows\\Temp\\golden-pester-[0-9a-f]{32})'\r?$", re.M)
 BLOCK = re.compile(r"^\s*(?P<kind>Describe|Context|It)\s+(?P<q>['\"])(?P<name>.*?)(?P=q)(?P<rest>.*)$", re.I)
 HOST = "EC2AMAZ-7QK2M1B"
 SETUP_FAILED = "This test should run but it did not. Most likely a setup in some parent block failed."
@@ -327,7 +327,7 @@ def pester_answer(
         return Answer((0, "", ""))
     if step.group("step") == "cleanup":
         return Answer((0, "", ""), remove_prefix=run_dir + "\\")
-    settings = json.loads(files[f"{run_dir}\\run.json"].decode("utf-8-sig"))
+    settings = json.loads(_read(files, f"{run_dir}\\run.json").decode("utf-8-sig"))
     version, repository = settings["pester_version"], settings["repository"]["name"]
     if step.group("step") == "ensure":
         if install_fails:
@@ -356,7 +356,7 @@ def _run(
     ]
     discovered: list[tuple[str, list[Block] | None, str]] = []
     for path in settings["paths"]:
-        text = files[path].decode("utf-8-sig")
+        text = _read(files, path).decode("utf-8-sig")
         try:
             blocks = discover(text)
             discovered.append((path, blocks, ""))
@@ -448,9 +448,26 @@ def _run(
 def _hygiene_settings(settings: dict, files: Mapping[str, bytes]) -> dict | None:
     for path in settings["paths"]:
         if path.endswith("\\Hygiene.Tests.ps1"):
-            data = files.get(path.rsplit("\\", 1)[0] + "\\hygiene.json")
-            return json.loads(data.decode("utf-8-sig")) if data is not None else {}
+            try:
+                data = _read(files, path.rsplit("\\", 1)[0] + "\\hygiene.json")
+            except KeyError:
+                return {}
+            return json.loads(data.decode("utf-8-sig"))
     return None
+
+
+def _key(path: str) -> str:
+    return path.replace("/", "\\").lower()
+
+
+def _read(files: Mapping[str, bytes], path: str) -> bytes:
+    """A file of the stand-in's file system (Windows paths: any case, either slash)."""
+    if path in files:
+        return files[path]
+    for name, data in files.items():
+        if _key(name) == _key(path):
+            return data
+    raise KeyError(path)
 
 
 def pester_reply(script_text: str, files: dict[str, bytes], **options: object) -> tuple[int, str, str] | None:
@@ -459,7 +476,7 @@ def pester_reply(script_text: str, files: dict[str, bytes], **options: object) -
     if answer is None:
         return None
     if answer.remove_prefix:
-        for path in [p for p in files if p.lower().startswith(answer.remove_prefix.lower())]:
+        for path in [p for p in files if _key(p).startswith(_key(answer.remove_prefix))]:
             del files[path]
     files.update(answer.write)
     return answer.reply

@@ -52,13 +52,13 @@ def test_documents_are_written_as_pester_writes_them_on_windows():
 
 # -- NUnit 2.5 ------------------------------------------------------------------------------------
 def test_nunit_all_passed():
-    report = parse_pester_nunit(doc("nunit-passed.xml"))
+    report = parse_pester_nunit(doc("passed.nunit.xml"))
     assert counts(report) == (15, 0, 0, 0, True)
     assert report.failed_tests == []
 
 
 def test_nunit_one_failed_names_the_suite_file_describe_and_test():
-    report = parse_pester_nunit(doc("nunit-failed.xml"))
+    report = parse_pester_nunit(doc("failed.nunit.xml"))
     assert counts(report) == (15, 1, 0, 0, False)
     [failure] = report.failed_tests
     assert failure["test"] == f"Hygiene.Tests.ps1 / Windows image hygiene.services :: {SERVICES}"
@@ -69,7 +69,7 @@ def test_nunit_one_failed_names_the_suite_file_describe_and_test():
 
 
 def test_nunit_before_all_failure_counts_its_tests_as_errors():
-    report = parse_pester_nunit(doc("nunit-errored.xml"))
+    report = parse_pester_nunit(doc("errored.nunit.xml"))
     assert counts(report) == (4, 0, 3, 0, False)
     assert [t["test"] for t in report.failed_tests] == [
         "Dotnet.Tests.ps1 / .NET runtimes :: has the .NET 8 runtime",
@@ -80,9 +80,9 @@ def test_nunit_before_all_failure_counts_its_tests_as_errors():
 
 
 def test_nunit_skipped_and_inconclusive_are_skipped_and_parameterized_tests_are_named():
-    report = parse_pester_nunit(doc("nunit-skipped.xml"))
+    report = parse_pester_nunit(doc("skipped.nunit.xml"))
     assert counts(report) == (5, 0, 0, 2, True)
-    names = {(c.block, c.name, c.outcome) for c in read_pester_nunit(doc("nunit-skipped.xml")).cases}
+    names = {(c.block, c.name, c.outcome) for c in read_pester_nunit(doc("skipped.nunit.xml")).cases}
     assert ("IIS.features", "has the Web-Server feature", "passed") in names  # inside a ParameterizedTest
     assert ("IIS.sites", "answers HTTPS on port 443", "skipped") in names  # Ignored
     assert ("IIS.sites", "has no directory browsing", "skipped") in names  # Inconclusive
@@ -91,9 +91,9 @@ def test_nunit_skipped_and_inconclusive_are_skipped_and_parameterized_tests_are_
 def test_nunit_suite_that_did_not_run_is_absent_and_the_summary_names_it():
     """Pester 5 leaves a container that failed discovery out of its XML: the document alone looks
     green; with the run's summary (and the list of uploaded suites) it is an error naming the file."""
-    parsed = read_pester_nunit(doc("nunit-did-not-run.xml"))
+    parsed = read_pester_nunit(doc("did-not-run.nunit.xml"))
     assert parsed.containers == [f"{RUN}\\00\\Dotnet.Tests.ps1"]
-    assert parse_pester_nunit(doc("nunit-did-not-run.xml")).passed  # what a parser of the XML alone sees
+    assert parse_pester_nunit(doc("did-not-run.nunit.xml")).passed  # what a parser of the XML alone sees
 
     summary = json.loads(doc("summary-did-not-run.json").decode("utf-8-sig"))
     expected = [f"{RUN}\\00\\Dotnet.Tests.ps1", f"{RUN}\\01\\Broken.Tests.ps1"]
@@ -109,15 +109,27 @@ def test_nunit_suite_that_did_not_run_is_absent_and_the_summary_names_it():
 
 
 def test_nunit_before_all_error_message_from_the_summary():
-    parsed = read_pester_nunit(doc("nunit-errored.xml"))
+    parsed = read_pester_nunit(doc("errored.nunit.xml"))
     summary = json.loads(doc("summary-errored.json").decode("utf-8-sig"))
     report = pester.build_report(reconcile(parsed, summary, parsed.containers))
     assert report.errors == 3
     assert all("The term 'dotnet' is not recognized" in t["message"] for t in report.failed_tests)
 
 
+def test_summary_as_windows_powershell_may_unroll_it():
+    """ConvertTo-Json in Windows PowerShell can write a one-item list as the item itself."""
+    parsed = read_pester_nunit(doc("did-not-run.nunit.xml"))
+    summary = json.loads(doc("summary-did-not-run.json").decode("utf-8-sig"))
+    broken = summary["containers"][1]
+    summary["containers"] = {**broken, "errors": broken["errors"][0]}
+    cases = reconcile(parsed, summary, parsed.containers)
+    assert [(c.test, c.message[:2]) for c in cases if c.outcome == "error"] == [
+        ("Broken.Tests.ps1 :: (suite did not run)", "At")
+    ]
+
+
 def test_nunit_nothing_ran_is_not_a_pass():
-    report = parse_pester_nunit(doc("nunit-nothing-ran.xml"))
+    report = parse_pester_nunit(doc("nothing-ran.nunit.xml"))
     assert not report.passed
     assert [t["test"] for t in report.failed_tests] == ["Pester :: (no tests ran)"]
     assert "no tests" in report.failed_tests[0]["message"]
@@ -147,30 +159,30 @@ def test_nunit_suite_level_failure_as_pester_6_writes_it():
     ],
 )
 def test_junit_and_nunit_documents_of_a_run_agree(name, expected):
-    assert counts(parse_pester_junit(doc(f"junit-{name}.xml"))) == expected
-    assert counts(parse_pester_nunit(doc(f"nunit-{name}.xml"))) == expected
+    assert counts(parse_pester_junit(doc(f"{name}.junit.xml"))) == expected
+    assert counts(parse_pester_nunit(doc(f"{name}.nunit.xml"))) == expected
 
 
 def test_junit_failure_is_named_with_the_test_path():
-    [failure] = parse_pester_junit(doc("junit-failed.xml")).failed_tests
+    [failure] = parse_pester_junit(doc("failed.junit.xml")).failed_tests
     assert failure["test"] == f"Hygiene.Tests.ps1 :: Windows image hygiene.services.{SERVICES}"
     assert failure["message"].startswith("Expected $null or empty")
 
 
 def test_junit_counts_the_failed_container_it_does_not_itemise():
-    report = parse_pester_junit(doc("junit-did-not-run.xml"))
+    report = parse_pester_junit(doc("did-not-run.junit.xml"))
     assert counts(report) == (4, 0, 1, 0, False)
     assert "1 failed container" in report.failed_tests[0]["message"]
 
 
 # -- the report ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "name", ["nunit-passed", "nunit-failed", "nunit-errored", "nunit-skipped", "junit-did-not-run"]
+    "name", ["passed.nunit", "failed.nunit", "errored.nunit", "skipped.nunit", "did-not-run.junit"]
 )
 def test_report_keeps_a_junit_document_that_testinfra_counts_the_same(name):
     """validation.xml stays one format: the report's JUnit, read by Testinfra's parser, has the
     same counts and names the same failures."""
-    report = (parse_pester_junit if name.startswith("junit") else parse_pester_nunit)(doc(f"{name}.xml"))
+    report = (parse_pester_junit if name.endswith("junit") else parse_pester_nunit)(doc(f"{name}.xml"))
     again = parse_junit(report.junit_xml)
     assert counts(again)[:4] == counts(report)[:4]
     assert again.passed == report.passed
@@ -199,7 +211,7 @@ def test_hostile_or_broken_documents_are_refused(xml):
 def test_documents_are_size_bounded(monkeypatch):
     monkeypatch.setattr(pester, "MAX_XML_BYTES", 1000)
     with pytest.raises(PesterError, match="more than"):
-        parse_pester_nunit(doc("nunit-passed.xml"))
+        parse_pester_nunit(doc("passed.nunit.xml"))
 
 
 # -- the stand-in agrees with the documents and the suite -----------------------------------------
@@ -208,14 +220,14 @@ def test_stand_in_discovers_the_hygiene_suite_as_the_documents_name_it():
     from_suite = {(b.name, t.name) for top in blocks for b in top.children for t in b.children}
     from_document = {
         (c.block, c.name)
-        for c in read_pester_nunit(doc("nunit-passed.xml")).cases
+        for c in read_pester_nunit(doc("passed.nunit.xml")).cases
         if c.suite == "Hygiene.Tests.ps1"
     }
     assert from_suite == from_document and len(from_suite) == 12
 
 
 def test_stand_in_writes_the_fixture_document_but_for_the_times():
-    """The responder's NUnit, for the suites of nunit-passed.xml, is that document line by line
+    """The responder's NUnit, for the suites of passed.nunit.xml, is that document line by line
     once the durations are left aside: the stand-in speaks the format the parsers are tested on."""
     dotnet = (
         "Describe '.NET runtimes' {\n    It 'has the .NET 8 runtime' { }\n"
@@ -233,7 +245,7 @@ def test_stand_in_writes_the_fixture_document_but_for_the_times():
             re.sub(r' time="[^"]*"', "", line) for line in data.split(b"\r\n") for line in [line.decode()]
         ]
 
-    assert shape(rendered) == shape(doc("nunit-passed.xml"))
+    assert shape(rendered) == shape(doc("passed.nunit.xml"))
 
 
 # -- the hook against a stand-in remote -----------------------------------------------------------
@@ -472,6 +484,25 @@ def test_install_failure_says_what_network_the_instance_needs_and_still_cleans_u
         PesterHook().run(remote, [suites["Dotnet.Tests.ps1"]], None)
     assert remote.steps() == ["prepare", "ensure", "cleanup"]
     assert not [p for p in remote.files if p.startswith(remote.directory())]
+
+
+def test_responder_takes_crlf_scripts_and_paths_in_any_case(suites):
+    """The WinRM stand-in may hand the responder CRLF text and its own spelling of paths."""
+
+    class CrlfRemote(FakeRemote):
+        def run_ps(self, script, *, timeout=1800, check=True):
+            return super().run_ps(script.replace("\n", "\r\n"), timeout=timeout, check=check)
+
+        def put_file(self, data, remote_path):
+            super().put_file(data, remote_path.lower().replace("\\", "/"))
+
+    remote = CrlfRemote()
+    monkeypatched = PesterHook()
+    original = remote.get_file
+    remote.get_file = lambda path, limit=64 << 20: original(path, limit=limit)
+    report = monkeypatched.run(remote, [suites["Dotnet.Tests.ps1"]], HYGIENE)
+    assert counts(report) == (14, 0, 0, 0, True)
+    assert remote.files == {}
 
 
 def test_takes_a_factory_of_the_remote(suites):

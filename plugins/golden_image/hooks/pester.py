@@ -376,6 +376,17 @@ def parse_pester_junit(xml: str | bytes) -> TestReport:
     return build_report(_no_tests(cases))
 
 
+def _items(value: Any) -> list[Any]:
+    """A JSON list as Windows PowerShell may write it: a lone item unrolled, null for none."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    return [item for item in _items(value) if isinstance(item, dict)]
+
+
 def reconcile(parsed: Parsed, summary: dict[str, Any] | None, expected: Iterable[str]) -> list[Case]:
     """The XML's cases plus what Pester 5's XML leaves out: containers that failed to load or ran
     no test, failed BeforeAll/AfterAll blocks (from the run's summary), and uploaded suites that
@@ -383,9 +394,9 @@ def reconcile(parsed: Parsed, summary: dict[str, Any] | None, expected: Iterable
     cases = list(parsed.cases)
     seen = {path.lower() for path in parsed.containers}
     covered: set[str] = set()
-    for container in (summary or {}).get("containers") or []:
+    for container in _records((summary or {}).get("containers")):
         path = str(container.get("path") or "")
-        errors = [str(e) for e in container.get("errors") or [] if e]
+        errors = [str(e) for e in _items(container.get("errors")) if e]
         if errors:  # also a container Pester 5 calls Passed after a late discovery error (#2538)
             covered.add(path.lower())
             status = "did not run" if path.lower() not in seen else "failed outside its tests"
@@ -394,9 +405,9 @@ def reconcile(parsed: Parsed, summary: dict[str, Any] | None, expected: Iterable
                     suite_name(path), "", f"(suite {status})", "error", "; ".join(errors)[:MAX_MESSAGE_CHARS]
                 )
             )
-    for block in (summary or {}).get("blocks") or []:
+    for block in _records((summary or {}).get("blocks")):
         suite, path = suite_name(str(block.get("file") or "")), str(block.get("path") or "")
-        message = "; ".join(str(e) for e in block.get("errors") or [] if e) or "failed"
+        message = "; ".join(str(e) for e in _items(block.get("errors")) if e) or "failed"
         hit = [
             c
             for c in cases

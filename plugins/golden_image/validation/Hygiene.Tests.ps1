@@ -56,14 +56,16 @@ BeforeAll {
     }
 
     function Get-BakedFile {
-        # Files under the given paths last written before this instance booted.
+        # Files under the given paths created before this instance booted: they came with the
+        # image. Creation, not last write: EC2Launch appends to a baked log at boot, and the
+        # build's lines are still in it.
         param([string[]] $Path, [string[]] $Include = @('*'))
         foreach ($root in $Path) {
             if (-not (Test-Path -Path $root)) {
                 continue
             }
             Get-ChildItem -Path $root -Recurse -Force -File -Include $Include -ErrorAction SilentlyContinue |
-                Where-Object { $_.LastWriteTime -lt $script:Booted } |
+                Where-Object { $_.CreationTime -lt $script:Booted } |
                 Where-Object { -not $_.FullName.StartsWith($script:RunDirectory, [StringComparison]::OrdinalIgnoreCase) }
         }
     }
