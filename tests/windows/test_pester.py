@@ -505,6 +505,12 @@ def test_responder_takes_crlf_scripts_and_paths_in_any_case(suites):
     assert remote.files == {}
 
 
+def test_install_failure_names_the_family_repository(suites):
+    hook = PesterHook(repository="corp-psgallery", repository_url="https://nuget.corp.example/api/v2")
+    with pytest.raises(PesterError, match=r"corp-psgallery \(https://nuget.corp.example/api/v2\)"):
+        hook.run(FakeRemote(install_fails=True), [suites["Dotnet.Tests.ps1"]], None)
+
+
 def test_takes_a_factory_of_the_remote(suites):
     remote = FakeRemote()
     report = PesterHook().run(lambda: remote, [suites["Dotnet.Tests.ps1"]], None)
@@ -530,10 +536,8 @@ def test_run_timeout_is_passed_to_the_remote(suites):
 def test_suite_names_are_checked_before_anything_is_sent(tmp_path, name):
     suite = tmp_path / name
     suite.write_text("Describe 'x' { It 'y' { } }\n")
-    remote = FakeRemote()
     with pytest.raises(UserError):
-        PesterHook().run(remote, [suite], None)
-    assert remote.scripts == []
+        PesterHook().run(lambda: pytest.fail("connected before the suites were checked"), [suite], None)
 
 
 def test_no_suites_at_all_is_refused():

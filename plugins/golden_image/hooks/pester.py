@@ -532,11 +532,11 @@ class PesterHook:
         timeout: float = 1800,
     ) -> TestReport:
         emit = on_line or (lambda text: log.info("%s", text))
-        shell: Remote = remote if hasattr(remote, "run_ps") else remote()  # type: ignore[assignment]
         if hygiene is None and not suites:
             raise UserError("no Pester suites to run: list some under validation.pester")
         directory = f"{REMOTE_ROOT}\\golden-pester-{uuid.uuid4().hex}"
-        uploads, paths = self.suite_uploads(directory, suites, hygiene)
+        uploads, paths = self.suite_uploads(directory, suites, hygiene)  # checked before connecting
+        shell: Remote = remote if hasattr(remote, "run_ps") else remote()  # type: ignore[assignment]
         self._remote = shell
         try:
             done = shell.run_ps(
@@ -552,13 +552,7 @@ class PesterHook:
                 script("ensure", directory, ENSURE), timeout=self.install_timeout, check=False
             )
             _emit(done, emit)
-            self._require(
-                done,
-                f"could not make Pester {self.pester_version} available from {self.repository}: the test "
-                "instance needs outbound HTTPS to it (PowerShell Gallery: www.powershellgallery.com, "
-                "psg-prod-eastus.azureedge.net, and go.microsoft.com / onegetcdn.azureedge.net for the NuGet "
-                "provider), or bake that Pester into the image",
-            )
+            self._require(done, self._install_problem())
             done = shell.run_ps(script("run", directory, RUN), timeout=timeout, check=False)
             _emit(done, emit)
             self._require(done, "Invoke-Pester did not complete")
@@ -588,6 +582,19 @@ class PesterHook:
         cancel = getattr(remote, "cancel", None)
         if callable(cancel):
             cancel()
+
+    def _install_problem(self) -> str:
+        if self.repository_url or self.repository != DEFAULT_REPOSITORY:
+            where = (
+                f"the repository {self.repository} ({self.repository_url or 'registered on the instance'})"
+            )
+        else:
+            where = "the PowerShell Gallery (www.powershellgallery.com, psg-prod-eastus.azureedge.net)"
+        return (
+            f"could not make Pester {self.pester_version} available: the test instance needs outbound "
+            f"HTTPS (443) to {where} and, for PowerShellGet's NuGet provider, to go.microsoft.com and "
+            "onegetcdn.azureedge.net; or bake that Pester into the image"
+        )
 
     @staticmethod
     def _require(done: Any, what: str) -> None:

@@ -33,22 +33,23 @@
 #>
 
 BeforeAll {
+    # Pester 5: what this BeforeAll defines (variables, functions) every test below sees.
     $settingsPath = Join-Path -Path $PSScriptRoot -ChildPath 'hygiene.json'
-    $script:Settings = [pscustomobject]@{}
+    $Settings = [pscustomobject]@{}
     if (Test-Path -LiteralPath $settingsPath) {
-        $script:Settings = Get-Content -LiteralPath $settingsPath -Raw -Encoding UTF8 | ConvertFrom-Json
+        $Settings = Get-Content -LiteralPath $settingsPath -Raw -Encoding UTF8 | ConvertFrom-Json
     }
     # The directory the hook uploaded this run into: its files are this run's, never leftovers.
-    $script:RunDirectory = [string] $script:Settings.PSObject.Properties['run_directory'].Value
-    if (-not $script:RunDirectory) {
-        $script:RunDirectory = Split-Path -Path (Split-Path -Path $PSScriptRoot -Parent) -Parent
+    $RunDirectory = [string] $Settings.PSObject.Properties['run_directory'].Value
+    if (-not $RunDirectory) {
+        $RunDirectory = Split-Path -Path (Split-Path -Path $PSScriptRoot -Parent) -Parent
     }
-    $script:Booted = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime
-    $script:Sensitive = '*SENSITIVE*DATA*DELETED*'
+    $Booted = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime
+    $Sensitive = '*SENSITIVE*DATA*DELETED*'
 
     function Get-Setting {
         param([string] $Name, $Default = @())
-        $property = $script:Settings.PSObject.Properties[$Name]
+        $property = $Settings.PSObject.Properties[$Name]
         if ($null -eq $property -or $null -eq $property.Value) {
             return $Default
         }
@@ -65,8 +66,8 @@ BeforeAll {
                 continue
             }
             Get-ChildItem -Path $root -Recurse -Force -File -Include $Include -ErrorAction SilentlyContinue |
-                Where-Object { $_.CreationTime -lt $script:Booted } |
-                Where-Object { -not $_.FullName.StartsWith($script:RunDirectory, [StringComparison]::OrdinalIgnoreCase) }
+                Where-Object { $_.CreationTime -lt $Booted } |
+                Where-Object { -not $_.FullName.StartsWith($RunDirectory, [StringComparison]::OrdinalIgnoreCase) }
         }
     }
 
@@ -89,7 +90,7 @@ BeforeAll {
             # not XML: any Password element with a value counts
             $pattern = '(?is)<(?<name>\w*Password)>\s*<Value>\s*(?<value>[^<\s][^<]*)</Value>'
             foreach ($match in [regex]::Matches($text, $pattern)) {
-                if ($match.Groups['value'].Value.Trim() -ne $script:Sensitive) {
+                if ($match.Groups['value'].Value.Trim() -ne $Sensitive) {
                     $match.Groups['name'].Value
                 }
             }
@@ -98,7 +99,7 @@ BeforeAll {
         $query = "//*[local-name()='Password' or local-name()='AdministratorPassword']/*[local-name()='Value']"
         foreach ($node in $document.SelectNodes($query)) {
             $value = $node.InnerText.Trim()
-            if ($value -and $value -ne $script:Sensitive) {
+            if ($value -and $value -ne $Sensitive) {
                 $node.ParentNode.LocalName
             }
         }
@@ -213,7 +214,7 @@ Describe 'Windows image hygiene' {
             # issued more than 30 minutes before this boot came with the image. A family that
             # bakes one deliberately lists its subject in allowed_certificate_subjects.
             $allowed = @(Get-Setting -Name 'allowed_certificate_subjects')
-            $cutoff = $script:Booted.AddMinutes(-30)
+            $cutoff = $Booted.AddMinutes(-30)
             $found = Get-ChildItem -Path 'Cert:\LocalMachine\My' -ErrorAction SilentlyContinue |
                 Where-Object { $_.HasPrivateKey -and $_.NotBefore -lt $cutoff -and $_.Subject -eq $_.Issuer } |
                 Where-Object { $allowed -notcontains $_.Subject } |
@@ -295,7 +296,7 @@ Describe 'Windows image hygiene' {
         It 'was captured with cleared event logs' {
             $limit = [int] (Get-Setting -Name 'max_events_before_boot' -Default 200)
             $found = foreach ($log in 'Application', 'System', 'Security') {
-                $filter = @{ LogName = $log; EndTime = $script:Booted }
+                $filter = @{ LogName = $log; EndTime = $Booted }
                 $older = @(Get-WinEvent -FilterHashtable $filter -MaxEvents ($limit + 1) -ErrorAction SilentlyContinue)
                 if ($older.Count -gt $limit) {
                     "$log has more than $limit records from before this boot (clear it before sysprep: wevtutil cl $log)"
