@@ -584,3 +584,32 @@ def test_powershell_parse_check_catches_a_planted_error():
         b"It 'has no pending reboot' {", b"It 'has no pending reboot' {{ (", 1
     )
     assert _parse_errors(broken) != []
+
+
+def test_collect_checks_names_and_text(tmp_path, suites):
+    PesterHook().collect([suites["Dotnet.Tests.ps1"], HYGIENE_SUITE])
+    binary = tmp_path / "Binary.Tests.ps1"
+    binary.write_bytes(b"\xff\xfe\x00D\x00e")
+    with pytest.raises(UserError, match="UTF-8"):
+        PesterHook().collect([binary])
+
+
+def test_cancel_reaches_the_remote_while_running(suites):
+    cancelled = []
+
+    class Cancellable(FakeRemote):
+        def cancel(self):
+            cancelled.append(True)
+
+    remote, hook = Cancellable(), PesterHook()
+    original = remote.run_ps
+
+    def run_ps(script, **kwargs):
+        if "# golden-pester: run" in script:
+            hook.cancel()
+        return original(script, **kwargs)
+
+    remote.run_ps = run_ps
+    hook.run(remote, [suites["Dotnet.Tests.ps1"]], None)
+    hook.cancel()  # after the run: nothing to cancel
+    assert cancelled == [True]
