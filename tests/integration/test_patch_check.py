@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from golden_image import steps
-from golden_image.decisions import PendingUpdate, parse_apt_simulation
+from golden_image.decisions import PendingUpdate
 from golden_image.hooks.apt_archive import AptArchiveHook
 from golden_image.hooks.fetch import FetchHook
 from golden_image.hooks.ssh import run_ssh
@@ -133,7 +133,7 @@ def test_a_weekly_check_launches_nothing_and_agrees_with_apt(
     if held:
         assert decision["rebuild"] and any("update(s) pending" in r for r in decision["reasons"])
 
-    by_apt = parse_apt_simulation(steps.pending_updates(platform, published.image_id, spec, "weekly-apt"))
+    by_apt = steps.pending_updates(platform, published.image_id, spec, "weekly-apt")
     assert launched(platform) == before + 1  # the old way: one instance per family per week
     assert as_tuples(by_index) == as_tuples(by_apt)
 

@@ -24,7 +24,7 @@ import pytest
 
 from golden_image import archive, steps
 from golden_image.archive import ArchiveError, SuitePlan
-from golden_image.decisions import PendingUpdate
+from golden_image.decisions import PendingUpdate, parse_apt_simulation
 from golden_image.hooks.apt_archive import DEFAULT_KEYRING, AptArchiveHook
 from golden_image.hooks.fetch import FetchHook
 from golden_image.values import ImageRecord, SourceImage
@@ -671,7 +671,9 @@ def test_check_patches_falls_back_to_an_instance_and_says_why(
     monkeypatch.setattr(
         steps,
         "pending_updates",
-        lambda platform, image_id, spec, run_id: instance_checks.append(image_id) or APT_OUTPUT,
+        lambda platform, image_id, spec, run_id: (
+            instance_checks.append(image_id) or parse_apt_simulation(APT_OUTPUT)
+        ),
     )
     decision = steps.check_patches(family_spec("fam"), FakePlatform(published(data)), run_id="r")  # type: ignore[arg-type]
     json.dumps(decision)
@@ -695,7 +697,7 @@ def test_a_bug_in_the_reader_falls_back_too(monkeypatch: pytest.MonkeyPatch) -> 
         raise TypeError("a bug")
 
     monkeypatch.setattr(archive, "pending_updates", broken)
-    monkeypatch.setattr(steps, "pending_updates", lambda *a: APT_OUTPUT)
+    monkeypatch.setattr(steps, "pending_updates", lambda *a: parse_apt_simulation(APT_OUTPUT))
     data = {"architecture": "amd64", "packages": [{"name": "a"}], "apt_sources": {}}
     decision = steps.check_patches(family_spec("fam"), FakePlatform(published(data)), run_id="r")  # type: ignore[arg-type]
     assert decision["patch_check"]["why"] == "the archive index reader failed (TypeError: a bug)"
