@@ -26,7 +26,9 @@ def test_run_ps_returns_output_exit_code_and_readable_stderr(winrm_standin: Stan
     @server.respond
     def services(command: Command) -> Reply | None:
         if "Get-Service" in command.text:
-            return Reply(stdout="Running  WinRM\r\n", stderr=clixml_error("Cannot find any service 'x'."), exit_code=3)
+            return Reply(
+                stdout="Running  WinRM\r\n", stderr=clixml_error("Cannot find any service 'x'."), exit_code=3
+            )
         return None
 
     with WinrmHook(login) as hook:
@@ -38,14 +40,20 @@ def test_run_ps_returns_output_exit_code_and_readable_stderr(winrm_standin: Stan
     assert again.exit_code == 0
     first = server.commands[0]
     assert first.command_line.startswith("powershell -NoProfile -NonInteractive -EncodedCommand ")
-    assert first.powershell is not None and first.powershell.endswith("Get-Service WinRM, x | Format-Table Status, Name")
+    assert first.powershell is not None and first.powershell.endswith(
+        "Get-Service WinRM, x | Format-Table Status, Name"
+    )
     assert server.requests.count("Create") == 1, "one shell serves the hook's commands"
 
 
 def test_a_failing_script_raises_with_its_error(winrm_standin: Standin) -> None:
     server, login = winrm_standin
-    server.respond(lambda c: Reply(stderr=clixml_error("Access is denied."), exit_code=1) if "Stop-Service" in c.text else None)
-    with WinrmHook(login) as hook, pytest.raises(WinrmError, match="exited 1 .*Access is denied") as caught:
+    server.respond(
+        lambda c: (
+            Reply(stderr=clixml_error("Access is denied."), exit_code=1) if "Stop-Service" in c.text else None
+        )
+    )
+    with WinrmHook(login) as hook, pytest.raises(WinrmError, match=r"exited 1 .*Access is denied") as caught:
         hook.run_ps("Stop-Service -Name WinRM")
     assert caught.value.retryable is False
 
@@ -105,7 +113,9 @@ def test_output_and_errors_never_carry_the_password(winrm_standin: Standin) -> N
     assert server.password not in str(caught.value) and "***" in str(caught.value)
 
 
-def test_the_password_goes_to_airflows_masker(winrm_standin: Standin, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_password_goes_to_airflows_masker(
+    winrm_standin: Standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import airflow.sdk.log
 
     masked: list[str] = []
@@ -126,10 +136,12 @@ def test_a_certificate_other_than_the_pinned_one_is_refused_before_the_password_
     assert server.requests == [] and server.auth_failures == 0, "no HTTP request, so no Authorization header"
 
 
-def test_a_certificate_not_signed_by_the_pinned_one_is_refused(winrm_standin: Standin, tmp_path: Path) -> None:
+def test_a_certificate_not_signed_by_the_pinned_one_is_refused(
+    winrm_standin: Standin, tmp_path: Path
+) -> None:
     server, login = winrm_standin
-    other, _, other_sha = self_signed(tmp_path, "other")
-    with pytest.raises(WinrmError, match="TLS with .* failed") as caught:
+    other, _, _ = self_signed(tmp_path, "other")
+    with pytest.raises(WinrmError, match=r"TLS with .* failed") as caught:
         WinrmHook(replace(login, ca_file=str(other), cert_sha256=server.cert_sha256)).run_ps("hostname")
     assert caught.value.retryable is False and server.requests == []
 

@@ -11,10 +11,13 @@ defaults (:meth:`WinrmStandin.respond`) to give realistic Windows answers (a Pes
 Windows updates, sysprep, facts). The defaults are:
 
 * :func:`file_transfer` -- uploads and downloads as their clients do them, on a virtual file system
-  (:attr:`WinrmStandin.files`): Packer's ``winrmcp`` (``echo <base64> >> "%TEMP%\\winrmcp-*.tmp"``
-  cmd commands, then a PowerShell script that decodes the pieces into the destination) and
-  ``WinrmHook.put_file`` / ``get_file`` (their PowerShell scripts carry a ``# golden-winrm:`` tag);
-* :func:`packer_restart` -- what Packer's ``windows-restart`` provisioner runs: the restart command
+  (:attr:`WinrmStandin.files`; each finished upload also in :attr:`WinrmStandin.uploads`): Packer
+  1.6.6's ``winrmcp`` (``echo <base64 line> >> "%TEMP%\\winrmcp-<uuid>.tmp"`` cmd commands, then a
+  PowerShell script that decodes the temp file line by line into the destination, then one that
+  removes the temp file) and ``WinrmHook.put_file`` / ``get_file`` (their PowerShell scripts carry
+  a ``# golden-winrm: <what>`` tag line);
+* :func:`packer_winrm` -- Packer's connection check (``echo "WinRM connected."``), and what its
+  ``windows-restart`` provisioner runs: the restart command
   (the host "reboots": for ``reboot_down_s`` every connection is dropped, as a rebooting host's
   port does; shells do not survive), the restart test ``shutdown /r /f /t 60 ...`` (exit 0 on a
   running host, then cancelled by ``shutdown /a``) and its check command (``... restarted.``);
@@ -161,9 +164,10 @@ def decode_powershell(command_line: str) -> str | None:
 # --- the default responders -------------------------------------------------------------------
 
 WINRMCP_ECHO = re.compile(r'^echo ([A-Za-z0-9+/=]+)\s*>>\s*"([^"]+)"\s*$', re.IGNORECASE)
-WINRMCP_RESTORE = re.compile(
-    r'GetFullPath\("([^"$]+)"\).*?-like\s+"(winrmcp-[^"*]+)\*?"', re.IGNORECASE | re.DOTALL
-)
+WINRMCP_TEMP = re.compile(r'\$tmp_file_path = \[System\.IO\.Path\]::GetFullPath\("([^"]+)"\)', re.IGNORECASE)
+WINRMCP_DEST = re.compile(r'\$dest_file_path = \[System\.IO\.Path\]::GetFullPath\("([^"]+)"', re.IGNORECASE)
+RUNS_SCRIPT = re.compile(r"""&\s*'([^']+\.ps1)'|-file\s+"?([^"\s]+\.ps1)""", re.IGNORECASE)
+"""A command line that runs an uploaded script: Packer's ``powershell ... "& { ...; &'<path>'; ...}"``."""
 HOOK_TAG = re.compile(r"^# golden-winrm: (\w+)$", re.MULTILINE)
 HOOK_PATH = re.compile(r"^\$path = '((?:[^']|'')*)'$", re.MULTILINE)
 HOOK_VALUE = re.compile(r"^\$(\w+) = (\d+|'[A-Za-z0-9+/=]*')$", re.MULTILINE)
@@ -180,9 +184,13 @@ def file_transfer(server: WinrmStandin) -> Responder:
             server.files[key] = server.files.get(key, b"") + f"{piece} \r\n".encode()
             return Reply()
         script = command.powershell or ""
-        restore = WINRMCP_RESTORE.search(script)
-        if restore:
-            return _winrmcp_restore(server, *restore.groups())
+        temp = WINRMCP_TEMP.search(script)
+        if temp:
+            destination = WINRMCP_DEST.search(script)
+            if destination is None:  # the clean-up after a copy
+                server.files.pop(windows_path(temp.group(1)), None)
+                return Reply()
+            return _winrmcp_restore(server, temp.group(1), destination.group(1))
         tag = HOOK_TAG.search(script)
         path = HOOK_PATH.search(script)
         if tag and path and tag.group(1) != "run_file":
@@ -195,16 +203,11 @@ def file_transfer(server: WinrmStandin) -> Responder:
     return respond
 
 
-def _winrmcp_restore(server: WinrmStandin, destination: str, like: str) -> Reply:
-    """winrmcp's restore script: the pieces ``%TEMP%\\<like>[.N]`` in order, base64-decoded."""
-    prefix = windows_path(f"{TEMP}\\{like}")
-    pieces = sorted(
-        (k for k in server.files if k.startswith(prefix)),
-        key=lambda k: int(k.rsplit(".", 1)[-1]) if k.rsplit(".", 1)[-1].isdigit() else 0,
-    )
-    text = b"".join(server.files.pop(k) for k in pieces).decode()
-    server.files[windows_path(destination)] = base64.b64decode("".join(text.split()))
-    return Reply(stdout="\r\n")
+def _winrmcp_restore(server: WinrmStandin, temp: str, destination: str) -> Reply:
+    """winrmcp's restore script: each base64 line of the temp file decoded into the destination."""
+    lines = server.files.get(windows_path(temp), b"").decode("ascii").split()
+    server.store(destination.strip("'"), b"".join(base64.b64decode(line) for line in lines))
+    return Reply()
 
 
 def _hook_transfer(server: WinrmStandin, action: str, path: str, values: dict[str, str]) -> Reply:
@@ -213,6 +216,8 @@ def _hook_transfer(server: WinrmStandin, action: str, path: str, values: dict[st
         chunk = base64.b64decode(values.get("chunk", ""))
         server.files[path] = ((data or b"") if action == "append" else b"") + chunk
         return Reply()
+    if action == "sha256" and data is not None:  # the upload's last step: it is complete
+        server.uploads.append((path, data))
     if data is None:
         return Reply(
             stderr=clixml_error(f"Cannot find path '{path}' because it does not exist."), exit_code=1
@@ -231,13 +236,17 @@ RESTART = re.compile(r'^shutdown /r /f /t 0 /c "packer restart"$', re.IGNORECASE
 RESTART_TEST = re.compile(r"^shutdown /r /f /t 60 ", re.IGNORECASE)
 RESTART_ABORT = re.compile(r"^shutdown /a$", re.IGNORECASE)
 RESTART_CHECK = re.compile(r"restarted\.", re.IGNORECASE)
+CONNECTED = 'echo "WinRM connected."'
 
 
-def packer_restart(server: WinrmStandin) -> Responder:
-    """Packer's ``windows-restart``: restart, the restart test and abort, the check command."""
+def packer_winrm(server: WinrmStandin) -> Responder:
+    """Packer's WinRM connection check; ``windows-restart``: restart, the restart test and its
+    abort, the check command."""
 
     def respond(command: Command) -> Reply | None:
         line = command.command_line.strip()
+        if command.powershell is not None and command.powershell.rstrip().endswith(CONNECTED):
+            return Reply(stdout="WinRM connected.\r\n")
         if RESTART.match(line):
             return Reply(reboot=True)
         if RESTART_TEST.match(line):
@@ -338,13 +347,16 @@ class WinrmStandin:
         self.cert_file, self.key_file, self.cert_sha256 = self_signed(self._dir)
         self.commands: list[Command] = []
         self.files: dict[str, bytes] = {}
+        self.uploads: list[tuple[str, bytes]] = []
+        """Every file a client finished uploading: (its :func:`windows_path`, content), in order."""
         self.requests: list[str] = []
         """The WS-Man action of every authenticated request, in order (Create, Command, ...)."""
         self.auth_failures = 0
         self.boots = 0
         self.down_until = 0.0
-        self.responders: list[Responder] = [file_transfer(self), packer_restart(self), anything_else]
+        self.responders: list[Responder] = [file_transfer(self), packer_winrm(self), anything_else]
         self._shells: dict[str, _Shell] = {}
+        self._reboot_pending = False
         self._lock = threading.Condition()
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -359,6 +371,11 @@ class WinrmStandin:
 
     def write_file(self, path: str, data: bytes) -> None:
         self.files[windows_path(path)] = data
+
+    def store(self, path: str, data: bytes) -> None:
+        """A client's finished upload: in :attr:`files` and :attr:`uploads`."""
+        self.files[windows_path(path)] = data
+        self.uploads.append((windows_path(path), data))
 
     def read_file(self, path: str) -> bytes:
         return self.files[windows_path(path)]
@@ -522,10 +539,14 @@ class WinrmStandin:
         )
         runner = HOOK_TAG.search(command.powershell or "")
         path = HOOK_PATH.search(command.powershell or "")
+        runs = RUNS_SCRIPT.search(command_line) if command.powershell is None else None
         with self._lock:
-            if runner and path and runner.group(1) == "run_file":
+            if runner and path and runner.group(1) == "run_file":  # the runner deletes its script
                 script = self.files.pop(windows_path(path.group(1).replace("''", "'")), None)
                 command.script_file = None if script is None else script.decode("utf-8-sig")
+            elif runs:
+                script = self.files.get(windows_path(runs.group(1) or runs.group(2)))
+                command.script_file = None if script is None else script.decode("utf-8-sig", errors="replace")
             self.commands.append(command)
             shell.commands[command_id] = _Running(command)
         return f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>"
@@ -594,7 +615,7 @@ class WinrmStandin:
             first = not running.delivered
             running.delivered = True
         if reply.reboot and first:
-            threading.Timer(0.2, self.reboot).start()  # after this answer reached the client
+            self._reboot_pending = True  # once this answer is written (_Handler.do_POST)
         out, err = (_bytes(reply.stdout), _bytes(reply.stderr)) if first else (b"", b"")
         cid = running.command.command_id
         streams = "".join(
@@ -671,6 +692,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status, body = 400, _Fault("s:Sender", "w:SchemaValidationError", "malformed XML").body()
             relates_to = ""
         self._reply(status, _envelope(body, relates_to).encode("utf-8"))
+        if self.standin._reboot_pending:
+            self.standin._reboot_pending = False
+            self.close_connection = True
+            self.standin.reboot()
 
     def _reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)

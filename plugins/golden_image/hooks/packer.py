@@ -4,6 +4,14 @@ Templates are HCL2 that both Debian's Packer 1.6.6 and current Packer accept. Va
 generated ``*.pkrvars.hcl`` file (JSON values are valid HCL expressions). Output is parsed
 line by line and streamed to the task log; the artifact ids are read from Packer's own output.
 
+Over WinRM (``build(..., winrm=login)``) the password reaches Packer only as the environment
+variable ``PKR_VAR_winrm_password`` (the template declares ``winrm_password`` with ``sensitive =
+true``, so Packer 1.6.6 prints it as ``<sensitive>``), never on a command line or in the var file;
+the pinned certificate is Packer's only trusted CA through ``SSL_CERT_FILE`` (a private copy in the
+run's workspace; Go reads it; Packer 1.6.6 has no CA option), checked against the pin before
+Packer starts (Packer cannot pin); and every line the hook emits or raises is scrubbed of the
+password anyway.
+
 The variables are data: only names the template declares (:func:`check_variables`, also run when
 the family file is loaded), and every string is written so that Packer reads it literally
 (``${`` and ``%{`` would start an HCL template directive: they are escaped as ``$${`` / ``%%{``).
@@ -21,7 +29,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +37,18 @@ from typing import Any
 from golden_image.errors import PackerError
 from golden_image.hcl import HclError, template_variables
 from golden_image.hooks import unprivileged
+from golden_image.values import WinrmLogin
 
 log = logging.getLogger(__name__)
 
 COMMA = "%!(PACKER_COMMA)"
 KEY_VARIABLE = "ssh_private_key_file"
 """The template variable holding the instance's key: the run gets a private copy of the key file."""
+WINRM_PASSWORD_VARIABLE = "winrm_password"  # noqa: S105 - a variable name
+"""The template variable holding the WinRM password: set only through ``PKR_VAR_winrm_password``."""
+WINRM_LOGIN_VARIABLES = {"winrm_host": "host", "winrm_port": "port", "winrm_username": "user"}
+"""Template variables filled from the ``WinrmLogin`` when the caller does not give them."""
+SENSITIVE = "<sensitive>"
 
 
 @dataclass(frozen=True)
@@ -138,13 +152,31 @@ class PackerHook:
 
     @staticmethod
     def _prepare(
-        space: unprivileged.Workspace, template: Path, variables: dict[str, Any]
+        space: unprivileged.Workspace,
+        template: Path,
+        variables: dict[str, Any],
+        extra_env: Mapping[str, str] | None = None,
+        winrm: WinrmLogin | None = None,
     ) -> tuple[Path, dict[str, str]]:
         """The var file (private to the run's user, the key replaced by its private copy) and the
         environment of one Packer run in ``space``."""
         unprivileged.require_reachable([template, template.parent], space.who, "packer")
+        if WINRM_PASSWORD_VARIABLE in variables:
+            raise PackerError(
+                f"the WinRM password goes to Packer as PKR_VAR_{WINRM_PASSWORD_VARIABLE} (build(winrm=...)), "
+                "never in its variables (they are written to a file)"
+            )
         check_variables(template, list(variables))
         variables = dict(variables)
+        extra = dict(extra_env or {})
+        if winrm is not None:
+            declared = set(template_variables(template))
+            for name, attribute in WINRM_LOGIN_VARIABLES.items():
+                if name in declared and name not in variables:
+                    variables[name] = getattr(winrm, attribute)
+            cert = Path(winrm.ca_file).read_text(encoding="ascii")
+            extra["SSL_CERT_FILE"] = str(space.write("winrm-ca.pem", cert))  # the run's user reads it
+            extra[f"PKR_VAR_{WINRM_PASSWORD_VARIABLE}"] = winrm.password
         if variables.get(KEY_VARIABLE):
             variables[KEY_VARIABLE] = space.copy_key(str(variables[KEY_VARIABLE]))
         var_file = space.write("golden.pkrvars.hcl", hcl_var_file(variables))
@@ -154,13 +186,22 @@ class PackerHook:
                 "PACKER_NO_COLOR": "1",
                 "PACKER_CACHE_DIR": str(space.mkdir("packer_cache")),
                 "PACKER_CONFIG_DIR": str(space.home / ".packer.d"),
+                **extra,
             }
         )
         return var_file, env
 
-    def validate(self, template: Path, variables: dict[str, Any]) -> None:
+    def validate(
+        self, template: Path, variables: dict[str, Any], *, env: Mapping[str, str] | None = None
+    ) -> None:
+        """``packer validate``; a declared ``winrm_password`` gets a placeholder (it is only known
+        to the task that builds)."""
+        extra = dict(env or {})
+        password_env = f"PKR_VAR_{WINRM_PASSWORD_VARIABLE}"
+        if password_env not in extra and WINRM_PASSWORD_VARIABLE in _declared(template):
+            extra[password_env] = "validate-only placeholder"
         with unprivileged.workspace("golden-packer-") as space:
-            var_file, env = self._prepare(space, template, variables)
+            var_file, env = self._prepare(space, template, variables, extra)
             done = subprocess.run(
                 [*space.who.prefix(), self.binary, "validate", f"-var-file={var_file}", template.name],
                 cwd=template.parent,
@@ -179,13 +220,30 @@ class PackerHook:
         *,
         on_line: Callable[[str], None] | None = None,
         only: str | None = None,
+        env: Mapping[str, str] | None = None,
+        winrm: WinrmLogin | None = None,
+        secrets: Collection[str] = (),
     ) -> PackerResult:
-        """``packer build -machine-readable``; raises :class:`PackerError` with Packer's own error."""
-        emit = on_line or (lambda text: log.info("%s", text))
+        """``packer build -machine-readable``; raises :class:`PackerError` with Packer's own error.
+
+        ``env``: more environment for Packer (its values never on the command line). ``winrm``: the
+        login of a WinRM build (see the module docstring). ``secrets``: strings no emitted line,
+        error or tail may contain (the WinRM password always is one)."""
+        hidden = [s for s in (*secrets, *([winrm.password] if winrm else [])) if s]
+        if winrm is not None:
+            from golden_image.hooks.winrm import check_pin, mask_secret
+
+            mask_secret(winrm.password)
+            check_pin(winrm)  # raises WinrmError (not retryable) before Packer ever sends the password
+        sink = on_line or (lambda text: log.info("%s", text))
+
+        def emit(text: str) -> None:
+            sink(_redact(text, hidden))
+
         result = PackerResult()
         started = time.monotonic()
         with unprivileged.workspace("golden-packer-") as space:
-            var_file, env = self._prepare(space, template, variables)
+            var_file, env_ = self._prepare(space, template, variables, env, winrm)
             command = [
                 *space.who.prefix(),
                 self.binary,
@@ -204,12 +262,12 @@ class PackerHook:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env=env,
+                env=env_,
                 start_new_session=True,
             )
             assert self._process.stdout is not None
             for raw in self._process.stdout:
-                self._consume(raw, result, emit)
+                self._consume(_redact(raw, hidden), result, emit)
             code = self._process.wait()
             self._process = None
         result.seconds = time.monotonic() - started
@@ -252,3 +310,16 @@ class PackerHook:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, SENSITIVE)
+    return text
+
+
+def _declared(template: Path) -> list[str]:
+    try:
+        return template_variables(template)
+    except (OSError, UnicodeDecodeError, HclError):
+        return []  # check_variables reports it

@@ -187,7 +187,8 @@ class _PinnedTransport(Transport):
         return session
 
 
-def _mask(secret: str) -> None:
+def mask_secret(secret: str) -> None:
+    """Register ``secret`` with Airflow's log masker (a no-op outside Airflow)."""
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # outside Airflow (the CLI, some tests)
@@ -201,7 +202,7 @@ class WinrmHook:
     def __init__(self, login: WinrmLogin, *, operation_timeout_s: float = 60) -> None:
         if not login.password:
             raise WinrmError(f"no password for {login.user}@{login.host}", retryable=False)
-        _mask(login.password)
+        mask_secret(login.password)
         self.login = login
         self.operation_timeout_s = max(1, int(operation_timeout_s))
         self.endpoint = f"https://{login.host}:{login.port}/wsman"
@@ -235,7 +236,7 @@ class WinrmHook:
         """Write ``data`` to ``remote_path`` (an absolute Windows path; its directory is created),
         checked by SHA-256 afterwards."""
         path = _windows_path(remote_path)
-        overhead = max(len(encode_command(_chunk_script(action, path, ""))) for action in ("create", "append"))
+        overhead = max(len(encode_command(_chunk_script(verb, path, ""))) for verb in ("create", "append"))
         room = (
             (MAX_COMMAND_LINE - overhead) * 3 // 8
         )  # base64 of UTF-16: 8/3 command characters per character
