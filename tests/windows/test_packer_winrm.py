@@ -4,8 +4,10 @@ and windows-restart provisioners) against the stand-in host, through PackerHook.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,9 +27,19 @@ def test_the_template_validates() -> None:
 
 
 def test_a_build_over_winrm_uploads_runs_and_restarts_without_showing_the_password(
-    winrm_standin: Standin,
+    winrm_standin: Standin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, login = winrm_standin
+    started: list[tuple[list[str], dict[str, str]]] = []
+    popen = subprocess.Popen
+
+    def recording_popen(command: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        started.append((command, kwargs["env"]))
+        var_file = next(Path(a.split("=", 1)[1]) for a in command if a.startswith("-var-file="))
+        assert login.password not in var_file.read_text()
+        return popen(command, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
 
     @server.respond
     def inline_script(command: Command) -> Reply | None:
@@ -54,6 +66,11 @@ def test_a_build_over_winrm_uploads_runs_and_restarts_without_showing_the_passwo
     assert any("WIN-STANDIN restarted." in line for line in lines)
     assert any("<sensitive>" in line for line in lines), "the leaked password was redacted"
     assert not [line for line in lines if server.password in line]
+    [(command, env)] = started
+    assert login.password not in " ".join(command)
+    assert env["PKR_VAR_winrm_password"] == login.password
+    assert env["SSL_CERT_FILE"] != login.ca_file, "a copy the unprivileged run's user can read"
+    assert "-var-file=" in " ".join(command) and command[-1] == TEMPLATE.name
 
 
 def test_a_host_presenting_another_certificate_gets_no_packer_run(
