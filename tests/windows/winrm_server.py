@@ -17,10 +17,11 @@ Windows updates, sysprep, facts). The defaults are:
   removes the temp file) and ``WinrmHook.put_file`` / ``get_file`` (their PowerShell scripts carry
   a ``# golden-winrm: <what>`` tag line);
 * :func:`packer_winrm` -- Packer's connection check (``echo "WinRM connected."``), and what its
-  ``windows-restart`` provisioner runs: the restart command
-  (the host "reboots": for ``reboot_down_s`` every connection is dropped, as a rebooting host's
-  port does; shells do not survive), the restart test ``shutdown /r /f /t 60 ...`` (exit 0 on a
-  running host, then cancelled by ``shutdown /a``) and its check command (``... restarted.``);
+  ``windows-restart`` provisioner runs: the restart command (the host shuts down for
+  ``shutdown_s``, during which the restart test ``shutdown /r /f /t 60 ...`` exits 1115, "a system
+  shutdown is in progress"; then it is down for ``reboot_down_s``, every connection reset, as a
+  rebooting host's port is; no shell survives), the restart test on a host that is up (exit 0,
+  then cancelled by ``shutdown /a``) and the check command (``<name> restarted.``);
 * :func:`anything_else` -- exit 0, no output.
 
 The server makes a self-signed certificate (SANs 127.0.0.1 and localhost), as the instances' user
@@ -116,7 +117,7 @@ class Command:
 class Reply:
     """A responder's answer. ``seconds``: how long the command runs before it is done (a Receive
     waits at most its OperationTimeout, then answers the client's retry). ``reboot``: the host
-    restarts once the command is done (:meth:`WinrmStandin.reboot`)."""
+    restarts once its answer is sent (:meth:`WinrmStandin.restart`)."""
 
     stdout: str | bytes = ""
     stderr: str | bytes = ""
@@ -250,6 +251,8 @@ def packer_winrm(server: WinrmStandin) -> Responder:
         if RESTART.match(line):
             return Reply(reboot=True)
         if RESTART_TEST.match(line):
+            if server.shutting_down():
+                return Reply(stderr="A system shutdown is in progress.(1115)\r\n", exit_code=1115)
             return Reply()  # a host that is up schedules the test restart, which shutdown /a cancels
         if RESTART_ABORT.match(line):
             return Reply()
@@ -338,10 +341,13 @@ class WinrmStandin:
         *,
         directory: Path | None = None,
         reboot_down_s: float = 1.0,
+        shutdown_s: float = 0.0,
         computer_name: str = "WIN-STANDIN",
     ) -> None:
         self.user, self.password = user, password
         self.reboot_down_s = reboot_down_s
+        self.shutdown_s = shutdown_s
+        self._shutdown_until = 0.0
         self.computer_name = computer_name
         self._dir = directory or Path(tempfile.mkdtemp(prefix="winrm-standin-"))
         self.cert_file, self.key_file, self.cert_sha256 = self_signed(self._dir)
@@ -383,6 +389,18 @@ class WinrmStandin:
     def scripts(self) -> list[str]:
         """The PowerShell scripts run so far (:attr:`Command.text` of those that have one), in order."""
         return [c.text for c in self.commands if c.powershell is not None]
+
+    def restart(self) -> None:
+        """What a restart command does: shut down for ``shutdown_s`` (still answering), then
+        :meth:`reboot`."""
+        if self.shutdown_s <= 0:
+            self.reboot()
+            return
+        self._shutdown_until = time.monotonic() + self.shutdown_s
+        threading.Timer(self.shutdown_s, self.reboot).start()
+
+    def shutting_down(self) -> bool:
+        return time.monotonic() < self._shutdown_until
 
     def reboot(self) -> None:
         """Restart now: open shells are gone, connections are dropped for ``reboot_down_s``."""
@@ -695,7 +713,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.standin._reboot_pending:
             self.standin._reboot_pending = False
             self.close_connection = True
-            self.standin.reboot()
+            self.standin.restart()
 
     def _reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
