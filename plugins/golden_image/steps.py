@@ -267,9 +267,8 @@ def bake_packer(
     check_variables(template, list(variables))  # checked at load time too; the template may have changed
     if target.communicator == "winrm":
         assert platform is not None
-        with platform.winrm_login(target) as login:
-            env = {"PKR_VAR_winrm_password": login.password, "SSL_CERT_FILE": login.ca_file}
-            result = hook.build(template, variables, on_line=emit, env=env, secrets=[login.password])
+        with platform.winrm_login(target) as login:  # the password only in PKR_VAR_winrm_password
+            result = hook.build(template, variables, on_line=emit, winrm=login)
     else:
         result = hook.build(template, variables, on_line=emit)
     log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)

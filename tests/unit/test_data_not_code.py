@@ -15,7 +15,7 @@ from golden_image.hcl import HclError, declared_variables, template_variables
 from golden_image.hooks.ansible import Redactor, unsafe_yaml
 from golden_image.hooks.packer import hcl_literal, hcl_var_file
 from golden_image.spec import PACKER_PIPELINE_VARS, WINRM_TEMPLATE_VARS, FamilyFileError, load_family
-from golden_image.values import Target, WinrmLogin
+from golden_image.values import Target
 
 TRICKY = r"""
 # variable "commented" {}
@@ -118,15 +118,15 @@ def test_pipeline_packer_variables_are_the_ones_steps_sets() -> None:
     ssh = set(PACKER_PIPELINE_VARS) - set(WINRM_TEMPLATE_VARS)
     assert set(packer_variables(spec, target)) == {*ssh, "packages"}
     winrm = Target("i-w", "10.0.0.5", 5986, "Administrator", "", "builder", communicator="winrm")
-    login = WinrmLogin("10.0.0.5", 5986, "Administrator", "pw", "", "")
     windows = {*PACKER_PIPELINE_VARS} - {
         "ssh_host",
         "ssh_port",
         "ssh_username",
         "ssh_private_key_file",
         "become",
+        "winrm_password",  # PackerHook puts it in Packer's environment (PKR_VAR_winrm_password)
     }
-    assert set(packer_variables(spec, winrm, login)) == {*windows, "packages"}
+    assert set(packer_variables(spec, winrm)) == {*windows, "packages"}
 
 
 # -- the spec's checks, with their lines ---------------------------------------------------------

@@ -217,16 +217,19 @@ def test_the_update_script_speaks_the_documented_protocol() -> None:
 def test_packer_validates_the_winrm_template_with_the_pipelines_variables(families) -> None:  # type: ignore[no-untyped-def]
     from golden_image.hooks.packer import PackerHook
     from golden_image.steps import packer_variables
-    from golden_image.values import Target, WinrmLogin
+    from golden_image.values import Target
 
     spec = families["windows2022-core-dotnet"]
     target = Target("i-1", "10.0.0.5", 5986, "Administrator", "", "builder", communicator="winrm")
-    login = WinrmLogin("10.0.0.5", 5986, "Administrator", "not-a-real-password", "", "")
-    variables = packer_variables(spec, target, login)
+    variables = packer_variables(spec, target)
     assert set(variables) == {
-        "winrm_host", "winrm_port", "winrm_username", "winrm_password",
-        "update_policy", "family", "update_rounds",
-    }  # fmt: skip
+        "winrm_host",
+        "winrm_port",
+        "winrm_username",
+        "update_policy",
+        "family",
+        "update_rounds",
+    }  # fmt: skip (the password reaches Packer as PKR_VAR_winrm_password, never a variable here)
     PackerHook().validate(INCLUDE / spec.packer.template, variables)
 
 
@@ -248,14 +251,14 @@ def test_the_template_restarts_after_each_round_and_verifies_at_the_end() -> Non
     assert "sensitive   = true" in password[: password.index("}")]
 
 
-def test_packer_variables_need_the_login_for_a_winrm_target(families) -> None:  # type: ignore[no-untyped-def]
+def test_a_winrm_bake_needs_the_platform_that_gives_the_login(families) -> None:  # type: ignore[no-untyped-def]
     from golden_image.errors import StepError
-    from golden_image.steps import packer_variables
+    from golden_image.steps import bake_packer
     from golden_image.values import Target
 
     target = Target("i-1", "10.0.0.5", 5986, "Administrator", "", "builder", communicator="winrm")
-    with pytest.raises(StepError, match="its login is needed"):
-        packer_variables(families["windows2022-core-dotnet"], target)
+    with pytest.raises(StepError, match="needs the platform"):
+        bake_packer(families["windows2022-core-dotnet"], target, hook=None, platform=None)
 
 
 # -- Ansible -----------------------------------------------------------------------------------

@@ -402,39 +402,53 @@ def test_a_failing_test_fails_the_run_with_the_test_named(suites):
     assert remote.steps()[-1] == "cleanup"
 
 
-def test_a_failing_pester_test_rejects_the_image_in_validate_image(suites):
-    """steps.validate_image stores and judges the Pester report as it does Testinfra's."""
+def test_a_failing_pester_test_rejects_the_image_in_validate_image(suites, monkeypatch):  # type: ignore[no-untyped-def]
+    """steps.validate_image runs Pester over the WinRM session of a Windows target and stores
+    and judges the report as it does Testinfra's."""
+    import contextlib
+
     from golden_image import steps
+    from golden_image.hooks import winrm
+    from golden_image.values import Target, WinrmLogin
 
     recorded: dict[str, Any] = {}
+    logins: list[str] = []
+
+    @contextlib.contextmanager
+    def winrm_login(target):  # type: ignore[no-untyped-def]
+        logins.append(target.instance_id)
+        yield WinrmLogin(target.host, target.port, target.user, "pw-not-logged", "/ca.pem", "ab" * 32)
+
     platform = SimpleNamespace(
-        record_result=lambda image, kind, result, **kw: recorded.update(result=result, **kw)
+        record_result=lambda image, kind, result, **kw: recorded.update(result=result, **kw),
+        winrm_login=winrm_login,
     )
     spec = SimpleNamespace(
         validation=SimpleNamespace(
             testinfra=[],
+            pester=[str(suites["Dotnet.Tests.ps1"])],
             hygiene=SimpleNamespace(enabled=True, model_dump=lambda: dict(HYGIENE)),
         )
     )
-    target = SimpleNamespace(key_file=str(suites["Dotnet.Tests.ps1"].parent / "nokey"), instance_id="i-0abc")
+    target = Target("i-0abc", "10.0.0.5", 5986, "Administrator", "/k", "test", "winrm", "ab" * 32)
     remote = FakeRemote(
         failures={
             "has no pending reboot": "Expected $null or empty, but got @('Windows Update: RebootRequired')."
         }
     )
-    hook = SimpleNamespace(
-        run=lambda _target, suites, hygiene, on_line: PesterHook().run(remote, suites, hygiene, on_line)
-    )
+    monkeypatch.setattr(winrm, "WinrmHook", lambda login: remote)
     with pytest.raises(
         ValidationFailed, match=r"Hygiene.Tests.ps1 / Windows image hygiene.reboot :: has no pending reboot"
     ):
-        steps.validate_image(spec, platform, target, "ami-0123", hook)
+        steps.validate_image(spec, platform, target, "ami-0123", PesterHook())  # type: ignore[arg-type]
+    assert logins == ["i-0abc"]
     assert recorded["status"] == "rejected"
     assert recorded["files"]["validation.xml"].startswith(
         '<?xml version="1.0" encoding="utf-8"?>\n<testsuites'
     )
-    assert recorded["result"]["failures"] == 1
-    assert recorded["summary"] == "12 run, 1 failed"
+    assert recorded["result"]["failures"] == 1 and recorded["result"]["framework"] == "pester"
+    assert recorded["result"]["suites"] == [str(suites["Dotnet.Tests.ps1"])]
+    assert recorded["summary"].endswith(" run, 1 failed")
 
 
 def test_a_suite_that_does_not_load_is_an_error_naming_it(suites):
