@@ -144,7 +144,7 @@ def build_family_dag(spec: FamilySpec) -> DAG:
     steps), the steps' upstreams, and each teardown paired with its setup."""
     common: dict[str, Any] = {
         "family": spec.name,
-        "spec": spec.model_dump(mode="json"),
+        "spec": spec.model_dump(mode="json", exclude_unset=True),  # as written: defaults stay defaults
         "deferrable": spec.platform == "aws" and spec.aws_settings.deferrable,
     }
     dag = DAG(

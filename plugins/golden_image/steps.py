@@ -62,12 +62,23 @@ def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id:
         if target.communicator == "winrm":
             from golden_image import windows
 
-            with remote_session(platform, target) as remote:
+            with remote_session(platform, target) as remote, _windows_output(target):
                 found = remote.run_ps(windows.script("pending-updates"), timeout=3600).stdout
-            return windows.parse_pending_updates(found)
+                return windows.parse_pending_updates(found)
         return parse_apt_simulation(run_ssh(target, APT_CHECK, timeout=600, root=True).stdout)
     finally:
         platform.terminate_instance(target.instance_id)
+
+
+@contextlib.contextmanager
+def _windows_output(target: Target) -> Iterator[None]:
+    """What one of the pipeline's scripts printed is not what it prints: a step error naming it."""
+    from golden_image.windows import WindowsError
+
+    try:
+        yield
+    except WindowsError as exc:
+        raise StepError(f"{target.instance_id}: {exc}; see the task log for the script's output") from None
 
 
 @contextlib.contextmanager
@@ -522,7 +533,7 @@ def windows_capture(platform: Platform, target: Target, stash: Stash) -> dict[st
     """A Windows builder's facts (stashed before anything changes it), then sysprep scheduled."""
     from golden_image import windows
 
-    with remote_session(platform, target) as remote:
+    with remote_session(platform, target) as remote, _windows_output(target):
         facts = windows.parse_facts(remote.run_ps(windows.script("facts"), timeout=600).stdout)
         facts["windows"]["login"] = WINDOWS_LOGIN_RECORD
         facts["windows"]["winrm"] = {"transport": "https", "port": target.port, "auth": "basic",

@@ -343,14 +343,24 @@ class WinrmStandin:
         reboot_down_s: float = 1.0,
         shutdown_s: float = 0.0,
         computer_name: str = "WIN-STANDIN",
+        certificate: tuple[Path, Path] | None = None,
     ) -> None:
+        """``certificate``: (PEM certificate, PEM key) the host serves, e.g. the one an instance's
+        user data made (tests/aws/moto_ec2launch.py); default a new self-signed one."""
         self.user, self.password = user, password
         self.reboot_down_s = reboot_down_s
         self.shutdown_s = shutdown_s
         self._shutdown_until = 0.0
         self.computer_name = computer_name
         self._dir = directory or Path(tempfile.mkdtemp(prefix="winrm-standin-"))
-        self.cert_file, self.key_file, self.cert_sha256 = self_signed(self._dir)
+        if certificate is None:
+            self.cert_file, self.key_file, self.cert_sha256 = self_signed(self._dir)
+        else:
+            self.cert_file, self.key_file = certificate
+            der = x509.load_pem_x509_certificate(self.cert_file.read_bytes()).public_bytes(
+                serialization.Encoding.DER
+            )
+            self.cert_sha256 = hashlib.sha256(der).hexdigest()
         self.commands: list[Command] = []
         self.files: dict[str, bytes] = {}
         self.uploads: list[tuple[str, bytes]] = []
