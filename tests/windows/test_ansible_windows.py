@@ -1,0 +1,153 @@
+"""The Windows playbooks, run by AnsibleHook (real ansible-playbook, its ``winrm`` connection,
+real ansible.windows modules' wrappers) against the stand-in host answering as Windows Server
+2022 Core would (tests/windows/ansible_answers.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from golden_image import paths
+from golden_image.errors import AnsibleError
+from golden_image.hooks.ansible import AnsibleHook, AnsibleSummary
+from golden_image.values import Target, WinrmLogin
+from tests.windows.ansible_answers import VirtualWindows, ansible_modules
+from tests.windows.winrm_server import WinrmStandin
+
+BASE = "windows2022-core-dotnet"
+IIS = "windows2022-core-dotnet-iis"
+SCHANNEL = "HKLM:\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL\\Protocols"
+
+
+def _target(login: WinrmLogin) -> Target:
+    return Target(
+        instance_id="i-0win2022standin",
+        host=login.host,
+        port=login.port,
+        user=login.user,
+        key_file="/nonexistent/launch-key.pem",
+        role="build",
+        communicator="winrm",
+        server_cert_sha256=login.cert_sha256,
+    )
+
+
+def _run(
+    server: WinrmStandin, login: WinrmLogin, family: str, state: VirtualWindows, lines: list[str]
+) -> AnsibleSummary:
+    server.respond(ansible_modules(server, state))
+    playbook = paths.include_dir() / "ansible" / f"{family}.yml"
+    return AnsibleHook().run_playbook(
+        _target(login), playbook, {"golden_family": family}, login=login, on_line=lines.append
+    )
+
+
+def _services(state: VirtualWindows) -> dict[str, tuple[str, str]]:
+    return {s.name: (s.state, s.start_mode) for s in state.services.values()}
+
+
+def test_both_windows_playbooks_over_winrm(winrm_standin: tuple[WinrmStandin, WinrmLogin]) -> None:
+    server, login = winrm_standin
+    state = VirtualWindows.server_2022_core()
+    lines: list[str] = []
+    started = time.monotonic()
+
+    base = _run(server, login, BASE, state, lines)
+    base_calls = list(state.calls)
+    base_seconds = time.monotonic() - started
+
+    assert base.status == "successful", base.to_dict()
+    assert base.failed_task is None
+    # hardening: SMBv1 feature removed (absent already on 2022) and off in the server, old
+    # protocols off on both sides, TLS 1.2 on, RDP with NLA
+    assert ("win_feature", {"name": "FS-SMB1", "state": "absent"}) in [
+        (m, {k: a[k] for k in ("name", "state")}) for m, a in base_calls if m == "win_feature"
+    ]
+    assert state.features["FS-SMB1"] is False
+    assert state.value("HKLM:\\SYSTEM\\CurrentControlSet\\Services\\LanmanServer\\Parameters", "SMB1") == 0
+    for protocol in ("SSL 2.0", "SSL 3.0", "TLS 1.0", "TLS 1.1"):
+        for side in ("Server", "Client"):
+            assert state.value(f"{SCHANNEL}\\{protocol}\\{side}", "Enabled") == 0, (protocol, side)
+            assert state.value(f"{SCHANNEL}\\{protocol}\\{side}", "DisabledByDefault") == 1
+    for side in ("Server", "Client"):
+        assert state.value(f"{SCHANNEL}\\TLS 1.2\\{side}", "Enabled") == 1
+    rdp = "HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server\\WinStations\\RDP-Tcp"
+    assert state.value(rdp, "UserAuthentication") == 1
+    assert {"path": rdp, "name": "UserAuthentication", "data": 1, "type": "dword"}.items() <= next(
+        a for a in state.modules("win_regedit") if a["name"] == "UserAuthentication"
+    ).items()
+    # .NET Framework 4.8.1 (exit 3010) -> win_reboot restarted the stand-in; .NET 8 runtime
+    assert state.value("HKLM:\\SOFTWARE\\Microsoft\\NET Framework Setup\\NDP\\v4\\Full", "Release") == 533320
+    assert state.reboots == [0] and server.boots == 1
+    assert state.exists("C:\\Program Files\\dotnet\\shared\\Microsoft.NETCore.App\\8.0.23")
+    reboot = next(t for t in base.tasks if t["task"] == "Reboot when the .NET Framework asks for it")
+    assert reboot["status"] == "changed"
+    # agents: their services stopped + manual (the Datadog MSI started its agent; the Tentacle
+    # MSI creates no service: the role creates it for the instance configured at boot)
+    services = _services(state)
+    for name in ("OctopusDeploy Tentacle", "datadogagent", "datadog-trace-agent", "datadog-process-agent"):
+        assert services[name] == ("stopped", "manual"), name
+    tentacle = state.services["octopusdeploy tentacle"]
+    assert (
+        tentacle.path
+        == '"C:\\Program Files\\Octopus Deploy\\Tentacle\\Tentacle.exe" run --instance="Tentacle"'
+    )
+    assert "Octopus Deploy Tentacle" in state.products and "Datadog Agent" in state.products
+    assert not state.exists("C:\\Windows\\Temp\\golden-agents")  # no installer left behind
+    # no IIS in the base flavour
+    assert not any(state.features[f] for f in state.features if f.startswith("Web-"))
+    assert not any(
+        str(a.get("name")).startswith("Web-") or "Web-Server" in a.get("name", [])
+        for a in state.modules("win_feature")
+    )
+    assert "W3SVC" not in services
+
+    # the IIS flavour, on the base flavour's image (its state)
+    state.calls.clear()
+    iis = _run(server, login, IIS, state, lines)
+    assert iis.status == "successful", iis.to_dict()
+    features = state.modules("win_feature")
+    assert len(features) == 1 and "Web-Server" in features[0]["name"]
+    assert state.features["Web-Server"] and state.features["Web-Asp-Net45"]
+    assert _services(state)["W3SVC"] == ("running", "auto")
+    assert _services(state)["WAS"] == ("running", "auto")
+    assert state.exists("C:\\Program Files\\IIS\\Asp.Net Core Module\\V2\\aspnetcorev2.dll")
+    assert [m for m, _ in state.calls if m in ("win_regedit", "win_service") and _ != {}] == [
+        "win_service",
+        "win_service",
+    ]  # the IIS playbook does not run the base roles again
+
+    # the password: in no line Ansible printed and not in the summaries
+    text = "\n".join(lines)
+    assert "TASK [windows_agents : Datadog services stopped" in text
+    for summary in (base, iis):
+        assert login.password not in str(summary.to_dict())
+    assert login.password not in text
+    total = time.monotonic() - started
+    print(f"base playbook {base_seconds:.1f} s, both {total:.1f} s")
+
+
+@pytest.mark.parametrize(
+    ("installer", "task"),
+    [
+        ("dotnet-runtime-8.0.23-win-x64.exe", ".NET 8.0.23 runtime (checksum pinned)"),
+        ("ddagent-cli-7.60.1.msi", "Datadog agent 7.60.1 (no APIKEY; configured at boot)"),
+    ],
+)
+def test_an_installer_that_fails_fails_the_playbook_naming_the_task(
+    winrm_standin: tuple[WinrmStandin, WinrmLogin], installer: str, task: str
+) -> None:
+    server, login = winrm_standin
+    state = VirtualWindows.server_2022_core()
+    state.installer_rc[installer] = 1603  # ERROR_INSTALL_FAILURE
+    lines: list[str] = []
+    with pytest.raises(AnsibleError) as failed:
+        _run(server, login, BASE, state, lines)
+    message = str(failed.value)
+    assert f"task '{task}' failed" in message
+    assert "unexpected rc from" in message and installer in message
+    summary: Any = failed.value.summary
+    assert summary.failed_task == task
+    assert login.password not in message and login.password not in "\n".join(lines)
