@@ -141,6 +141,15 @@ def _result_message(result: Any) -> str:
     if not isinstance(result, dict):
         return str(result)[:2000]
     parts = [str(result.get("msg", "")).strip()]
+    if result.get("rc") not in (None, 0, "0"):  # "unexpected rc from ...: see rc, stdout, and stderr"
+        parts.append(f"rc={result['rc']}")
+    items = result.get("results")
+    if isinstance(items, list):  # a loop ("One or more items failed"): which items, and why
+        for item in items:
+            if isinstance(item, dict) and item.get("failed"):
+                label = item.get("_ansible_item_label", item.get("item", "?"))
+                parts.append(f"item {label}: {_result_message(item)}"[:1000])
+        return "\n".join(p for p in parts if p)[:3000]
     for key in ("stderr", "module_stderr", "stdout"):
         value = str(result.get(key) or "").strip()
         if value and value not in parts[0]:
