@@ -15,9 +15,9 @@ module as it answers on a real host (the keys of its documented RETURN values), 
 virtual Windows (:class:`VirtualWindows`: services, features, registry values, files, installed
 products, the boot time), so a second run of the same task reports ``changed: false``. The
 installers the Windows roles run are known by file name (:data:`INSTALLERS`: what each one
-installs and the exit code it ends with; ``VirtualWindows.installer_rc`` overrides that, e.g. 1603
-to make one fail). ``win_reboot`` (an action plugin: it runs its commands itself) is answered
-too: the boot time query (``LastBootUpTime.ToFileTime()``, which changes with every reboot of
+installs and the exit code it ends with; ``VirtualWindows.installers`` / ``installer_rc`` change
+that for one test, e.g. 1603 to make one fail). ``win_reboot`` (an action plugin: it runs its
+commands itself) is answered too: the boot time query (``LastBootUpTime.ToFileTime()``, which changes with every reboot of
 the stand-in), ``shutdown.exe /r`` (the stand-in reboots: connections reset for a while, shells
 gone) and the post-reboot test command. A module it does not model fails, naming itself.
 
@@ -307,8 +307,10 @@ class VirtualWindows:
     paths: dict[str, str] = field(default_factory=dict)
     """Existing files and directories: lower-cased path -> ``file`` | ``directory``."""
     products: list[str] = field(default_factory=list)
+    installers: dict[str, Installer] = field(default_factory=lambda: dict(INSTALLERS))
+    """What each installer (file name, lower case) installs: :data:`INSTALLERS`, changeable."""
     installer_rc: dict[str, int] = field(default_factory=dict)
-    """Exit code per installer file name (lower case), overriding :data:`INSTALLERS`."""
+    """Exit code per installer file name (lower case), overriding :attr:`installers`."""
     scripts: list[ScriptHandler] = field(default_factory=list)
     boot_times: dict[int, datetime] = field(default_factory=lambda: {0: FIRST_BOOT})
     reboots: list[int] = field(default_factory=list)
@@ -370,7 +372,7 @@ class VirtualWindows:
         return created or type_changed or data_changed, data_changed, type_changed
 
     def install(self, name: str) -> tuple[int, Installer | None]:
-        installer = INSTALLERS.get(name.lower())
+        installer = self.installers.get(name.lower())
         rc = self.installer_rc.get(name.lower(), installer.rc if installer else 0)
         if installer is None or rc not in (0, 3010, 1641):
             return rc, installer
@@ -485,7 +487,7 @@ def win_package(state: VirtualWindows, args: dict[str, Any]) -> dict[str, Any]:
     if not path.lower().startswith("http") and not state.exists(path):
         return _fail(result, f"the file at the path '{path}' cannot be reached")
     creates = args.get("creates_path")
-    installer = INSTALLERS.get(name.lower())
+    installer = state.installers.get(name.lower())
     installed = (
         state.exists(str(creates))
         if creates

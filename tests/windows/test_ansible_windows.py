@@ -5,6 +5,7 @@ real ansible.windows modules' wrappers) against the stand-in host answering as W
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -104,6 +105,14 @@ def test_both_windows_playbooks_over_winrm(winrm_standin: tuple[WinrmStandin, Wi
     )
     assert "W3SVC" not in services
 
+    # the same playbook again on the same host: no install, no reboot; only the download
+    # directory comes and goes (the role removes it at the end)
+    state.calls.clear()
+    again = _run(server, login, BASE, state, lines)
+    changed = [t["task"].split(" : ")[-1] for t in again.tasks if t["status"] == "changed"]
+    assert changed == ["Download directory", "Download the agent MSIs", "No installer left behind"], changed
+    assert state.reboots == [0] and server.boots == 1
+
     # the IIS flavour, on the base flavour's image (its state)
     state.calls.clear()
     iis = _run(server, login, IIS, state, lines)
@@ -122,32 +131,62 @@ def test_both_windows_playbooks_over_winrm(winrm_standin: tuple[WinrmStandin, Wi
     # the password: in no line Ansible printed and not in the summaries
     text = "\n".join(lines)
     assert "TASK [windows_agents : Datadog services stopped" in text
-    for summary in (base, iis):
+    for summary in (base, again, iis):
         assert login.password not in str(summary.to_dict())
     assert login.password not in text
     total = time.monotonic() - started
     print(f"base playbook {base_seconds:.1f} s, both {total:.1f} s")
 
 
-@pytest.mark.parametrize(
-    ("installer", "task"),
-    [
-        ("dotnet-runtime-8.0.23-win-x64.exe", ".NET 8.0.23 runtime (checksum pinned)"),
-        ("ddagent-cli-7.60.1.msi", "Datadog agent 7.60.1 (no APIKEY; configured at boot)"),
-    ],
-)
 def test_an_installer_that_fails_fails_the_playbook_naming_the_task(
-    winrm_standin: tuple[WinrmStandin, WinrmLogin], installer: str, task: str
+    winrm_standin: tuple[WinrmStandin, WinrmLogin],
 ) -> None:
     server, login = winrm_standin
+    installer = "NDP481-x86-x64-AllOS-ENU.exe"
+    task = ".NET Framework 4.8.1 (offline installer, checksum pinned)"
     state = VirtualWindows.server_2022_core()
-    state.installer_rc[installer] = 1603  # ERROR_INSTALL_FAILURE
+    state.installer_rc[installer.lower()] = 1603  # ERROR_INSTALL_FAILURE
     lines: list[str] = []
     with pytest.raises(AnsibleError) as failed:
         _run(server, login, BASE, state, lines)
     message = str(failed.value)
     assert f"task '{task}' failed" in message
-    assert "unexpected rc from" in message and installer in message
+    assert "unexpected rc from" in message and installer in message and "rc=1603" in message
     summary: Any = failed.value.summary
     assert summary.failed_task == task
     assert login.password not in message and login.password not in "\n".join(lines)
+
+
+def test_a_loop_item_that_fails_is_named_and_the_password_is_masked(
+    winrm_standin: tuple[WinrmStandin, WinrmLogin],
+) -> None:
+    """A Datadog MSI without the process agent's service: the loop's failed item is named with the
+    module's message; a module message that carries the password is masked everywhere."""
+    server, login = winrm_standin
+    state = VirtualWindows.server_2022_core()
+    datadog = state.installers["ddagent-cli-7.60.1.msi"]
+    state.installers["ddagent-cli-7.60.1.msi"] = replace(
+        datadog, services=tuple(s for s in datadog.services if s.name != "datadog-process-agent")
+    )
+    state.scripts.insert(
+        0,
+        lambda _state, script, params: (
+            {"changed": False, "warnings": [f"signed; checked as {login.user}:{login.password}"]}
+            if "Get-AuthenticodeSignature" in script
+            else None
+        ),
+    )
+    lines: list[str] = []
+    with pytest.raises(AnsibleError) as failed:
+        _run(server, login, BASE, state, lines)
+    message = str(failed.value)
+    assert "Datadog services stopped, start mode manual" in message
+    assert (
+        "item datadog-process-agent: Service 'datadog-process-agent' is not installed, "
+        "need to set 'path' to create a new service"
+    ) in message
+    assert _services(state)["datadogagent"] == ("stopped", "manual")  # the items before it ran
+    text = "\n".join(lines)
+    assert "[WARNING]: signed; checked as Administrator:********" in text
+    for where in (message, text, str(failed.value.summary.to_dict())):
+        assert login.password not in where
