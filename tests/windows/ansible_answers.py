@@ -17,9 +17,10 @@ products, the boot time), so a second run of the same task reports ``changed: fa
 installers the Windows roles run are known by file name (:data:`INSTALLERS`: what each one
 installs and the exit code it ends with; ``VirtualWindows.installers`` / ``installer_rc`` change
 that for one test, e.g. 1603 to make one fail). ``win_reboot`` (an action plugin: it runs its
-commands itself) is answered too: the boot time query (``LastBootUpTime.ToFileTime()``, which changes with every reboot of
-the stand-in), ``shutdown.exe /r`` (the stand-in reboots: connections reset for a while, shells
-gone) and the post-reboot test command. A module it does not model fails, naming itself.
+commands itself) is answered too: the boot time query (``LastBootUpTime.ToFileTime()``, which
+changes with every reboot of the stand-in), ``shutdown.exe /r`` (the stand-in reboots:
+connections reset for a while, shells gone) and the post-reboot test command. A module it does
+not model fails, naming itself.
 
 Nothing here runs PowerShell: ``win_powershell`` scripts are answered by
 :attr:`VirtualWindows.scripts` handlers (the agents role's Authenticode check is built in: it
