@@ -315,7 +315,10 @@ class VirtualWindows:
     scripts: list[ScriptHandler] = field(default_factory=list)
     boot_times: dict[int, datetime] = field(default_factory=lambda: {0: FIRST_BOOT})
     reboots: list[int] = field(default_factory=list)
-    """The boot counter each ``shutdown.exe /r`` was sent at."""
+    """The boot counter each ``shutdown.exe /r`` that restarted the host was sent at."""
+    shutdown_scheduled: bool = False
+    """A restart is already scheduled (as Windows Update leaves one): ``shutdown /r`` fails with
+    1190 until ``shutdown /a`` aborts it."""
 
     @classmethod
     def server_2022_core(cls) -> VirtualWindows:
@@ -854,9 +857,15 @@ def _reboot_commands(server: WinrmStandin, windows: VirtualWindows, command: Com
     if BOOT_TIME.search(script):
         return Reply(stdout=f"{filetime(windows.boot_times[command.boot])}\r\n")
     if SHUTDOWN.search(script):
+        if windows.shutdown_scheduled:
+            stderr = "A system shutdown has already been scheduled.(1190)"
+            return Reply(stdout=json.dumps({"stdout": "", "stderr": stderr, "rc": 1190}) + "\r\n")
         windows.reboots.append(command.boot)
         return Reply(stdout=json.dumps({"stdout": "", "stderr": "", "rc": 0}) + "\r\n", reboot=True)
     if SHUTDOWN_ABORT.search(script):
+        if windows.shutdown_scheduled:
+            windows.shutdown_scheduled = False
+            return Reply()
         return Reply(
             stderr="Unable to abort the system shutdown because no shutdown was in progress.(1116)\r\n",
             exit_code=1116,

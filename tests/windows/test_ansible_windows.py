@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +53,7 @@ def _services(state: VirtualWindows) -> dict[str, tuple[str, str]]:
 def test_both_windows_playbooks_over_winrm(winrm_standin: tuple[WinrmStandin, WinrmLogin]) -> None:
     server, login = winrm_standin
     state = VirtualWindows.server_2022_core()
+    state.shutdown_scheduled = True  # win_reboot aborts it, then restarts
     lines: list[str] = []
     started = time.monotonic()
 
@@ -85,6 +87,8 @@ def test_both_windows_playbooks_over_winrm(winrm_standin: tuple[WinrmStandin, Wi
     assert state.exists("C:\\Program Files\\dotnet\\shared\\Microsoft.NETCore.App\\8.0.23")
     reboot = next(t for t in base.tasks if t["task"] == "Reboot when the .NET Framework asks for it")
     assert reboot["status"] == "changed"
+    assert "[WARNING]: A scheduled reboot was pre-empted by Ansible." in lines
+    assert not state.shutdown_scheduled
     # agents: their services stopped + manual (the Datadog MSI started its agent; the Tentacle
     # MSI creates no service: the role creates it for the instance configured at boot)
     services = _services(state)
@@ -190,3 +194,28 @@ def test_a_loop_item_that_fails_is_named_and_the_password_is_masked(
     assert "[WARNING]: signed; checked as Administrator:********" in text
     for where in (message, text, str(failed.value.summary.to_dict())):
         assert login.password not in where
+
+
+def test_facts_of_windows_server_2022_core(
+    winrm_standin: tuple[WinrmStandin, WinrmLogin], shared_tmp: Path
+) -> None:
+    """Fact gathering (ansible.windows.setup) answers as Server 2022 Core does."""
+    server, login = winrm_standin
+    state = VirtualWindows.server_2022_core()
+    server.respond(ansible_modules(server, state))
+    playbook = shared_tmp / "facts.yml"  # readable by the unprivileged ansible-playbook
+    playbook.write_text(
+        "- hosts: all\n"
+        "  gather_facts: true\n"
+        "  tasks:\n"
+        "    - ansible.builtin.debug:\n"
+        '        msg: "{{ os }}/{{ ansible_distribution_version }}"\n'
+        "      vars:\n"
+        '        os: "{{ ansible_os_family }}/{{ ansible_os_installation_type }}"\n'
+    )
+    playbook.chmod(0o644)
+    lines: list[str] = []
+    summary = AnsibleHook().run_playbook(_target(login), playbook, {}, login=login, on_line=lines.append)
+    assert summary.status == "successful"
+    assert [m for m, _ in state.calls] == ["setup"]
+    assert any('"msg": "Windows/Server Core/10.0.20348.0"' in line for line in lines), lines
