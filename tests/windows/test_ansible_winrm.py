@@ -1,5 +1,6 @@
 """Real Ansible (ansible-core's ``winrm`` connection, pywinrm) reaches the stand-in host: ``raw``
-runs; modules need a responder that answers Ansible's exec wrapper (see the report of issue 10)."""
+runs. Modules (Ansible's exec wrapper) are answered by tests/windows/ansible_answers.py, see
+test_ansible_windows.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""AnsibleHook: runs a playbook against one instance with ansible-runner over SSH.
+"""AnsibleHook: runs a playbook against one instance with ansible-runner, over SSH (Linux) or
+Ansible's ``winrm`` connection (Windows: HTTPS, Basic auth, the pinned certificate as the only CA;
+the ``ansible.windows`` modules come with the pinned ``ansible`` package).
 
 Streams Ansible's own output to the task log and returns a per-task summary (ok / changed /
 failed / skipped, and the failed task with its message) that goes into the image manifest.
