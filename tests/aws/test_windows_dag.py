@@ -53,8 +53,6 @@ def windows_families(tmp_path: Path, conn: str, monkeypatch: pytest.MonkeyPatch)
             family["source"] = {"aws": {"ssm_parameter": SOURCE}}
         family["aws"].update(aws_conn_id=conn, poll_interval_s=0.05, kms_keys={})
         family["distribution"] = {"regions": ["us-east-1", "us-west-2"], "accounts": [ACCOUNT]}
-        if __import__("os").environ.get("TMP_NO_ANSIBLE"):
-            family.pop("ansible", None)
         (images / f"{name}.yaml").write_text(yaml.safe_dump(family))
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     loaded = load_families(images, PROJECT / "include")
@@ -94,7 +92,16 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
         ("5", "install", []),
         ("6", "verify", []),
     ]
-    assert builder.server.boots == 2  # after round 1 and round 2
+    # restarts: after update rounds 1 and 2 (Packer), after the .NET Framework 4.8.1 (win_reboot)
+    assert builder.server.boots == 3 and len(builder.windows.reboots) == 1
+    # Ansible: the agents baked but stopped and manual, hardening written, no IIS in the base
+    services = builder.windows.services
+    for name in ("octopusdeploy tentacle", "datadogagent"):
+        assert (services[name].state, services[name].start_mode) == ("stopped", "manual"), name
+    assert not builder.windows.features.get("Web-Server")
+    assert (
+        builder.windows.value(r"HKLM:\SYSTEM\CurrentControlSet\Services\LanmanServer\Parameters", "SMB1") == 0
+    )
     # capture: the facts, then EC2Launch's sysprep; the builder stopped before CreateImage
     scripts = builder.server.scripts()
     ran = [name for text in scripts for name in ("facts", "sysprep") if _script(name) in text]
@@ -129,6 +136,14 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
     iis = run_family_dag(families["windows2022-core-dotnet-iis"], {"reason": "e2e windows iis"})
     assert iis["state"] == "success", iis
     assert iis["decision"]["source"]["image_id"] == image["ImageId"]
+    iis_builder = next(h for h in WindowsStandInResolver.seen[2:] if h.role == "builder")
+    assert iis_builder.windows.features["Web-Server"]  # IIS in the -iis flavour only
+    assert iis_builder.installed_updates[:4] == [
+        "KB5048654",
+        "KB5048625",
+        "KB890830",
+        "KB5049617",
+    ]  # from the base
 
     # no password anywhere it should not be: logs (stdout/stderr of every task), XCom, manifests,
     # AMI tags, the user data EC2 keeps
@@ -171,7 +186,9 @@ def test_a_failing_pester_test_fails_the_run_with_the_test_named(  # type: ignor
     families = windows_families(tmp_path, windows_conn, monkeypatch)
 
     def failing_agents_test(host: Any) -> None:
-        failures = {"datadogagent is stopped": "Expected 'Stopped', but got 'Running'."}
+        failures = {
+            "has no Datadog API key in datadog.yaml": "Expected no api_key, but got 'api_key: 3f9...'."
+        }
         host.server.respond(lambda command: host.pester(command, failures=failures))
 
     WindowsStandInResolver.configure.append(failing_agents_test)
@@ -185,5 +202,7 @@ def test_a_failing_pester_test_fails_the_run_with_the_test_named(  # type: ignor
     assert tags["golden:status"] == "rejected"
     manifest = json.loads((golden_home / "aws" / "manifests" / f"{image['ImageId']}.json").read_text())
     failed = manifest["validation"]["failed_tests"]
-    assert failed and all("is stopped" in t["test"] for t in failed), failed
-    assert "Expected 'Stopped', but got 'Running'." in failed[0]["message"]
+    assert [t["test"].rsplit(" :: ", 1)[-1] for t in failed] == ["has no Datadog API key in datadog.yaml"], (
+        failed
+    )
+    assert "Expected no api_key" in failed[0]["message"]

@@ -14,6 +14,7 @@ powershell provisioner, the reboot marker restart, pending updates, Pester runs
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -25,10 +26,13 @@ from typing import Any, ClassVar
 from golden_image import windows
 from golden_image.hooks.ami import AmiHook
 from golden_image.values import Target
+from tests.windows.ansible_answers import VirtualWindows, ansible_modules
 from tests.windows.pester_answers import pester_reply
 from tests.windows.winrm_server import Command, Reply, WinrmStandin, windows_path
 
 FACTS = Path(__file__).resolve().parents[1] / "data" / "windows" / "facts.json"
+START_TYPES = {"auto": "Automatic", "delayed": "Automatic", "manual": "Manual", "disabled": "Disabled"}
+"""win_service's start modes as Get-Service's StartType prints them."""
 REBOOT_MARKER = "C:\\Windows\\Temp\\golden-reboot-required"
 UPDATE_SCRIPT_MARKER = "# One round of Windows updates for a golden image"
 SERVER_2022 = "Microsoft server operating system version 21H2 for x64-based Systems"
@@ -53,26 +57,34 @@ class WindowsHost:
     role: str
     server: WinrmStandin
     ec2: Any
+    run_id: str = ""
+    windows: VirtualWindows = field(default_factory=VirtualWindows.server_2022_core)
+    """What Ansible's modules see and change (tests/windows/ansible_answers.py); an instance of a
+    captured AMI starts from its builder's state, as a disk would."""
     pending_updates: list[tuple[str, str]] = field(default_factory=lambda: list(MONTHLY_UPDATES))
     installed_updates: list[str] = field(default_factory=list)
     update_rounds: list[dict[str, Any]] = field(default_factory=list)
     sysprep: bool = False
-    state: dict[str, Any] = field(default_factory=dict)
-    """What other answers (Ansible's modules) changed: features, programs, services."""
 
     # -- the pipeline's own scripts --------------------------------------------------------------
     def facts(self, command: Command) -> Reply | None:
         if windows.script("facts") not in command.text:
             return None
-        facts = json.loads(FACTS.read_text())
+        facts = json.loads(FACTS.read_text())  # the base AMI's, then what the bake changed
         facts["hotfixes"] += [
             {"id": kb, "description": "Update", "installed_on": ""} for kb in self.installed_updates
         ]
-        facts["features"] += sorted(self.state.get("features", []))
-        facts["programs"] += list(self.state.get("programs", []))
-        services = {s["name"]: s for s in facts["services"]}
-        services.update(self.state.get("services", {}))
-        facts["services"] = list(services.values())
+        facts["features"] = sorted(name for name, installed in self.windows.features.items() if installed)
+        names = {p["name"] for p in facts["programs"]}
+        facts["programs"] += [
+            {"name": product, "version": "", "publisher": ""}
+            for product in self.windows.products
+            if product not in names
+        ]
+        facts["services"] = [
+            {"name": s.name, "status": s.state.capitalize(), "start_type": START_TYPES[s.start_mode]}
+            for s in self.windows.services.values()
+        ]
         return Reply(stdout=json.dumps(facts, separators=(",", ":")) + "\r\n")
 
     def sysprep_run(self, command: Command) -> Reply | None:
@@ -162,6 +174,7 @@ class WindowsHost:
         return Reply(exit_code=answer[0], stdout=answer[1], stderr=answer[2])
 
     def install(self) -> None:
+        self.server.respond(ansible_modules(self.server, self.windows))
         for responder in (self.facts, self.sysprep_run, self.pending, self.elevated_update_round,
                           self.marker_restart, self.pester):  # fmt: skip
             self.server.respond(responder)
@@ -196,7 +209,12 @@ class WindowsStandInResolver:
                 computer_name=f"EC2AMAZ-{instance_id[-7:].upper()}",
             )
             ec2 = AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region).conn
-            host = WindowsHost(instance_id, role, server, ec2)
+            run_id = next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "golden:run-id"), "")
+            host = WindowsHost(instance_id, role, server, ec2, run_id)
+            if (built := self._builder_of(ec2, instance["ImageId"])) is not None:
+                host.windows = copy.deepcopy(built.windows)  # the captured disk
+                host.installed_updates = list(built.installed_updates)
+                host.pending_updates = []
             host.install()
             for configure in self.configure:
                 configure(host)
@@ -204,6 +222,15 @@ class WindowsStandInResolver:
             self.hosts[instance_id] = host
             self.seen.append(host)
         return Target(instance_id, "127.0.0.1", host.server.port, self.user, key_file, role)
+
+    def _builder_of(self, ec2: Any, image_id: str) -> WindowsHost | None:
+        """The stand-in builder whose disk the AMI ``image_id`` was captured from, if any."""
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+        run_id = next(
+            (t["Value"] for i in images for t in i.get("Tags", []) if t["Key"] == "golden:run-id"), None
+        )
+        builders = [h for h in self.seen if h.role == "builder" and run_id and h.run_id == run_id]
+        return builders[-1] if builders else None
 
     def released(self, instance_id: str) -> None:
         host = self.hosts.pop(instance_id, None)
