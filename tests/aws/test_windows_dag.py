@@ -132,11 +132,26 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
         ec2.describe_key_pairs(Filters=[{"Name": "tag-key", "Values": ["golden:family"]}])["KeyPairs"] == []
     )
 
+    # unchanged a week later: Windows Update is asked on a throwaway instance of the published AMI
+    again = run_family_dag(families["windows2022-core-dotnet"], {})
+    assert again["state"] == "success" and again["decision"]["rebuild"] is False, again["decision"]
+    assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches"}
+    how = again["decision"]["patch_check"]
+    assert how["method"] == "instance" and "Windows Update" in how["why"], how
+    checker = WindowsStandInResolver.seen[-1]
+    assert checker.role == "patch-check" and any(
+        _script("pending-updates") in t for t in checker.server.scripts()
+    )
+    assert checker.instance_id not in WindowsStandInResolver.hosts  # terminated (released)
+    assert ec2.describe_instances(InstanceIds=[checker.instance_id])["Reservations"][0]["Instances"][0][
+        "State"
+    ]["Name"] in {"shutting-down", "terminated"}
+
     # the layered flavour: from the base's published AMI
     iis = run_family_dag(families["windows2022-core-dotnet-iis"], {"reason": "e2e windows iis"})
     assert iis["state"] == "success", iis
     assert iis["decision"]["source"]["image_id"] == image["ImageId"]
-    iis_builder = next(h for h in WindowsStandInResolver.seen[2:] if h.role == "builder")
+    iis_builder = next(h for h in WindowsStandInResolver.seen[3:] if h.role == "builder")
     assert iis_builder.windows.features["Web-Server"]  # IIS in the -iis flavour only
     assert iis_builder.installed_updates[:4] == [
         "KB5048654",
@@ -148,7 +163,7 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
     # no password anywhere it should not be: logs (stdout/stderr of every task), XCom, manifests,
     # AMI tags, the user data EC2 keeps
     passwords = secrets_of(WindowsStandInResolver.seen)
-    assert len(passwords) == 4 and all(passwords)
+    assert len(passwords) == 5 and all(passwords)  # 2 builders, 2 test instances, 1 patch check
     out, err = capfd.readouterr()
     haystacks = {"task logs": out + err}
     from airflow.models.xcom import XComModel
