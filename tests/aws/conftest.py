@@ -9,6 +9,7 @@ import pytest
 
 from tests.aws.iam_moto import enforcing_moto  # noqa: F401 - a fixture
 from tests.aws.motoserver import STAND_INS, moto_connection, start_moto, stop_moto
+from tests.windows.conftest import winrm_standin  # noqa: F401 - a fixture (address: ssm to WinRM)
 
 
 @pytest.fixture(scope="session")

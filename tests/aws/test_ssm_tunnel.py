@@ -4,6 +4,7 @@ to a real local instance's sshd. Real SSH goes through the tunnel."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -48,6 +49,32 @@ def test_ssh_through_an_ssm_tunnel_that_waits_for_the_agent(  # type: ignore[no-
     resolver.released("i-0abc")
     assert not _port_open(target.port) and not (tmp_path / "tunnels" / "i-0abc.tunnel.json").exists()
     assert gone(pid)  # the tunnel's process is stopped with its instance
+
+
+def test_winrm_through_an_ssm_tunnel_to_port_5986(  # type: ignore[no-untyped-def]
+    aws_conn: str, winrm_standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``address: ssm`` for a Windows instance: the session forwards to 5986, and WinRM/HTTPS with
+    the pinned certificate (SAN 127.0.0.1) works through it."""
+    from golden_image.hooks.winrm import WinrmHook
+    from golden_image.values import WINRM_PORT
+
+    server, login = winrm_standin
+    record = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_SSM_RECORD", str(record))
+    monkeypatch.setenv("FAKE_SSM_FORWARD_TO", f"127.0.0.1:{server.port}")
+    monkeypatch.setenv("FAKE_SSM_REMOTE_PORT", str(WINRM_PORT))
+    resolver = SsmTunnelResolver(
+        user="Administrator", aws_conn_id=aws_conn, region="us-east-1", state_dir=tmp_path / "tunnels",
+        aws_cli=str(FAKE_AWS),
+    )  # fmt: skip
+    target = resolver.target_for({"InstanceId": "i-0win"}, role="builder", key_file="", port=WINRM_PORT)
+    assert target.host == "127.0.0.1" and target.port != server.port
+    tunnelled = dataclasses.replace(login, port=target.port)
+    assert WinrmHook(tunnelled).run_ps("Write-Output 'through-ssm'").exit_code == 0
+    assert any("through-ssm" in text for text in server.scripts())
+    resolver.released("i-0win")
+    assert not _port_open(target.port)
 
 
 def gone(pid: int) -> bool:
