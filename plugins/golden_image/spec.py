@@ -112,6 +112,8 @@ def _include_path(value: str, info: ValidationInfo) -> str:
             raise ValueError(f"'{value}' resolves outside include/ (through a symlink?)")
         if not target.exists():
             raise ValueError(f"'{value}' does not exist under {include_dir}")
+        if not target.is_file():  # a directory, FIFO or device: reading it fails or never returns
+            raise ValueError(f"'{value}' is not a regular file (a directory, FIFO or device?)")
     return value
 
 
@@ -653,6 +655,11 @@ Capabilities = Annotated[
 ]
 
 
+PESTER_SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.Tests\.ps1$")
+"""The file name of a Pester suite: what ``hooks/pester`` uploads to the test instance under its
+own name (plain characters only: the name is a path on Windows and in Pester's report)."""
+
+
 class Validation(Strict):
     testinfra: list[IncludePath] = Field(default_factory=list)
     """Linux families: Testinfra suites, run over SSH on the test instance."""
@@ -669,6 +676,12 @@ class Validation(Strict):
                 raise FieldProblem(
                     (index,),
                     f"'{suite}' is not a Pester suite: Pester 5 runs files named *.Tests.ps1",
+                )
+            if not PESTER_SUITE_NAME.match(PurePosixPath(suite).name):
+                raise FieldProblem(
+                    (index,),
+                    f"'{suite}': a Pester suite's file name is <name>.Tests.ps1 with letters, digits "
+                    "and . _ - only (it is uploaded to the test instance under that name)",
                 )
         if len(set(value)) != len(value):
             raise ValueError("entries must be unique")

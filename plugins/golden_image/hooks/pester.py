@@ -50,6 +50,7 @@ from typing import Any, Protocol
 
 from golden_image.errors import GoldenImageError, UserError
 from golden_image.hooks.testinfra import TestReport
+from golden_image.spec import PESTER_SUITE_NAME
 
 try:  # the XML comes from a remote machine: no entities, no DTDs
     from defusedxml import ElementTree as _SafeET
@@ -68,7 +69,7 @@ MAX_SUMMARY_BYTES = 4 << 20
 MAX_MESSAGE_CHARS = 1000
 SETUP_FAILED = "This test should run but it did not. Most likely a setup in some parent block failed."
 """What Pester 5 writes for each test of a block whose ``BeforeAll`` failed (Get-ErrorForXmlReport)."""
-SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.Tests\.ps1$")
+SUITE_NAME = PESTER_SUITE_NAME
 _RUN_DIRECTORY = re.compile(r"^C:\\Windows\\Temp\\golden-pester-[0-9a-f]{32}$")
 _REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SKIPPED = {"Ignored", "Skipped", "Inconclusive", "NotRunnable", "NotRun", "Pending"}
