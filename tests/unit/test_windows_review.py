@@ -27,3 +27,20 @@ def test_a_pester_suite_name_the_hook_would_refuse_is_refused_at_load(include: P
     (include / "validation" / "pester" / name).write_text("Describe 'x' { It 'y' { 1 | Should -Be 1 } }\n")
     errors = errors_of(include, FAMILY.replace(SUITES, f"['validation/pester/{name}']"))
     assert "validation.pester[0]" in errors and "letters, digits" in errors
+
+
+@pytest.mark.parametrize("quote", ["'", "\u2018", "\u2019", "\u201a", "\u201b"])
+def test_ps_quote_doubles_every_quote_powershell_ends_a_verbatim_string_at(quote: str) -> None:
+    from golden_image.hooks.winrm import ps_quote
+
+    # PowerShell ends '...' at a typographic quote too: with only ' doubled, a path with one ran code
+    quoted = ps_quote(f"C:\\x{quote}; calc; {quote}")
+    assert quoted == f"'C:\\x{quote}{quote}; calc; {quote}{quote}'"
+    inner = quoted[1:-1]
+    assert all(len(run) % 2 == 0 for run in _quote_runs(inner)), "no lone quote inside"
+
+
+def _quote_runs(text: str) -> list[str]:
+    import re
+
+    return re.findall("['\u2018\u2019\u201a\u201b]+", text)

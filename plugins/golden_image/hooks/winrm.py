@@ -74,9 +74,14 @@ def encode_command(script: str) -> str:
     return POWERSHELL + base64.b64encode(script.encode("utf-16-le")).decode("ascii")
 
 
+SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+"""What PowerShell reads as a single quote: the ASCII one and the typographic ones (its tokenizer
+ends a verbatim string at any of them; CodeGeneration.EscapeSingleQuotedStringContent doubles each)."""
+
+
 def ps_quote(text: str) -> str:
-    """``text`` as a PowerShell single-quoted (verbatim) string."""
-    return "'" + text.replace("'", "''") + "'"
+    """``text`` as a PowerShell single-quoted (verbatim) string: every quote character doubled."""
+    return "'" + "".join(c + c if c in SINGLE_QUOTES else c for c in text) + "'"
 
 
 _CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
