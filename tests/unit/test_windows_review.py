@@ -44,3 +44,29 @@ def _quote_runs(text: str) -> list[str]:
     import re
 
     return re.findall("['\u2018\u2019\u201a\u201b]+", text)
+
+
+def test_the_windows_login_wait_is_ready_only_once_the_whole_certificate_block_is_on_the_console() -> None:
+    # EC2 posts console output in pieces: with BEGIN alone the wait said ready, and the launch
+    # then failed with "its user data did not run" (certificate_from_console found no END)
+    from golden_image.hooks.ami import AmiHook
+    from golden_image.windows import CERTIFICATE_BEGIN, CERTIFICATE_END
+
+    class Half:
+        console = f"EC2Launch: user data\n{CERTIFICATE_BEGIN}\nMIIB"
+
+        def find_instance(self, instance_id: str) -> dict[str, object]:
+            return {"InstanceId": instance_id, "State": {"Name": "running"}}
+
+        def password_data(self, instance_id: str) -> str:
+            return "ZW5jcnlwdGVk"
+
+        def console_output(self, instance_id: str) -> str:
+            return self.console
+
+        windows_login_state = AmiHook.windows_login_state
+
+    half = Half()
+    assert AmiHook.states(half, "windows_login", ["i-1"]) == {"i-1": "running"}  # type: ignore[arg-type]
+    half.console += f"\n{CERTIFICATE_END}\n"
+    assert AmiHook.states(half, "windows_login", ["i-1"]) == {"i-1": "ready"}  # type: ignore[arg-type]

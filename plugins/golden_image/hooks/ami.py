@@ -159,10 +159,10 @@ class AmiHook(EC2Hook):
         """The current state of each image (``kind="image"``) or instance; ``missing`` if EC2 does
         not know the id (yet: right after Create/Copy/RunInstances it may not)."""
         found: dict[str, str] = {}
-        if kind == "windows_login":
-            from golden_image.windows import CERTIFICATE_BEGIN
+        if kind == "windows_login":  # the block's end: EC2 posts console output in pieces
+            from golden_image.windows import CERTIFICATE_END
 
-            return {i: self.windows_login_state(i, CERTIFICATE_BEGIN) for i in ids}
+            return {i: self.windows_login_state(i, CERTIFICATE_END) for i in ids}
         try:
             if kind == "image":
                 for image in self.conn.describe_images(ImageIds=ids).get("Images", []):
@@ -401,7 +401,8 @@ class AmiHook(EC2Hook):
 
     def windows_login_state(self, instance_id: str, console_marker: str) -> str:
         """``ready`` once EC2 has the instance's password and its console shows ``console_marker``
-        (the user data's WinRM certificate); else the instance's state (``running`` while it boots)."""
+        (the end of the user data's WinRM certificate block, so the whole block is there); else
+        the instance's state (``running`` while it boots)."""
         instance = self.find_instance(instance_id)
         if instance is None:
             return MISSING
