@@ -147,3 +147,18 @@ def test_the_janitor_removes_key_pairs_of_killed_windows_launches(aws_conn: str,
     assert key_name in [k["KeyName"] for k in aws.hook().pipeline_key_pairs()]
     assert target.instance_id in aws.janitor(older_than_s=0)
     assert key_name not in [k["KeyName"] for k in aws.hook().pipeline_key_pairs()]
+
+
+def test_a_login_to_a_stopped_builder_says_sysprep_ran_and_is_not_retried(
+    aws_conn: str, windows_ami: str, hook: AmiHook
+) -> None:
+    # a cleared capture_image after sysprep shut the builder down lost its stashed facts (Airflow
+    # clears a task's XComs on a new try): it went on to WinRM against a stopped instance and
+    # failed as retryable 'cannot reach ... is the instance running' (review of issue 10)
+    aws = windows_platform(aws_conn)
+    target = aws.launch_instance(windows_ami, role="builder", family="win", run_id="r9", region="us-east-1")
+    hook.conn.stop_instances(InstanceIds=[target.instance_id])
+    stopped = r"is stopped, not running.*sysprep"
+    with pytest.raises(PlatformError, match=stopped) as caught, aws.winrm_login(target):
+        pass
+    assert caught.value.retryable is False

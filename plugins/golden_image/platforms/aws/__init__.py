@@ -265,6 +265,15 @@ class AwsPlatform:
         private file that is removed afterwards. The password is registered with Airflow's masker."""
         hook = self.hook()
         instance_id = target.instance_id
+        instance = hook.find_instance(instance_id)
+        state = str(instance["State"]["Name"]) if instance is not None else "gone"
+        if state != "running":  # no WinRM to reach; never worth a retry (or a password decrypted)
+            raise PlatformError(
+                f"{instance_id} is {state}, not running: there is no WinRM session to open. A Windows "
+                "builder stops once capture's sysprep ran; a re-run of capture_image after that cannot "
+                "read or generalise it again: run the DAG again (a new builder)",
+                retryable=False,
+            )
         data = hook.password_data(instance_id)
         if not data:
             raise PlatformError(f"EC2 has no password for {instance_id} (yet); is it a Windows instance?")
