@@ -70,3 +70,22 @@ def test_the_windows_login_wait_is_ready_only_once_the_whole_certificate_block_i
     assert AmiHook.states(half, "windows_login", ["i-1"]) == {"i-1": "running"}  # type: ignore[arg-type]
     half.console += f"\n{CERTIFICATE_END}\n"
     assert AmiHook.states(half, "windows_login", ["i-1"]) == {"i-1": "ready"}  # type: ignore[arg-type]
+
+
+def test_launches_may_name_only_the_pipelines_own_key_pairs() -> None:
+    # RunInstances allowed key-pair/*: any key pair of the account (someone's long-lived one)
+    # could be put on a pipeline instance; the pipeline only ever names golden-<launch token>
+    import json
+
+    policy = json.loads(
+        (Path(__file__).resolve().parents[2] / "include/iam/golden-image-pipeline.json").read_text()
+    )
+    key_pairs = [
+        resource
+        for statement in policy["Statement"]
+        for resource in (
+            [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        )
+        if ":key-pair/" in resource
+    ]
+    assert key_pairs and all(r.endswith(":key-pair/golden-*") for r in key_pairs)
