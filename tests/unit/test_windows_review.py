@@ -89,3 +89,27 @@ def test_launches_may_name_only_the_pipelines_own_key_pairs() -> None:
         if ":key-pair/" in resource
     ]
     assert key_pairs and all(r.endswith(":key-pair/golden-*") for r in key_pairs)
+
+
+def test_families_baking_the_datadog_agent_expect_its_service_account() -> None:
+    # the Datadog MSI creates the local account ddagentuser (docs/windows-validation.md says so);
+    # with expected_accounts: [] the hygiene suite rejected every real image of the family
+    import yaml
+
+    from golden_image.spec import load_families
+
+    root = Path(__file__).resolve().parents[2] / "include"
+    found = load_families(root / "images", root)
+    baking = []
+    for spec in found.families.values():
+        if spec.os != "windows" or spec.ansible is None:
+            continue
+        playbook = yaml.safe_load((root / spec.ansible.playbook).read_text())
+        roles = {
+            r if isinstance(r, str) else r.get("role") for play in playbook for r in play.get("roles", [])
+        }
+        inherited = spec.source.family is not None  # a layered family's image has its parent's agents
+        if "windows_agents" in roles or inherited:
+            baking.append(spec.name)
+            assert "ddagentuser" in spec.validation.hygiene.expected_accounts, spec.name
+    assert len(baking) == 2
