@@ -836,6 +836,12 @@ class FamilySpec(Strict):
                 ("validation", "hygiene", "allowed_private_keys"),
                 "allowed_private_keys is read by the Linux hygiene suite only (os: linux)",
             )
+        if "vulnerabilities" in self.validation.model_fields_set:
+            raise FieldProblem(
+                ("validation", "vulnerabilities"),
+                "the vulnerability gate matches Debian packages; a Windows image is recorded 'not "
+                "checked' (its updates are the bake's rounds and the Pester suites): remove it",
+            )
         if self.aws is not None and "ssh_user" in self.aws.model_fields_set:
             raise FieldProblem(
                 ("aws", "ssh_user"),

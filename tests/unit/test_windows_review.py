@@ -113,3 +113,11 @@ def test_families_baking_the_datadog_agent_expect_its_service_account() -> None:
             baking.append(spec.name)
             assert "ddagentuser" in spec.validation.hygiene.expected_accounts, spec.name
     assert len(baking) == 2
+
+
+def test_a_vulnerability_gate_on_a_windows_family_is_refused_not_silently_skipped(include: Path) -> None:  # noqa: F811
+    # scan_vulnerabilities records 'not checked' for every Windows image: a family's fail_on
+    # or ignore list was accepted and then never applied
+    text = FAMILY.replace("validation:\n", "validation:\n  vulnerabilities:\n    fail_on: low\n")
+    errors = errors_of(include, text)
+    assert "validation.vulnerabilities" in errors and "not checked" in errors
