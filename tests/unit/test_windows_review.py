@@ -121,3 +121,16 @@ def test_a_vulnerability_gate_on_a_windows_family_is_refused_not_silently_skippe
     text = FAMILY.replace("validation:\n", "validation:\n  vulnerabilities:\n    fail_on: low\n")
     errors = errors_of(include, text)
     assert "validation.vulnerabilities" in errors and "not checked" in errors
+
+
+def test_the_hygiene_settings_a_family_cannot_set_are_documented_as_such() -> None:
+    # the suite's header and docs/windows-validation.md listed three settings as if a family set
+    # them; the spec's hygiene block refuses them (extra="forbid")
+    from golden_image.definition import WINDOWS_HYGIENE_SUITE
+    from golden_image.spec import Hygiene
+
+    unsettable = ("allowed_credentials", "allowed_certificate_subjects", "max_events_before_boot")
+    assert not set(unsettable) & set(Hygiene.model_fields)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "windows-validation.md").read_text()
+    for text in (docs, WINDOWS_HYGIENE_SUITE.read_text()):
+        assert "cannot set" in " ".join(text.split())

@@ -22,7 +22,9 @@
 
     Settings are data, never code: the hook uploads them as JSON next to this file
     (hygiene.json, from the family's validation.hygiene block) and this suite reads them with
-    ConvertFrom-Json. Keys read here (all optional):
+    ConvertFrom-Json. Keys read here (all optional; allowed_credentials,
+    allowed_certificate_subjects and max_events_before_boot are not fields of the spec's
+    validation.hygiene yet, so a family cannot set them and their defaults apply):
       stopped_services        services baked "installed but stopped": installed, stopped, Manual
       expected_accounts       local accounts allowed beyond the built-in ones
       allowed_credentials     Credential Manager targets allowed to stay (normally none)
