@@ -533,6 +533,9 @@ class AnsibleStep(Strict):
 WINDOWS_BUILTIN_ACCOUNTS = ("Administrator", "DefaultAccount", "Guest", "WDAGUtilityAccount")
 """Local accounts every Windows Server image has; the hygiene suite allows them always."""
 WINDOWS_ACCOUNT = r"^[A-Za-z0-9_.-][A-Za-z0-9 _.-]{0,19}$"
+WINDOWS_SERVICE = re.compile(r"^[^/\\*?\[\]\x00-\x1f]{1,256}$")
+"""A Windows service name as ``stopped_services`` lists it: the service control manager refuses
+/ and \\; the wildcards are refused because Get-Service -Name would match them as patterns."""
 
 
 class Hygiene(Strict):
@@ -836,6 +839,13 @@ class FamilySpec(Strict):
                 ("validation", "hygiene", "allowed_private_keys"),
                 "allowed_private_keys is read by the Linux hygiene suite only (os: linux)",
             )
+        for index, service in enumerate(hygiene.stopped_services):
+            if not WINDOWS_SERVICE.match(service):
+                raise FieldProblem(
+                    ("validation", "hygiene", "stopped_services", index),
+                    f"'{service}' is not a Windows service name (1-256 characters, no / or \\, and no "
+                    "wildcard * ? [ ]: the hygiene suite's Get-Service -Name would expand it)",
+                )
         if "vulnerabilities" in self.validation.model_fields_set:
             raise FieldProblem(
                 ("validation", "vulnerabilities"),

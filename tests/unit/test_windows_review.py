@@ -134,3 +134,28 @@ def test_the_hygiene_settings_a_family_cannot_set_are_documented_as_such() -> No
     docs = (Path(__file__).resolve().parents[2] / "docs" / "windows-validation.md").read_text()
     for text in (docs, WINDOWS_HYGIENE_SUITE.read_text()):
         assert "cannot set" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("service", ["*", "Datadog?", "a[1]", "C:\\\\x", "a/b"])
+def test_a_stopped_service_the_hygiene_suite_would_match_as_a_pattern_is_refused(
+    include: Path,  # noqa: F811
+    service: str,
+) -> None:
+    # Get-Service -Name '*' returned every service: 'stopped_services: ["*"]' checked all of them,
+    # 'Datadog?' matched whatever services happen to fit; the name travels as data but means a pattern
+    text = FAMILY.replace("validation:\n", f'validation:\n  hygiene:\n    stopped_services: ["{service}"]\n')
+    errors = errors_of(include, text)
+    assert "validation.hygiene.stopped_services[0]" in errors and "not a Windows service name" in errors
+
+
+def test_real_service_names_stay_accepted(include: Path) -> None:  # noqa: F811
+    from golden_image.spec import load_family
+
+    text = FAMILY.replace(
+        "validation:\n",
+        "validation:\n  hygiene:\n    stopped_services:\n"
+        '      ["OctopusDeploy Tentacle", "MSSQL$SQLEXPRESS", "datadogagent"]\n',
+    )
+    path = include / "images" / "win.yaml"
+    path.write_text(text)
+    assert load_family(path, include).validation.hygiene.stopped_services[1] == "MSSQL$SQLEXPRESS"
