@@ -159,3 +159,18 @@ def test_real_service_names_stay_accepted(include: Path) -> None:  # noqa: F811
     path = include / "images" / "win.yaml"
     path.write_text(text)
     assert load_family(path, include).validation.hygiene.stopped_services[1] == "MSSQL$SQLEXPRESS"
+
+
+def test_sysprep_removes_what_an_interrupted_packer_elevated_run_leaves_before_it_generalises() -> None:
+    # Packer 1.6.6's elevated runner uploads C:/Windows/Temp/packer-elevated-shell-*.ps1 with
+    # '$password = "<the Administrator password>"' and registers a scheduled task with it; only
+    # the runner itself removes both when it finishes (seen against the stand-in: Packer's own
+    # cleanup script does not), so a killed or dropped round left them for the image
+    from golden_image import powershell, windows
+
+    text = windows.script("sysprep")
+    inner = text.split("@'\n", 1)[1].split("\n'@", 1)[0]  # the SYSTEM task's script (a here-string)
+    sysprep = inner.find("sysprep --clean --shutdown")
+    assert 0 < inner.find("Get-ScheduledTask -TaskName 'packer-*'") < sysprep
+    assert 0 < inner.find("'Temp\\packer-*'") < sysprep
+    assert not powershell.check_source(text.encode()) and not powershell.check_source(inner.encode())

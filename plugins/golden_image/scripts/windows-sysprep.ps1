@@ -1,5 +1,7 @@
 # Generalise a Windows builder for capture, the EC2Launch v2 way: remove what the pipeline's user
-# data added (the WinRM/HTTPS listener, its certificate, the firewall rule, Basic auth), then
+# data added (the WinRM/HTTPS listener, its certificate, the firewall rule, Basic auth) and what
+# an interrupted Packer elevated run leaves (its scheduled task, registered with the Administrator
+# password, and its wrapper script in Temp, which holds that password in clear), then
 # `EC2Launch.exe sysprep --clean --shutdown`: sysprep /generalize with EC2Launch's answer file,
 # instance logs and user-data history removed, and the instance shut down; the worker waits
 # for `stopped` and creates the image. It runs as a one-shot scheduled task as SYSTEM, because
@@ -21,6 +23,8 @@ Get-ChildItem -Path 'WSMan:\localhost\Listener' | Where-Object { $_.Keys -contai
 Get-ChildItem -Path 'Cert:\LocalMachine\My' | Where-Object { $_.FriendlyName -eq 'golden-image WinRM' } | Remove-Item -Force
 Remove-NetFirewallRule -Name 'golden-winrm-https'
 Set-Item -Path 'WSMan:\localhost\Service\Auth\Basic' -Value $false
+Get-ScheduledTask -TaskName 'packer-*' -ErrorAction SilentlyContinue | Unregister-ScheduledTask -Confirm:$false
+Remove-Item -Path (Join-Path $env:WINDIR 'Temp\packer-*') -Force -ErrorAction SilentlyContinue
 & (Join-Path $env:ProgramFiles 'Amazon\EC2Launch\EC2Launch.exe') sysprep --clean --shutdown
 '@
 $action = New-ScheduledTaskAction -Execute 'powershell.exe' -Argument "-NoProfile -NonInteractive -ExecutionPolicy Bypass -File `"$script`""
