@@ -87,8 +87,8 @@ def remote_session(platform: Platform, target: Target) -> Iterator[Any]:
     platform gives this task (password and pinned certificate held only for the session)."""
     from golden_image.hooks.winrm import WinrmHook
 
-    with platform.winrm_login(target) as login:
-        yield WinrmHook(login)
+    with platform.winrm_login(target) as login, WinrmHook(login) as remote:  # the shell closed after
+        yield remote
 
 
 def patch_status(

@@ -174,3 +174,26 @@ def test_sysprep_removes_what_an_interrupted_packer_elevated_run_leaves_before_i
     assert 0 < inner.find("Get-ScheduledTask -TaskName 'packer-*'") < sysprep
     assert 0 < inner.find("'Temp\\packer-*'") < sysprep
     assert not powershell.check_source(text.encode()) and not powershell.check_source(inner.encode())
+
+
+def test_a_remote_session_closes_its_winrm_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    # steps.remote_session yielded a WinrmHook it never closed: the shell stayed open on the
+    # instance (WinRM's idle timeout) and the hook outlived the login's block
+    import contextlib
+
+    from golden_image import steps
+    from golden_image.hooks import winrm
+    from golden_image.values import Target, WinrmLogin
+
+    closed: list[bool] = []
+    monkeypatch.setattr(winrm.WinrmHook, "close", lambda self: closed.append(True))
+
+    class Platform:
+        @contextlib.contextmanager
+        def winrm_login(self, target: Target):  # type: ignore[no-untyped-def]
+            yield WinrmLogin("127.0.0.1", 5986, "Administrator", "pw-123456789", "/nonexistent", "ab" * 32)
+
+    target = Target("i-1", "127.0.0.1", 5986, "Administrator", "", "builder", communicator="winrm")
+    with steps.remote_session(Platform(), target) as remote:  # type: ignore[arg-type]
+        assert isinstance(remote, winrm.WinrmHook) and not closed
+    assert closed == [True]
