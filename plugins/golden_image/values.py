@@ -50,7 +50,10 @@ class Target:
     communicator: Communicator = "ssh"
     server_cert_sha256: str = ""
     """winrm: SHA-256 (hex, of the DER) of the instance's WinRM HTTPS certificate, read from its
-    console output at launch; every later task checks the certificate it reads again against it."""
+    console output at launch."""
+    server_cert: str = ""
+    """winrm: that certificate (PEM; public). Later tasks trust it alone, checked against the
+    digest, without reading the console again (it scrolls, and restarts do not print it again)."""
 
     @property
     def escalates(self) -> bool:

@@ -43,13 +43,24 @@ def user_data() -> str:
 
 # -- the pinned certificate ----------------------------------------------------------------------
 def certificate_from_console(text: str) -> bytes | None:
-    """The DER of the last WinRM certificate the user data printed to the console, or None when
-    the console does not show one (yet). A block that is there but damaged is an error."""
-    end = text.rfind(CERTIFICATE_END)
-    begin = text.rfind(CERTIFICATE_BEGIN, 0, end if end >= 0 else None)
-    if begin < 0 or end < 0:
-        return None
-    body = re.sub(r"\s+", "", text[begin + len(CERTIFICATE_BEGIN) : end])
+    """The DER of the WinRM certificate the user data printed to the console, or None when the
+    console does not show a whole block (yet). A damaged block is an error, and so are two
+    different certificates: the user data prints one, once, so a second one is something else on
+    the instance (a startup task baked into an image) that must not be pinned."""
+    blocks = re.findall(
+        re.escape(CERTIFICATE_BEGIN) + r"(.*?)" + re.escape(CERTIFICATE_END), text, flags=re.S
+    )
+    found = {_certificate_der(body) for body in blocks}
+    if len(found) > 1:
+        raise WindowsError(
+            f"the console shows {len(found)} different WinRM certificates; the user data prints one: "
+            "something else on the instance prints certificate blocks, refusing to pin either"
+        )
+    return found.pop() if found else None
+
+
+def _certificate_der(block: str) -> bytes:
+    body = re.sub(r"\s+", "", block)
     try:
         der = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
@@ -63,6 +74,17 @@ def certificate_from_console(text: str) -> bytes | None:
     except ValueError as exc:
         raise WindowsError(f"the console's WinRM certificate does not parse: {exc}") from None
     return der
+
+
+def certificate_from_pem(pem: str) -> bytes:
+    """The DER of a certificate kept as PEM (the one a launch pinned, in its target)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        return x509.load_pem_x509_certificate(pem.encode("ascii")).public_bytes(Encoding.DER)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise WindowsError(f"the pinned WinRM certificate does not parse: {exc}") from None
 
 
 def certificate_sha256(der: bytes) -> str:

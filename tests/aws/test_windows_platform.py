@@ -55,6 +55,7 @@ def test_a_windows_launch_pins_the_console_certificate_and_decrypts_the_password
     assert (target.communicator, target.port, target.user) == ("winrm", WINRM_PORT, "Administrator")
     der = (instance_state(target.instance_id) / "cert.der").read_bytes()
     assert target.server_cert_sha256 == windows.certificate_sha256(der)
+    assert target.server_cert == windows.certificate_pem(der)  # public: later tasks trust it alone
     assert "password" not in str(target.to_dict()).lower()  # the target (XCom) holds no secret
 
     instance = hook.describe_instance(target.instance_id)
@@ -78,6 +79,15 @@ def test_a_windows_launch_pins_the_console_certificate_and_decrypts_the_password
             login.to_dict()
     assert not ca_file.exists() and not ca_file.parent.exists()  # removed with the context
 
+    # the console scrolled (restarts, a busy instance): later logins trust the pinned certificate
+    scrolled = AmiHook.console_output
+    try:
+        AmiHook.console_output = lambda self, instance_id: ""  # type: ignore[method-assign]
+        with aws.winrm_login(target) as login:
+            assert Path(login.ca_file).read_text() == windows.certificate_pem(der)
+    finally:
+        AmiHook.console_output = scrolled  # type: ignore[method-assign]
+
     # the same launch again (a retry, a resumed deferral): the same instance, key pair and pin
     again = aws.launch_instance(windows_ami, role="builder", family="win", run_id="r1", region="us-east-1")
     assert again == target
@@ -95,7 +105,12 @@ def test_a_changed_certificate_is_refused_before_the_password_is_sent(
 
     aws = windows_platform(aws_conn)
     target = aws.launch_instance(windows_ami, role="builder", family="win", run_id="r2", region="us-east-1")
-    forged = dataclasses.replace(target, server_cert_sha256="0" * 64)
+    other = instance_state(target.instance_id).parent / "other"
+    from tests.aws.moto_ec2launch import instance_certificate
+
+    forged = dataclasses.replace(
+        target, server_cert=windows.certificate_pem(instance_certificate(other.name))
+    )
     with (
         pytest.raises(PlatformError, match="certificate changed since launch") as caught,
         aws.winrm_login(forged),

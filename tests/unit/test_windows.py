@@ -30,9 +30,14 @@ def test_the_certificate_is_read_from_the_console_as_ec2_returns_it(ec2launch_di
     console = console_text("i-0123456789abcdef0")
     assert windows.certificate_from_console(console) == der
     assert windows.certificate_from_console("EC2LaunchV2: booting\r\n") is None  # not printed yet
-    # printed twice (a reboot ran the user data again): the last one counts
-    other = instance_certificate("i-0fedcba9876543210")
-    assert windows.certificate_from_console(console + console_text("i-0fedcba9876543210")) == other
+    # the same block twice is one certificate; two different ones are refused (not pinned)
+    assert windows.certificate_from_console(console + console) == der
+    instance_certificate("i-0fedcba9876543210")
+    with pytest.raises(windows.WindowsError, match="2 different WinRM certificates"):
+        windows.certificate_from_console(console + console_text("i-0fedcba9876543210"))
+    # half posted (EC2 posts console output in pieces): not there yet
+    assert windows.certificate_from_console(console[: console.index(windows.CERTIFICATE_END)]) is None
+    assert windows.certificate_from_pem(windows.certificate_pem(der)) == der
     pem = windows.certificate_pem(der)
     assert pem.startswith("-----BEGIN CERTIFICATE-----\n") and max(map(len, pem.splitlines())) == 64
     from cryptography import x509

@@ -45,6 +45,8 @@ function Test-SecurityUpdate {
     return $false
 }
 
+$DefinitionUpdates = 'e0789628-ce08-4437-be74-2495b842f43b'  # the "Definition Updates" classification
+
 function Get-UpdateName {
     param($Update)
     $ids = @($Update.KBArticleIDs)
@@ -104,6 +106,11 @@ try {
 
 $wanted = New-Object -ComObject Microsoft.Update.UpdateColl
 foreach ($update in $result.Updates) {
+    # Defender's security intelligence ("Definition Updates") is published several times a day and
+    # updated by the running instance itself; optional (BrowseOnly) updates are never "pending"
+    if ($update.BrowseOnly -or @($update.Categories | Where-Object { $_.CategoryID -eq $DefinitionUpdates }).Count -gt 0) {
+        continue
+    }
     if ($policy -eq 'all' -or (Test-SecurityUpdate -Update $update)) {
         [void]$wanted.Add($update)
     }

@@ -242,8 +242,13 @@ class AwsPlatform:
         running = hook.describe_instance(instance_id)
         target = self.resolver.target_for(running, role=role, key_file=str(key_file), port=WINRM_PORT)
         der = self._console_certificate(instance_id, region)
-        pin = windows.certificate_sha256(der)
-        return dataclasses.replace(target, communicator="winrm", user=WINDOWS_ADMIN, server_cert_sha256=pin)
+        return dataclasses.replace(
+            target,
+            communicator="winrm",
+            user=WINDOWS_ADMIN,
+            server_cert_sha256=windows.certificate_sha256(der),
+            server_cert=windows.certificate_pem(der),
+        )
 
     def _console_certificate(self, instance_id: str, region: str | None = None) -> bytes:
         try:
@@ -287,12 +292,18 @@ class AwsPlatform:
             ) from None
         except windows.WindowsError as exc:
             raise PlatformError(f"{instance_id}: {exc}", retryable=False) from None
-        _mask(password)
-        der = self._console_certificate(instance_id)
+        from golden_image.hooks.winrm import mask_secret  # pywinrm: only where Windows is
+
+        mask_secret(password)
+        try:  # the certificate the launch pinned; a target from before it kept one: the console
+            der = windows.certificate_from_pem(target.server_cert) if target.server_cert else None
+        except windows.WindowsError as exc:
+            raise PlatformError(f"{instance_id}: {exc}", retryable=False) from None
+        der = der or self._console_certificate(instance_id)
         sha256 = windows.certificate_sha256(der)
         if target.server_cert_sha256 and sha256 != target.server_cert_sha256:
             raise PlatformError(
-                f"{instance_id}'s WinRM certificate changed since launch (console shows {sha256[:16]}..., "
+                f"{instance_id}'s WinRM certificate changed since launch (now {sha256[:16]}..., "
                 f"the launch pinned {target.server_cert_sha256[:16]}...): refusing to send it the password; "
                 "terminate the instance and run again",
                 retryable=False,
@@ -442,12 +453,3 @@ class AwsPlatform:
                 removed.append(instance_id)
         self.keys.remove_stale(older_than_s)
         return removed
-
-
-def _mask(secret: str) -> None:
-    """Register ``secret`` with Airflow's log masker (every task log line, rendered fields)."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # not under Airflow (a script): nothing logs it
-        return
-    mask_secret(secret)
