@@ -436,7 +436,7 @@ def test_a_failing_pester_test_rejects_the_image_in_validate_image(suites, monke
             "has no pending reboot": "Expected $null or empty, but got @('Windows Update: RebootRequired')."
         }
     )
-    monkeypatch.setattr(winrm, "WinrmHook", lambda login: remote)
+    monkeypatch.setattr(winrm, "WinrmHook", lambda login: contextlib.nullcontext(remote))
     with pytest.raises(
         ValidationFailed, match=r"Hygiene.Tests.ps1 / Windows image hygiene.reboot :: has no pending reboot"
     ):
