@@ -151,6 +151,18 @@ PIPELINE: tuple[Step, ...] = (
 
 RETRY_DELAY_S = 20
 
+DEFAULT_QUEUE = "default"
+"""The Celery queue of tasks any worker can run (Airflow's ``[operators] default_queue``): the
+aws platform's steps, which reach EC2 over the network from whichever worker takes them."""
+LOCAL_BAKE_QUEUE = "local-bake"
+"""The Celery queue of the local platform's tasks: its instances, image store and SQLite catalog
+live on one host, and booting an instance needs root and namespaces, so only the privileged
+``airflow-worker-local-bake`` service of docker-compose.yml consumes it. Not routed yet: the
+operators take it in issue 11 part 4 (pools); tests/unit/test_compose.py checks that the compose
+file's workers consume exactly these queues."""
+PLATFORM_QUEUES = {"local": LOCAL_BAKE_QUEUE, "aws": DEFAULT_QUEUE}
+"""The queue of each platform's tasks (``platforms.PLATFORMS`` names the same platforms)."""
+
 ADVISORY_WAVES = 3
 """Rebuild waves of the advisory DAG: a family goes one wave after the family it is layered on;
 deeper layers share the last wave (and follow their parent's publish event anyway)."""
