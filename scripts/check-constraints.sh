@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # constraints.txt must install on the oldest Python the project supports: Debian 12's 3.11.2 (the
-# README's platform; pyproject says >=3.11). This resolves requirements.txt and requirements-dev.txt
+# README's platform; pyproject says >=3.11). This resolves requirements.txt, requirements-dev.txt and
+# requirements-team.txt (the docker-compose stack's image)
 # against it with pip for that Python version -- wheels only, nothing installed -- and fails with
 # pip's own error. About 45 s (pip evaluates every file of every pinned project's index page).
 # Usage: scripts/check-constraints.sh [PYTHON_VERSION...]     (default: 3.11.2; PIP=... picks the pip)
@@ -18,7 +19,7 @@ start=$SECONDS
 
 declare -A pids
 for v in "${versions[@]}"; do
-  for req in requirements.txt requirements-dev.txt; do
+  for req in requirements.txt requirements-dev.txt requirements-team.txt; do
     "$pip" install --dry-run --ignore-installed --target "$tmp/target-$v-$req" -v --progress-bar off \
       --disable-pip-version-check --python-version "$v" --only-binary=:all: \
       -r "$req" -c constraints.txt >"$tmp/$v-$req.log" 2>&1 &
@@ -39,5 +40,5 @@ for key in "${!pids[@]}"; do
   fi
 done
 [ "$failed" = 0 ] || exit 1
-echo "check-constraints: ok: requirements.txt and requirements-dev.txt with constraints.txt resolve on" \
+echo "check-constraints: ok: requirements.txt, requirements-dev.txt and requirements-team.txt with constraints.txt resolve on" \
   "Python ${versions[*]} ($((SECONDS - start)) s)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: Debian packages the pipeline runs (packer, mmdebstrap, ...), then a pinned venv.
-# Usage: scripts/setup.sh [dev]     (dev adds test/lint tools)
+# Usage: scripts/setup.sh [dev|team]     (dev adds test/lint tools; team adds CeleryExecutor with
+#                                         Postgres and Redis: the Dockerfile's install)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_dev=${1:-}
@@ -50,6 +51,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 req=requirements.txt
 [ "$want_dev" = dev ] && req=requirements-dev.txt
+[ "$want_dev" = team ] && req=requirements-team.txt
 stamp=".venv/.golden-$(cat "$req" requirements.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)"
 # pip's output goes to a log; when it fails, its own error is shown without the warnings around it
 log=$PWD/.venv/setup-pip.log
