@@ -67,6 +67,7 @@ COPY include/ include/
 # (Packer and ansible-playbook run as it when the worker is root), installs the project into the
 # venv (editable, as on a machine: paths.project_dir() is /opt/golden-image) and says what it has
 RUN scripts/setup.sh team \
+ && rm -f .venv/setup-pip.log \
  && rm -rf /root/.cache \
  && python3 -m compileall -q plugins dags
 

@@ -6,8 +6,10 @@
 # pip's own error. About 45 s (pip evaluates every file of every pinned project's index page).
 # Usage: scripts/check-constraints.sh [PYTHON_VERSION...]     (default: 3.11.2; PIP=... picks the pip)
 # Limits: --python-version decides Requires-Python and wheel tags, but pip evaluates environment
-# markers (python_full_version < ...) for the Python it runs on. --python-version needs
-# --only-binary=:all:, so a pin that ships only an sdist would fail here and needs its own
+# markers (python_full_version < ...) for the Python it runs on: redis' async-timeout, needed
+# below 3.11.3 only, is pinned by hand (a real install on Debian 12, as the Dockerfile's, shows
+# such a pin missing). --python-version needs --only-binary=:all:, so a pin that ships only an
+# sdist would fail here and needs its own
 # `pip download --no-deps --no-binary NAME --python-version ...` check (none does today).
 set -euo pipefail
 cd "$(dirname "$0")/.."
