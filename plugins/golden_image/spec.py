@@ -717,6 +717,37 @@ class Retention(Strict):
     min_age_days: NonNegative = 7
 
 
+ONE_OS_FIELDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("validation", "pester"), "windows",
+     "validation.pester is for os: windows (Pester runs over WinRM); a Linux family lists Testinfra "
+     "suites in validation.testinfra"),
+    (("validation", "hygiene", "expected_accounts"), "windows",
+     "expected_accounts is read by the Windows hygiene suite only (os: windows)"),
+    (("validation", "testinfra"), "linux",
+     "validation.testinfra is for os: linux (Testinfra runs over SSH); a Windows family lists Pester "
+     "suites (*.Tests.ps1) in validation.pester"),
+    (("validation", "hygiene", "allowed_private_keys"), "linux",
+     "allowed_private_keys is read by the Linux hygiene suite only (os: linux)"),
+    (("validation", "vulnerabilities"), "linux",
+     "the vulnerability gate matches Debian packages; a Windows image is recorded 'not checked' (its "
+     "updates are the bake's rounds and the Pester suites): remove it"),
+    (("aws", "ssh_user"), "linux",
+     "aws.ssh_user is for Linux (SSH) families; Windows instances are reached over WinRM as "
+     "Administrator with the password EC2 generates for the run: remove it"),
+)  # fmt: skip
+"""Fields only one os reads: (path, that os, why the other is refused). A list counts as set when
+it is not empty; anything else when the file sets it."""
+
+
+def _is_set(model: BaseModel, path: tuple[str, ...]) -> bool:
+    for name in path[:-1]:
+        model = getattr(model, name)
+        if model is None:
+            return False
+    value = getattr(model, path[-1])
+    return bool(value) if isinstance(value, list) else path[-1] in model.model_fields_set
+
+
 class FamilySpec(Strict):
     schema_version: Literal[1]
     name: str = Field(pattern=FAMILY_NAME)
@@ -812,52 +843,19 @@ class FamilySpec(Strict):
         return self
 
     def _os_consistent(self) -> None:
-        """What only one os uses: Windows is built on EC2 over WinRM and tested with Pester;
-        Linux over SSH with Testinfra."""
-        hygiene = self.validation.hygiene
-        if self.os == "linux":
-            if self.validation.pester:
-                raise FieldProblem(
-                    ("validation", "pester"),
-                    "validation.pester is for os: windows (Pester runs over WinRM); a Linux family "
-                    "lists Testinfra suites in validation.testinfra",
-                )
-            if hygiene.expected_accounts:
-                raise FieldProblem(
-                    ("validation", "hygiene", "expected_accounts"),
-                    "expected_accounts is read by the Windows hygiene suite only (os: windows)",
-                )
-            return
-        if self.validation.testinfra:
-            raise FieldProblem(
-                ("validation", "testinfra"),
-                "validation.testinfra is for os: linux (Testinfra runs over SSH); a Windows family "
-                "lists Pester suites (*.Tests.ps1) in validation.pester",
-            )
-        if hygiene.allowed_private_keys:
-            raise FieldProblem(
-                ("validation", "hygiene", "allowed_private_keys"),
-                "allowed_private_keys is read by the Linux hygiene suite only (os: linux)",
-            )
-        for index, service in enumerate(hygiene.stopped_services):
-            if not WINDOWS_SERVICE.match(service):
-                raise FieldProblem(
-                    ("validation", "hygiene", "stopped_services", index),
-                    f"'{service}' is not a Windows service name (1-256 characters, no / or \\, and no "
-                    "wildcard * ? [ ]: the hygiene suite's Get-Service -Name would expand it)",
-                )
-        if "vulnerabilities" in self.validation.model_fields_set:
-            raise FieldProblem(
-                ("validation", "vulnerabilities"),
-                "the vulnerability gate matches Debian packages; a Windows image is recorded 'not "
-                "checked' (its updates are the bake's rounds and the Pester suites): remove it",
-            )
-        if self.aws is not None and "ssh_user" in self.aws.model_fields_set:
-            raise FieldProblem(
-                ("aws", "ssh_user"),
-                "aws.ssh_user is for Linux (SSH) families; Windows instances are reached over WinRM "
-                "as Administrator with the password EC2 generates for the run: remove it",
-            )
+        """What only one os uses (``ONE_OS_FIELDS``): Windows is built on EC2 over WinRM and
+        tested with Pester; Linux over SSH with Testinfra."""
+        for path, only_for, why in ONE_OS_FIELDS:
+            if self.os != only_for and _is_set(self, path):
+                raise FieldProblem(path, why)
+        if self.os == "windows":
+            for index, service in enumerate(self.validation.hygiene.stopped_services):
+                if not WINDOWS_SERVICE.match(service):
+                    raise FieldProblem(
+                        ("validation", "hygiene", "stopped_services", index),
+                        f"'{service}' is not a Windows service name (1-256 characters, no / or \\, and no "
+                        "wildcard * ? [ ]: the hygiene suite's Get-Service -Name would expand it)",
+                    )
 
     @property
     def dag_id(self) -> str:
