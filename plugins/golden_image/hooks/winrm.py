@@ -46,6 +46,7 @@ from winrm.transport import Transport
 
 from golden_image.errors import WinrmError
 from golden_image.values import WinrmLogin
+from golden_image.windows import certificate_sha256
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def server_cert_sha256(host: str, port: int, *, timeout: float = 15) -> str:
         raise WinrmError(f"cannot reach {host}:{port} over TLS ({exc}); {UNREACHABLE_ADVICE}") from None
     if not der:
         raise WinrmError(f"{host}:{port} presented no certificate")
-    return hashlib.sha256(der).hexdigest()
+    return certificate_sha256(der)
 
 
 def check_pin(login: WinrmLogin) -> None:
@@ -151,7 +152,7 @@ def check_pin(login: WinrmLogin) -> None:
         raise WinrmError(
             f"cannot read the pinned certificate {login.ca_file}: {exc}", retryable=False
         ) from None
-    if hashlib.sha256(der).hexdigest() != pin:
+    if certificate_sha256(der) != pin:
         raise WinrmError(
             f"{login.ca_file} does not hold the pinned certificate (SHA-256 {pin}): wrong file",
             retryable=False,
