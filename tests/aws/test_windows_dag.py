@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from golden_image.cli import run_family_dag
+from golden_image.hooks.ami import AmiHook
 from golden_image.spec import family_mapping, load_families
 from tests.aws.motoserver import moto_connection
 from tests.windows.standins import WindowsStandInResolver
@@ -120,14 +121,13 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
     assert manifest["validation"]["framework"] == "pester" and manifest["validation"]["passed"]
     assert manifest["validation"]["tests"] > 5
     assert manifest["sbom"]["packages"] == len(manifest["packages"])
-    # published in both regions, key pairs gone with their instances
-    for region in ("us-east-1", "us-west-2"):
-        pointer = (
-            hook.ssm.get_parameter(Name="/golden/windows2022-core-dotnet/latest")
-            if region == "us-east-1"
-            else None
-        )
-        assert pointer is None or pointer["Parameter"]["Value"] == image["ImageId"]
+    # published in both regions (us-west-2: its encrypted copy), key pairs gone with their instances
+    [copy] = AmiHook(aws_conn_id=windows_conn, region_name="us-west-2").conn.describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:golden:family", "Values": ["windows2022-core-dotnet"]}]
+    )["Images"]
+    for region, ami in (("us-east-1", image["ImageId"]), ("us-west-2", copy["ImageId"])):
+        ssm = AmiHook(aws_conn_id=windows_conn, region_name=region).ssm
+        assert ssm.get_parameter(Name="/golden/windows2022-core-dotnet/latest")["Parameter"]["Value"] == ami
     assert (
         ec2.describe_key_pairs(Filters=[{"Name": "tag-key", "Values": ["golden:family"]}])["KeyPairs"] == []
     )
