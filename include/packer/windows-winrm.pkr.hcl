@@ -61,6 +61,7 @@ source "null" "builder" {
   winrm_timeout  = "45m"
 }
 
+# The rounds are written out: Packer 1.6.6's HCL2 has no dynamic or repeated provisioners.
 # Each round: search, download and install through the Windows Update Agent API, as an elevated
 # scheduled task (elevated_user: the WUA API refuses to download or install in a WinRM network
 # logon). Exit 3010 = installed, a reboot is needed: the script leaves a marker file and the
