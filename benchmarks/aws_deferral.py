@@ -93,11 +93,12 @@ def main() -> int:
 
     for key, value in airflow_environment().items():  # before anything imports Airflow's settings
         os.environ.setdefault(key, value)
-    from tests.aws.motoserver import STAND_INS, moto_connection, start_moto, stop_moto
+    from tests.aws.motoserver import STAND_INS, create_manifest_bucket, moto_connection, start_moto, stop_moto
 
     process, url = start_moto()
     try:
         os.environ["AIRFLOW_CONN_BENCH_AWS"] = moto_connection(url, **STAND_INS)
+        create_manifest_bucket(url)
         from golden_image.hooks.ami import AmiHook
 
         hook = AmiHook(aws_conn_id="bench_aws")

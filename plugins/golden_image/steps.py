@@ -65,7 +65,8 @@ def pending_updates(platform: Platform, image_id: str, spec: FamilySpec, run_id:
             with remote_session(platform, target) as remote, _windows_output(target):
                 found = remote.run_ps(windows.script("pending-updates"), timeout=3600).stdout
                 return windows.parse_pending_updates(found)
-        return parse_apt_simulation(run_ssh(target, APT_CHECK, timeout=600, root=True).stdout)
+        with platform.reach(target) as reached:
+            return parse_apt_simulation(run_ssh(reached, APT_CHECK, timeout=600, root=True).stdout)
     finally:
         platform.terminate_instance(target.instance_id)
 
@@ -87,8 +88,17 @@ def remote_session(platform: Platform, target: Target) -> Iterator[Any]:
     platform gives this task (password and pinned certificate held only for the session)."""
     from golden_image.hooks.winrm import WinrmHook
 
-    with platform.winrm_login(target) as login, WinrmHook(login) as remote:  # the shell closed after
-        yield remote
+    with (
+        platform.reach(target) as reached,
+        platform.winrm_login(reached) as login,
+        WinrmHook(login) as remote,
+    ):
+        yield remote  # the shell, the login and the reach closed after
+
+
+def reached(platform: Platform | None, target: Target) -> contextlib.AbstractContextManager[Target]:
+    """``platform.reach(target)``; without a platform (a caller's own target), the target as it is."""
+    return platform.reach(target) if platform is not None else contextlib.nullcontext(target)
 
 
 def patch_status(
@@ -274,14 +284,15 @@ def bake_packer(
     if target.communicator == "winrm" and platform is None:
         raise StepError("a WinRM bake needs the platform (the login is obtained by this task)")
     template = paths.include_dir() / spec.packer.template
-    variables = packer_variables(spec, target)
-    check_variables(template, list(variables))  # checked at load time too; the template may have changed
-    if target.communicator == "winrm":
-        assert platform is not None
-        with platform.winrm_login(target) as login:  # the password only in PKR_VAR_winrm_password
-            result = hook.build(template, variables, on_line=emit, winrm=login)
-    else:
-        result = hook.build(template, variables, on_line=emit)
+    with reached(platform, target) as target:
+        variables = packer_variables(spec, target)
+        check_variables(template, list(variables))  # checked at load time too; the template may have changed
+        if target.communicator == "winrm":
+            assert platform is not None
+            with platform.winrm_login(target) as login:  # the password only in PKR_VAR_winrm_password
+                result = hook.build(template, variables, on_line=emit, winrm=login)
+        else:
+            result = hook.build(template, variables, on_line=emit)
     log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)
     return {
         "artifacts": result.artifacts,
@@ -302,13 +313,17 @@ def provision_ansible(
     requirements = GalaxyHook().ensure(playbook.parent, emit=emit)
     extra = {**spec.ansible.extra_vars, "golden_family": spec.name}
     secrets = resolve_secret_vars(spec.ansible.secret_vars)
-    if target.communicator == "winrm":
-        if platform is None:
-            raise StepError("a WinRM provision needs the platform (the login is obtained by this task)")
-        with platform.winrm_login(target) as login:
-            summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit, login=login)
-    else:
-        summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit)
+    if target.communicator == "winrm" and platform is None:
+        raise StepError("a WinRM provision needs the platform (the login is obtained by this task)")
+    with reached(platform, target) as target:
+        if target.communicator == "winrm":
+            assert platform is not None
+            with platform.winrm_login(target) as login:
+                summary = hook.run_playbook(
+                    target, playbook, extra, secrets=secrets, on_line=emit, login=login
+                )
+        else:
+            summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit)
     return {**summary.to_dict(), "requirements": requirements.to_dict()}
 
 
@@ -494,8 +509,9 @@ def capture_image(
     if target.communicator == "winrm":
         facts = stash.get() or windows_capture(platform, target, stash)
     else:
-        facts = {"packages": installed_packages(target), **system_facts(target)}
-        run_ssh(target, "sh -s", stdin=GENERALIZE_SCRIPT.read_text(), root=True)
+        with platform.reach(target) as builder:
+            facts = {"packages": installed_packages(builder), **system_facts(builder)}
+            run_ssh(builder, "sh -s", stdin=GENERALIZE_SCRIPT.read_text(), root=True)
     manifest = {
         "family": spec.name,
         "version": version,
@@ -750,16 +766,15 @@ def validate_image(
     windows = target.communicator == "winrm"
     suite_names = spec.validation.pester if windows else spec.validation.testinfra
     suites = [paths.include_dir() / suite for suite in suite_names]
-    hygiene = None
-    if spec.validation.hygiene.enabled:
-        hygiene = spec.validation.hygiene.model_dump()
-        if not windows:
-            hygiene["login_key"] = login_key(target)
+    hygiene = spec.validation.hygiene.model_dump() if spec.validation.hygiene.enabled else None
     if windows:
         with remote_session(platform, target) as remote:
             report = hook.run(remote, suites, hygiene=hygiene, on_line=emit)
     else:
-        report = hook.run(target, suites, hygiene=hygiene, on_line=emit)
+        with platform.reach(target) as instance:
+            if hygiene is not None:
+                hygiene["login_key"] = login_key(instance)
+            report = hook.run(instance, suites, hygiene=hygiene, on_line=emit)
     summary = {
         **report.to_dict(),
         "framework": "pester" if windows else "testinfra",

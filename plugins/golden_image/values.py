@@ -54,6 +54,10 @@ class Target:
     server_cert: str = ""
     """winrm: that certificate (PEM; public). Later tasks trust it alone, checked against the
     digest, without reading the console again (it scrolls, and restarts do not print it again)."""
+    launch_key: str = ""
+    """Where the platform keeps the instance's private key when ``key_file`` is not on this worker
+    (aws: an SSM SecureString parameter's name; not a secret). ``Platform.reach`` gives the task
+    a target whose ``key_file`` holds it while the task runs."""
 
     @property
     def escalates(self) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.aws.iam_moto import enforcing_moto  # noqa: F401 - a fixture
-from tests.aws.motoserver import STAND_INS, moto_connection, start_moto, stop_moto
+from tests.aws.motoserver import STAND_INS, create_manifest_bucket, moto_connection, start_moto, stop_moto
 from tests.windows.conftest import winrm_standin  # noqa: F401 - a fixture (address: ssm to WinRM)
 
 
@@ -23,6 +23,7 @@ def moto_endpoint() -> Iterator[str]:
 def aws_conn(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh moto state and an Airflow connection `golden_aws` pointing at it."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    create_manifest_bucket(moto_endpoint)
     monkeypatch.setenv("AIRFLOW_CONN_GOLDEN_AWS", moto_connection(moto_endpoint, **STAND_INS))
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(key, raising=False)

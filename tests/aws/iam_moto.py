@@ -9,6 +9,7 @@ statically in tests/unit/test_iam_policy.py.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import boto3
 import pytest
 
 from golden_image.hooks.ami import AmiHook
-from tests.aws.motoserver import moto_connection, start_moto, stop_moto
+from tests.aws.motoserver import create_manifest_bucket, moto_connection, start_moto, stop_moto
+from tests.aws.standins import CLOUD_CREDENTIALS
 
 POLICY = Path(__file__).resolve().parents[2] / "include" / "iam" / "golden-image-pipeline.json"
 ADMIN_SETUP_CALLS = 3  # create_user, put_user_policy, create_access_key
@@ -47,7 +49,11 @@ def enforcing_moto() -> Iterator[tuple[str, tuple[str, str]]]:
         ),
     )
     key = iam.create_access_key(UserName="admin")["AccessKey"]
-    yield url, (key["AccessKeyId"], key["SecretAccessKey"])
+    admin = (key["AccessKeyId"], key["SecretAccessKey"])
+    create_manifest_bucket(url, admin)
+    os.environ[CLOUD_CREDENTIALS] = ":".join(admin)  # the stand-ins read user data as the cloud
+    yield url, admin
+    os.environ.pop(CLOUD_CREDENTIALS, None)
     stop_moto(process)
 
 

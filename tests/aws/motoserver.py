@@ -50,21 +50,60 @@ def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[byte
 
 STAND_INS = {"golden_image": {"address_resolver": "tests.aws.standins.LocalBackedResolver"}}
 """Connection extras that make moto's instances reachable through real local stand-ins."""
+MANIFEST_BUCKET = "golden-image-manifests"
+"""The test account's manifest bucket: every connection names it, ``create_manifest_bucket`` makes it."""
 
 
 def moto_connection(url: str, *, login: str = "testing", password: str = "testing", **extra: object) -> str:
-    """An Airflow AWS connection (as the JSON of an AIRFLOW_CONN_* variable) to moto at ``url``."""
+    """An Airflow AWS connection (as the JSON of an AIRFLOW_CONN_* variable) to moto at ``url``,
+    naming the test account's manifest bucket in ``extra.golden_image``."""
+    given = extra.pop("golden_image", None)
+    golden = {"manifest_bucket": MANIFEST_BUCKET, **(given if isinstance(given, dict) else {})}
     return json.dumps(
         {
             "conn_type": "aws",
             "login": login,
             "password": password,
-            "extra": {"endpoint_url": url, "region_name": "us-east-1", **extra},
+            "extra": {"endpoint_url": url, "region_name": "us-east-1", **extra, "golden_image": golden},
         }
     )
+
+
+def create_manifest_bucket(url: str, credentials: tuple[str, str] = ("testing", "testing")) -> None:
+    """The manifest bucket, as the account's administrator makes it (private, encrypted)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=credentials[0],
+                      aws_secret_access_key=credentials[1])  # fmt: skip
+    s3.create_bucket(Bucket=MANIFEST_BUCKET)
+    s3.put_public_access_block(
+        Bucket=MANIFEST_BUCKET,
+        PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
+                                        "BlockPublicPolicy": True, "RestrictPublicBuckets": True},
+    )  # fmt: skip
 
 
 def stop_moto(process: subprocess.Popen[bytes]) -> None:
     """Stopped by PID, never by name."""
     process.terminate()
     process.wait(timeout=10)
+
+
+def bucket_objects(aws_conn_id: str) -> dict[str, str]:
+    """Every object in the manifest bucket (key -> text), read through an Airflow connection."""
+    from golden_image.hooks.ami import AmiHook
+
+    s3 = AmiHook(aws_conn_id=aws_conn_id).s3
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=MANIFEST_BUCKET)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    return {key: s3.get_object(Bucket=MANIFEST_BUCKET, Key=key)["Body"].read().decode() for key in keys}
+
+
+def manifest_of(aws_conn_id: str, image_id: str) -> dict[str, object]:
+    """An AMI's manifest as the pipeline stored it in the manifest bucket."""
+    from golden_image.hooks.ami import AmiHook
+    from golden_image.platforms.aws.manifests import ManifestStore
+
+    body = AmiHook(aws_conn_id=aws_conn_id).get_object(MANIFEST_BUCKET, ManifestStore.key(image_id))
+    assert body is not None, f"no manifest of {image_id} in s3://{MANIFEST_BUCKET}"
+    return dict(json.loads(body))

@@ -2,8 +2,12 @@
 real local instance (LocalPlatform) of the image its AMI stands for.
 
 ``LocalBackedResolver`` is an ``AddressResolver`` named in the test connection's extras
-(``extra.golden_image.address_resolver``), so Airflow tasks in any process find it. It keeps no
-state of its own: the local catalog maps AMI -> local image (run_id = AMI id) and EC2 instance ->
+(``extra.golden_image.address_resolver``), so Airflow tasks in any process find it. It is the
+cloud's side: its local instances live under ``$GOLDEN_STANDIN_HOME`` (default: GOLDEN_HOME), so
+workers with GOLDEN_HOMEs of their own share one "cloud". Like cloud-init, it authorizes the
+public key the launch's user data names (a test instance: only that key), so the pipeline logs in
+with the launch key it keeps in Parameter Store, as on EC2. It keeps no state of its own: the
+local catalog maps AMI -> local image (run_id = AMI id) and EC2 instance ->
 local instance (run_id = instance id). The pipeline tells it nothing about captures: an AMI made
 from a builder is mirrored (the builder's local instance captured) the first time something
 needs it, when an instance is launched from it or when its builder is released, whichever comes
@@ -18,10 +22,14 @@ that layout, as an AMI baked from Debian's does.
 
 from __future__ import annotations
 
+import base64
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from golden_image import paths
 from golden_image.hooks.ami import AmiHook, image_created_at, tag_value
@@ -34,6 +42,14 @@ MIRROR = "aws-mirror"
 AMI_APT = Path(__file__).resolve().parents[1] / "data" / "debian12-ami" / "etc" / "apt"
 AMI_MIRROR = "https://cdn-aws.deb.debian.org/"
 REACHABLE_MIRROR = "http://deb.debian.org/"
+CLOUD_CREDENTIALS = "GOLDEN_STANDIN_CREDENTIALS"
+"""The cloud side's own access key ("id:secret"), for what only the cloud reads (user data),
+where IAM is enforced; unset: the pipeline's connection."""
+
+
+def standin_home() -> Path:
+    """Where the fake cloud's machines live (one for all workers)."""
+    return Path(os.environ.get("GOLDEN_STANDIN_HOME") or paths.golden_home())
 
 
 def debian_ami_apt() -> dict[str, str]:
@@ -65,12 +81,38 @@ class LocalBackedResolver:
         self, *, user: str = "admin", aws_conn_id: str = "aws_default", region: str | None = None
     ) -> None:
         self.user = user
-        self.local = LocalPlatform(paths.golden_home())
+        self.local = LocalPlatform(standin_home())
         self.aws_conn_id = aws_conn_id
         self.region = region
 
     def _ec2(self) -> Any:
         return AmiHook(aws_conn_id=self.aws_conn_id, region_name=self.region).conn
+
+    def _cloud_ec2(self) -> Any:
+        """EC2 with the cloud side's own credentials where the test set them (IAM enforced)."""
+        if not os.environ.get(CLOUD_CREDENTIALS):
+            return self._ec2()
+        import boto3
+
+        key_id, secret = os.environ[CLOUD_CREDENTIALS].split(":", 1)
+        endpoint = self._ec2().meta.endpoint_url
+        return boto3.client("ec2", endpoint_url=endpoint, region_name=self.region or "us-east-1",
+                            aws_access_key_id=key_id, aws_secret_access_key=secret)  # fmt: skip
+
+    def _authorize_launch_key(self, instance_id: str, local: Target, role: str) -> None:
+        """What cloud-init does with the user data's ``ssh_authorized_keys`` (a test instance:
+        only those; a builder keeps the stand-in's own key too, to mirror it later)."""
+        attribute = self._cloud_ec2().describe_instance_attribute(
+            InstanceId=instance_id, Attribute="userData"
+        )
+        user_data = base64.b64decode(attribute.get("UserData", {}).get("Value", "")).decode()
+        keys = list((yaml.safe_load(user_data) or {}).get("ssh_authorized_keys") or [])
+        assert keys, f"{instance_id}'s user data names no ssh_authorized_keys: {user_data[:200]!r}"
+        write = ">" if role != "builder" else ">>"
+        lines = "".join(f"{key}\n" for key in keys)
+        assert "GOLDEN_EOF" not in lines
+        script = f"cat {write} /home/{LOGIN_USER}/.ssh/authorized_keys <<'GOLDEN_EOF'\n{lines}GOLDEN_EOF\n"
+        run_ssh(local, "sh -s", stdin=script, root=True)
 
     def _local_instance(self, instance_id: str) -> Any:
         return next((r for r in self.local.catalog.instances() if r.run_id == instance_id), None)
@@ -109,7 +151,7 @@ class LocalBackedResolver:
                 )
             return captured.image_id
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str) -> Target:
+    def target_for(self, instance: dict[str, Any], *, role: str, port: int = 22) -> Target:
         row = self._local_instance(instance["InstanceId"])
         if row is None:
             image_id, debian_base = self._local_image(instance["ImageId"])
@@ -118,10 +160,11 @@ class LocalBackedResolver:
             )
             if debian_base:
                 as_debian_ami(local)
-            port, key = local.port, local.key_file
+            self._authorize_launch_key(instance["InstanceId"], local, role)
+            local_port = local.port
         else:
-            port, key = row.port, str(Path(row.dir) / "ssh" / "id_ed25519")
-        return Target(instance["InstanceId"], "127.0.0.1", port, LOGIN_USER, key, role)
+            local_port = row.port
+        return Target(instance["InstanceId"], "127.0.0.1", local_port, LOGIN_USER, "", role)
 
     def released(self, instance_id: str) -> None:
         """Terminate the stand-in; a builder's AMIs are mirrored first (nothing could later)."""

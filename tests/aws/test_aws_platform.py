@@ -9,16 +9,18 @@ what was baked.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from golden_image import steps
+from golden_image import paths, steps
 from golden_image.errors import NotReady
 from golden_image.hooks.ansible import AnsibleHook
 from golden_image.hooks.packer import PackerHook
 from golden_image.hooks.testinfra import TestinfraHook
 from golden_image.platforms.aws import AwsPlatform
+from golden_image.platforms.aws.keys import KEY_PATH
 from golden_image.platforms.local import LocalPlatform
 from golden_image.spec import FamilySpec
 from golden_image.values import Target
@@ -49,8 +51,20 @@ def aws_family(name: str, aws_conn: str, **fields: object) -> FamilySpec:
     return family_spec(name, **data)
 
 
+def on_worker(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: FamilySpec) -> AwsPlatform:
+    """The platform as a task on another worker sees it: a GOLDEN_HOME of its own (empty), the
+    same cloud (the stand-ins' machines stay under GOLDEN_STANDIN_HOME)."""
+    monkeypatch.setenv(
+        "GOLDEN_STANDIN_HOME", os.environ.get("GOLDEN_STANDIN_HOME") or str(paths.golden_home())
+    )
+    home = tmp_path / "workers" / name
+    home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("GOLDEN_HOME", str(home))
+    return AwsPlatform.for_family(spec)
+
+
 def test_bake_capture_validate_share_publish_on_moto(
-    aws_conn: str, platform: LocalPlatform, source_image, base_ami: str, tmp_path: Path
+    aws_conn: str, platform: LocalPlatform, source_image, base_ami: str, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     aws_spec = aws_family("aws-debian12", aws_conn)
     aws = AwsPlatform.for_family(aws_spec)
@@ -61,10 +75,20 @@ def test_bake_capture_validate_share_publish_on_moto(
 
     decision = steps.check_patches(aws_spec, aws, run_id=run_id)
     assert decision["rebuild"] and decision["source"]["image_id"] == base_ami
-    builder = Target.from_dict(steps.launch(aws, aws_spec, base_ami, role="builder", run_id=run_id))
+    launched = steps.launch(aws, aws_spec, base_ami, role="builder", run_id=run_id)
+    builder = Target.from_dict(launched)
     assert builder.instance_id.startswith("i-")  # the EC2 instance, reached through its stand-in
-    packer = steps.bake_packer(aws_spec, builder, PackerHook())
-    ansible = steps.provision_ansible(aws_spec, builder, AnsibleHook())
+    # what goes to XCom names where the key is, never the key; the key is in Parameter Store
+    assert builder.key_file == "" and builder.launch_key.startswith(f"{KEY_PATH}/golden-")
+    assert "PRIVATE KEY" not in json.dumps(launched)
+    assert [p["Name"] for p in aws.hook().parameters_under(KEY_PATH)] == [builder.launch_key]
+    # each step on a worker of its own: nothing of the launch's worker is needed
+    bake_worker = on_worker("bake", tmp_path, monkeypatch, aws_spec)
+    packer = steps.bake_packer(aws_spec, builder, PackerHook(), platform=bake_worker)
+    ansible = steps.provision_ansible(
+        aws_spec, builder, AnsibleHook(), platform=on_worker("provision", tmp_path, monkeypatch, aws_spec)
+    )
+    aws = on_worker("capture", tmp_path, monkeypatch, aws_spec)
     capture = {
         "run_id": run_id,
         "version": "20261126.120000",
@@ -82,7 +106,8 @@ def test_bake_capture_validate_share_publish_on_moto(
     report = steps.validate_image(aws_spec, aws, tester, image["image_id"], TestinfraHook())
     aws.terminate_instance(tester.instance_id)
     assert report["passed"] and report["tests"] >= 20
-    assert list(aws.keys.directory.glob("golden-*")) == []  # ephemeral keys go with their instances
+    assert aws.hook().parameters_under(KEY_PATH) == []  # launch keys go with their instances
+    assert not list((tmp_path / "workers").glob("*/aws")), "an aws task kept state on its worker"
 
     east = steps.share_image(aws_spec, aws, image["image_id"], "us-east-1")
     west = steps.share_image(aws_spec, aws, image["image_id"], "us-west-2")
@@ -153,8 +178,9 @@ def test_deferred_waits_raise_not_ready_with_the_trigger(aws_conn: str, base_ami
     with pytest.raises(NotReady) as again:
         aws.launch_instance(base_ami, role="builder", family=spec.name, run_id="r1", region="us-east-1")
     assert again.value.ids == kwargs["ids"]
+    assert len(aws.hook().parameters_under(KEY_PATH)) == 1  # the resume found the launch's key
     assert aws.terminate_instance(kwargs["ids"][0])
-    assert list(aws.keys.directory.glob("golden-*")) == []
+    assert aws.hook().parameters_under(KEY_PATH) == []
 
 
 def test_an_ami_the_vulnerability_gate_rejected_is_never_validated(aws_conn: str, base_ami: str) -> None:

@@ -19,9 +19,11 @@ import pytest
 import yaml
 
 from golden_image.cli import run_family_dag
+from golden_image.hooks.ami import AmiHook
+from golden_image.platforms.aws.keys import KEY_PATH
 from golden_image.spec import family_mapping, load_families
 from tests.aws.iam_moto import POLICY, actions_only, admin_client, pipeline_hook
-from tests.aws.motoserver import STAND_INS
+from tests.aws.motoserver import STAND_INS, manifest_of
 from tests.aws.standins import SlowEc2, record_trigger_events
 
 pytestmark = pytest.mark.e2e
@@ -58,8 +60,7 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     looks = {"instance": 2, "image": 3}  # pending for the worker's check, then for N-1 trigger polls
     SlowEc2(looks=looks).install(monkeypatch)
 
-    keys = platform.home / "aws" / "keys"
-    keys_before = set(keys.glob("golden-*"))
+    launch_keys = AmiHook(aws_conn_id="dagpipeline").parameters_under(KEY_PATH)
     result = run_family_dag(spec, {"reason": "e2e aws"})
     assert result["state"] == "success", result
     assert all(state == "success" for state in result["tasks"].values()), result["tasks"]
@@ -97,8 +98,10 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     )["Reservations"]
     assert live == []  # builder and test instance terminated by their teardowns
     assert platform.catalog.instances() == []  # and so are their stand-ins
-    assert set(keys.glob("golden-*")) == keys_before  # ephemeral keys went with their instances
-    manifest = json.loads((platform.home / "aws" / "manifests" / f"{image['ImageId']}.json").read_text())
+    # launch keys went with their instances; nothing of the run was kept on the worker
+    assert AmiHook(aws_conn_id="dagpipeline").parameters_under(KEY_PATH) == launch_keys
+    assert not {"keys", "manifests", "tunnels"} & {p.name for p in (platform.home / "aws").glob("*")}
+    manifest = manifest_of("dagpipeline", image["ImageId"])
     assert manifest["validation"]["passed"] and manifest["trigger_reason"] == "e2e aws"
     assert (
         manifest["vulnerabilities"]["passed"] and manifest["vulnerabilities"]["data"]["release"] == "bookworm"

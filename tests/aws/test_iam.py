@@ -7,6 +7,7 @@ condition scoping (which moto does not evaluate) in tests/unit/test_iam_policy.p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -88,6 +89,10 @@ NOT_CALLED_THROUGH_BOTO3 = {
     # RunInstances with IamInstanceProfile (aws.instance_profile) needs PassRole on the role;
     # IAM checks it inside RunInstances, the pipeline never calls IAM.
     "iam:PassRole": "RunInstances passes the builder's instance profile role to EC2",
+    # S3 answers GetObject of a missing key with 404 NoSuchKey only to a caller allowed to list
+    # the bucket, and with 403 AccessDenied to anyone else: a missing manifest (a source AMI, a
+    # regional copy) must read as missing, not as a permission error. moto answers 404 either way.
+    "s3:ListBucket": "GetObject of a missing manifest says NoSuchKey (404) instead of AccessDenied",
 }
 """Actions the policy must grant although no boto3 call of the pipeline is theirs, and why."""
 
@@ -99,7 +104,7 @@ def iam_actions() -> dict[str, str]:
 
     session = botocore.session.get_session()
     actions: dict[str, str] = {}
-    for service in ("ec2", "ssm"):
+    for service in ("ec2", "ssm", "s3"):
         for operation in session.get_service_model(service).operation_names:
             name = xform_name(operation)
             assert name not in actions, f"{name} is both {actions[name]} and {service}:{operation}"
@@ -163,8 +168,11 @@ def drive_every_call_path(hook: AmiHook, west: AmiHook, url: str, admin: tuple[s
     target = aws.launch_instance(
         source.image_id, role="builder", family=spec.name, run_id="r1", region="us-east-1"
     )
+    with aws.reach(target) as reached:  # the launch key, from Parameter Store into a private file
+        assert Path(reached.key_file).read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     image = aws.capture_image(target, spec=spec, run_id="r1", version="1", manifest={})
     assert aws.find_captured(spec.name, "r1") is not None and aws.images(spec.name)
+    assert aws.image(source.image_id) is not None  # an AMI without a manifest: S3 says NoSuchKey
     aws.record_result(
         image.image_id,
         "validation",
@@ -173,6 +181,7 @@ def drive_every_call_path(hook: AmiHook, west: AmiHook, url: str, admin: tuple[s
         files={"validation.xml": "<testsuite/>"},
         summary="1 run, 0 failed",
     )
+    assert aws.document(image.image_id, "validation.xml") == "<testsuite/>"
     copied = aws.copy_image(image.image_id, "us-west-2")
     aws.grant_launch(copied, ["111122223333"], region="us-west-2")
     assert aws.image_locations(image.image_id) == {"us-east-1": image.image_id, "us-west-2": copied}
@@ -205,7 +214,7 @@ def drive_every_call_path(hook: AmiHook, west: AmiHook, url: str, admin: tuple[s
         run_id="w1",
         region="us-east-1",
     )
-    with win.winrm_login(win_target) as login:
+    with win.reach(win_target) as reached, win.winrm_login(reached) as login:
         assert login.password
     ec2.stop_instances(InstanceIds=[win_target.instance_id])  # sysprep --shutdown, as the instance does
     win.capture_image(win_target, spec=win_spec, run_id="w1", version="1", manifest={})

@@ -39,7 +39,8 @@ def test_janitor_removes_only_stale_pipeline_resources(hook: AmiHook, base_ami: 
 def test_janitor_step_covers_every_aws_connection_and_reports_a_broken_one(  # type: ignore[no-untyped-def]
     aws_conn: str, hook: AmiHook, base_ami: str, tmp_path, monkeypatch
 ) -> None:
-    from golden_image import paths, steps
+    from golden_image import steps
+    from golden_image.platforms.aws.keys import KEY_PATH
     from tests.specs import family_spec
 
     images = tmp_path / "images"
@@ -55,13 +56,12 @@ def test_janitor_step_covers_every_aws_connection_and_reports_a_broken_one(  # t
         (images / f"{name}.yaml").write_text(json.dumps(data))  # JSON is YAML
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     leaked = pipeline_instance(hook, base_ami)
-    keys = paths.golden_home() / "aws" / "keys"
-    keys.mkdir(parents=True, exist_ok=True)
-    (keys / "golden-stale").write_text("key of a killed run")
+    stale = f"{KEY_PATH}/golden-stale"  # the launch key a killed run left in Parameter Store
+    assert hook.put_secret_parameter(stale, "key of a killed run")
 
     result = steps.janitor(older_than_s=0, platforms=("aws",))
     assert result["removed"] == {f"aws:{aws_conn}:us-east-1": [leaked]}
     assert list(result["errors"]) == ["aws:no_such_connection:us-east-1"]
     assert "no_such_connection" in result["errors"]["aws:no_such_connection:us-east-1"]
     assert states(hook, [leaked]) == {leaked: "terminated"}
-    assert not (keys / "golden-stale").exists()
+    assert hook.secret_parameter(stale) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,10 @@ pytestmark = pytest.mark.integration
 FAKE_AWS = Path(__file__).resolve().parents[1] / "data" / "fake-aws-ssm"
 
 
+def tunnels(aws_conn: str, *, user: str) -> SsmTunnelResolver:
+    return SsmTunnelResolver(user=user, aws_conn_id=aws_conn, region="us-east-1", aws_cli=str(FAKE_AWS))
+
+
 def test_ssh_through_an_ssm_tunnel_that_waits_for_the_agent(  # type: ignore[no-untyped-def]
     aws_conn: str, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -27,28 +32,82 @@ def test_ssh_through_an_ssm_tunnel_that_waits_for_the_agent(  # type: ignore[no-
     monkeypatch.setenv("FAKE_SSM_FORWARD_TO", f"127.0.0.1:{instance.port}")
     monkeypatch.setenv("FAKE_SSM_NOT_CONNECTED", "2")  # the new instance's agent registers late
     resolver = SsmTunnelResolver(
-        user=instance.user,
-        aws_conn_id=aws_conn,
-        region="us-east-1",
-        state_dir=tmp_path / "tunnels",
-        aws_cli=str(FAKE_AWS),
+        user=instance.user, aws_conn_id=aws_conn, region="us-east-1", aws_cli=str(FAKE_AWS)
     )
-    target = resolver.target_for({"InstanceId": "i-0abc"}, role="builder", key_file=instance.key_file)
-    assert target.host == "127.0.0.1" and target.port != instance.port
-    assert run_ssh(target, "echo through-ssm").stdout.strip() == "through-ssm"
+    launched = resolver.target_for({"InstanceId": "i-0abc", "PrivateIpAddress": "10.0.0.7"}, role="builder")
+    assert (launched.host, launched.port) == ("10.0.0.7", 22)  # what XCom carries: no tunnel yet
+    launched = dataclasses.replace(launched, key_file=instance.key_file)
+    with resolver.reach(launched) as target:  # a task opens its own tunnel ...
+        assert target.host == "127.0.0.1" and target.port not in {22, instance.port}
+        assert run_ssh(target, "echo through-ssm").stdout.strip() == "through-ssm"
+        pid = session_pid(target.port)
+    assert not _port_open(target.port) and gone(pid)  # ... and closes it when it ends
 
     calls = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(calls) == 3  # two TargetNotConnected, then the session
     assert calls[-1]["argv"][:6] == ["ssm", "start-session", "--region", "us-east-1", "--target", "i-0abc"]
+    assert json.loads(calls[-1]["argv"][-1])["portNumber"] == ["22"]
     assert all(c["env_key"] for c in calls)  # credentials in the environment ...
     assert not any("testing" in " ".join(c["argv"]) for c in calls)  # ... never on the command line
 
-    again = resolver.target_for({"InstanceId": "i-0abc"}, role="builder", key_file=instance.key_file)
-    assert again.port == target.port and len(record.read_text().splitlines()) == 3  # reused, not reopened
-    pid = json.loads((tmp_path / "tunnels" / "i-0abc.tunnel.json").read_text())["pid"]
-    resolver.released("i-0abc")
-    assert not _port_open(target.port) and not (tmp_path / "tunnels" / "i-0abc.tunnel.json").exists()
-    assert gone(pid)  # the tunnel's process is stopped with its instance
+    with resolver.reach(launched) as again:  # the next task, maybe on another worker: its own
+        assert run_ssh(again, "echo again").stdout.strip() == "again"
+    assert len(record.read_text().splitlines()) == 4
+
+
+def session_pid(port: int) -> int:
+    """The PID of the process listening on 127.0.0.1:``port`` (the session's forwarder)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # LISTEN
+            inodes.add(fields[9])
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if fd.readlink().name.removeprefix("socket:[").rstrip("]") in inodes:
+                return int(fd.parts[2])
+        except OSError:
+            continue
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_a_killed_task_takes_its_tunnel_with_it(  # type: ignore[no-untyped-def]
+    aws_conn: str, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL of the task (no finally runs): the session process gets the parent-death signal."""
+    import signal
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FAKE_SSM_RECORD", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_SSM_FORWARD_TO", f"127.0.0.1:{instance.port}")
+    ready = tmp_path / "port"
+    task = f"""
+import os, sys, time
+from golden_image.platforms.aws.addresses import SsmTunnelResolver
+from golden_image.values import Target
+resolver = SsmTunnelResolver(
+    user="admin", aws_conn_id={aws_conn!r}, region="us-east-1", aws_cli={str(FAKE_AWS)!r}
+)
+with resolver.reach(Target("i-0kill", "10.0.0.8", 22, "admin", "", "builder")) as target:
+    open({str(ready)!r}, "w").write(str(target.port))
+    time.sleep(600)
+"""
+    project = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "plugins"), str(project)])}
+    process = subprocess.Popen([sys.executable, "-c", task], env=env)
+    try:
+        for _ in range(600):
+            if ready.exists() and ready.read_text():
+                break
+            assert process.poll() is None, "the task died before its tunnel was up"
+            time.sleep(0.1)
+        port = int(ready.read_text())
+        pid = session_pid(port)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert gone(pid) and not _port_open(port)
 
 
 def test_winrm_through_an_ssm_tunnel_to_port_5986(  # type: ignore[no-untyped-def]
@@ -65,15 +124,14 @@ def test_winrm_through_an_ssm_tunnel_to_port_5986(  # type: ignore[no-untyped-de
     monkeypatch.setenv("FAKE_SSM_FORWARD_TO", f"127.0.0.1:{server.port}")
     monkeypatch.setenv("FAKE_SSM_REMOTE_PORT", str(WINRM_PORT))
     resolver = SsmTunnelResolver(
-        user="Administrator", aws_conn_id=aws_conn, region="us-east-1", state_dir=tmp_path / "tunnels",
-        aws_cli=str(FAKE_AWS),
-    )  # fmt: skip
-    target = resolver.target_for({"InstanceId": "i-0win"}, role="builder", key_file="", port=WINRM_PORT)
-    assert target.host == "127.0.0.1" and target.port != server.port
-    tunnelled = dataclasses.replace(login, port=target.port)
-    assert WinrmHook(tunnelled).run_ps("Write-Output 'through-ssm'").exit_code == 0
+        user="Administrator", aws_conn_id=aws_conn, region="us-east-1", aws_cli=str(FAKE_AWS)
+    )
+    launched = resolver.target_for({"InstanceId": "i-0win"}, role="builder", port=WINRM_PORT)
+    with resolver.reach(launched) as target:
+        assert target.host == "127.0.0.1" and target.port != server.port
+        tunnelled = dataclasses.replace(login, port=target.port)
+        assert WinrmHook(tunnelled).run_ps("Write-Output 'through-ssm'").exit_code == 0
     assert any("through-ssm" in text for text in server.scripts())
-    resolver.released("i-0win")
     assert not _port_open(target.port)
 
 
@@ -88,23 +146,19 @@ def gone(pid: int) -> bool:
 
 
 def test_missing_cli_and_unreachable_agent_say_what_to_do(aws_conn: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    missing = SsmTunnelResolver(
-        user="admin", aws_conn_id=aws_conn, region="us-east-1", state_dir=tmp_path, aws_cli="no-such-aws"
-    )
-    with pytest.raises(PlatformError, match="session-manager-plugin"):
-        missing.target_for({"InstanceId": "i-1"}, role="test", key_file="k")
+    from golden_image.values import Target
+
+    target = Target("i-1", "10.0.0.9", 22, "admin", "k", "test")
+    missing = SsmTunnelResolver(user="admin", aws_conn_id=aws_conn, region="us-east-1", aws_cli="no-such-aws")
+    with pytest.raises(PlatformError, match="session-manager-plugin"), missing.reach(target):
+        pass
     monkeypatch.setenv("FAKE_SSM_RECORD", str(tmp_path / "calls.jsonl"))
     monkeypatch.setenv("FAKE_SSM_NOT_CONNECTED", "1000")
     never = SsmTunnelResolver(
-        user="admin",
-        aws_conn_id=aws_conn,
-        region="us-east-1",
-        state_dir=tmp_path,
-        aws_cli=str(FAKE_AWS),
-        ready_timeout_s=3,
+        user="admin", aws_conn_id=aws_conn, region="us-east-1", aws_cli=str(FAKE_AWS), ready_timeout_s=3
     )
-    with pytest.raises(PlatformError, match=r"TargetNotConnected.*SSM agent"):
-        never.target_for({"InstanceId": "i-2"}, role="test", key_file="k")
+    with pytest.raises(PlatformError, match=r"TargetNotConnected.*SSM agent"), never.reach(target):
+        pass
 
 
 def test_family_or_connection_chooses_the_ssm_tunnel(aws_conn: str) -> None:

@@ -23,7 +23,7 @@ import yaml
 from golden_image.cli import run_family_dag
 from golden_image.hooks.ami import AmiHook
 from golden_image.spec import family_mapping, load_families
-from tests.aws.motoserver import moto_connection
+from tests.aws.motoserver import bucket_objects, manifest_of, moto_connection
 from tests.windows.standins import WindowsStandInResolver
 
 pytestmark = pytest.mark.e2e
@@ -113,7 +113,7 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
     )["Images"]
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags["golden:status"] == "validated" and tags["golden:vulnerabilities"] == "not checked (Windows)"
-    manifest = json.loads((golden_home / "aws" / "manifests" / f"{image['ImageId']}.json").read_text())
+    manifest = manifest_of(windows_conn, image["ImageId"])
     assert manifest["os"] == "windows" and manifest["os_release"]["ID"] == "windows"
     assert manifest["windows"]["sysprep"]["command"] == "EC2Launch.exe sysprep --clean --shutdown"
     assert manifest["windows"]["winrm"]["certificate_sha256"]
@@ -173,9 +173,7 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
         haystacks["xcom"] = "\n".join(
             json.dumps(row.value, default=str) for row in session.query(XComModel).all()
         )
-    haystacks["manifests"] = "\n".join(
-        p.read_text() for p in (golden_home / "aws" / "manifests").rglob("*") if p.is_file()
-    )
+    haystacks["manifests"] = "\n".join(bucket_objects(windows_conn).values())
     haystacks["tags"] = json.dumps(ec2.describe_images(Owners=["self"])["Images"], default=str)
     for password in passwords:
         for where, text in haystacks.items():
@@ -215,7 +213,7 @@ def test_a_failing_pester_test_fails_the_run_with_the_test_named(  # type: ignor
     [image] = hook.conn.describe_images(Owners=["self"])["Images"]
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags["golden:status"] == "rejected"
-    manifest = json.loads((golden_home / "aws" / "manifests" / f"{image['ImageId']}.json").read_text())
+    manifest = manifest_of(windows_conn, image["ImageId"])
     failed = manifest["validation"]["failed_tests"]
     assert [t["test"].rsplit(" :: ", 1)[-1] for t in failed] == ["has no Datadog API key in datadog.yaml"], (
         failed

@@ -17,8 +17,11 @@ from golden_image.errors import NotReady, PlatformError
 from golden_image.hooks.ami import AmiHook
 from golden_image.platforms.aws import AwsPlatform
 from golden_image.platforms.aws.addresses import IpAddressResolver
+from golden_image.platforms.aws.keys import KEY_PATH
+from golden_image.platforms.aws.settings import Network
 from golden_image.spec import AwsSettings
 from golden_image.values import WINRM_PORT
+from tests.aws.motoserver import MANIFEST_BUCKET
 from tests.specs import family_spec
 
 pytestmark = pytest.mark.integration
@@ -38,6 +41,7 @@ def windows_platform(aws_conn: str, *, defer_waits: bool = False) -> AwsPlatform
         settings=AwsSettings(aws_conn_id=aws_conn, poll_interval_s=0.01, wait_timeout_minutes=1),
         regions=["us-east-1"],
         resolver=IpAddressResolver(user="admin"),
+        network=Network(manifest_bucket=MANIFEST_BUCKET),
         defer_waits=defer_waits,
         windows=True,
     )
@@ -57,6 +61,8 @@ def test_a_windows_launch_pins_the_console_certificate_and_decrypts_the_password
     assert target.server_cert_sha256 == windows.certificate_sha256(der)
     assert target.server_cert == windows.certificate_pem(der)  # public: later tasks trust it alone
     assert "password" not in str(target.to_dict()).lower()  # the target (XCom) holds no secret
+    assert target.key_file == "" and "PRIVATE KEY" not in str(target.to_dict())
+    assert (hook.secret_parameter(target.launch_key) or "").startswith("-----BEGIN OPENSSH PRIVATE KEY")
 
     instance = hook.describe_instance(target.instance_id)
     key_name = instance["KeyName"]
@@ -95,7 +101,7 @@ def test_a_windows_launch_pins_the_console_certificate_and_decrypts_the_password
     assert (
         hook.conn.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])["KeyPairs"] == []
     )
-    assert not Path(target.key_file).exists()
+    assert hook.secret_parameter(target.launch_key) is None  # the launch key went with it
 
 
 def test_a_changed_certificate_is_refused_before_the_password_is_sent(
@@ -119,9 +125,9 @@ def test_a_changed_certificate_is_refused_before_the_password_is_sent(
     assert not caught.value.retryable
     password = (instance_state(target.instance_id) / "password").read_text()
     assert password not in str(caught.value)
-    missing_key = dataclasses.replace(target, key_file="/nonexistent/golden-key")
+    missing_key = dataclasses.replace(target, launch_key=f"{KEY_PATH}/golden-gone")
     with (
-        pytest.raises(PlatformError, match=r"launch key .* is not on this worker"),
+        pytest.raises(PlatformError, match=r"launch key .* is gone from Parameter Store"),
         aws.winrm_login(missing_key),
     ):
         pass

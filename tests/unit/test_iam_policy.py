@@ -49,9 +49,27 @@ def test_new_instances_and_volumes_must_be_tagged_and_tags_only_go_on_pipeline_r
         assert "ec2:CreateAction" in condition or "aws:RequestTag/golden:family" in condition
 
 
-def test_pointers_are_written_only_under_golden() -> None:
-    [statement] = granting("ssm:PutParameter")
-    assert statement["Resource"] == "arn:aws:ssm:*:*:parameter/golden/*"
+def test_parameters_are_written_only_for_pointers_and_launch_keys() -> None:
+    written = sorted(s["Resource"] for s in granting("ssm:PutParameter"))
+    assert written == [
+        "arn:aws:ssm:*:*:parameter/golden-image/launch-keys/*",
+        "arn:aws:ssm:*:*:parameter/golden/*",
+    ]
+    [deleted] = granting("ssm:DeleteParameter")  # launch keys only, never a pointer
+    assert deleted["Resource"] == "arn:aws:ssm:*:*:parameter/golden-image/launch-keys/*"
+    [listed] = granting("ssm:GetParametersByPath")
+    assert listed["Resource"] == "arn:aws:ssm:*:*:parameter/golden-image/launch-keys"
+
+
+def test_manifests_are_read_and_written_only_under_their_prefix_in_own_buckets() -> None:
+    own = {"StringEquals": {"s3:ResourceAccount": "${aws:PrincipalAccount}"}}
+    for action in ("s3:GetObject", "s3:PutObject"):
+        [statement] = granting(action)
+        assert statement["Resource"] == "arn:aws:s3:::*/golden-image/manifests/*"
+        assert statement["Condition"] == own
+    [listing] = granting("s3:ListBucket")  # so a missing manifest is 404, not 403
+    assert listing["Condition"] == own
+    assert not [a for s in statements() for a in actions_of(s) if a.startswith("s3:Delete")]
 
 
 def test_pass_role_kms_and_ssm_sessions_are_scoped() -> None:

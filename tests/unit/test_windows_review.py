@@ -190,6 +190,10 @@ def test_a_remote_session_closes_its_winrm_shell(monkeypatch: pytest.MonkeyPatch
 
     class Platform:
         @contextlib.contextmanager
+        def reach(self, target: Target):  # type: ignore[no-untyped-def]
+            yield target
+
+        @contextlib.contextmanager
         def winrm_login(self, target: Target):  # type: ignore[no-untyped-def]
             yield WinrmLogin("127.0.0.1", 5986, "Administrator", "pw-123456789", "/nonexistent", "ab" * 32)
 

@@ -195,7 +195,7 @@ class WindowsStandInResolver:
         self.aws_conn_id = aws_conn_id
         self.region = region
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str, port: int = 22) -> Target:
+    def target_for(self, instance: dict[str, Any], *, role: str, port: int = 22) -> Target:
         instance_id = instance["InstanceId"]
         host = self.hosts.get(instance_id)
         if host is None:
@@ -221,7 +221,7 @@ class WindowsStandInResolver:
             server.start()
             self.hosts[instance_id] = host
             self.seen.append(host)
-        return Target(instance_id, "127.0.0.1", host.server.port, self.user, key_file, role)
+        return Target(instance_id, "127.0.0.1", host.server.port, self.user, "", role)
 
     def _builder_of(self, ec2: Any, image_id: str) -> WindowsHost | None:
         """The stand-in builder whose disk the AMI ``image_id`` was captured from, if any."""

@@ -1,5 +1,5 @@
-"""AmiHook: every EC2 / SSM API call of the `aws` platform (SSM *sessions* go through the AWS
-CLI, see ``platforms/aws/addresses.py``).
+"""AmiHook: every EC2 / SSM / S3 API call of the `aws` platform (SSM *sessions* go through the
+AWS CLI, see ``platforms/aws/addresses.py``).
 
 Credentials, region and endpoint come from the Airflow connection (``aws_conn_id``), never from
 a family file. Bulk work uses botocore's adaptive retry mode; every Describe call is paginated.
@@ -85,6 +85,14 @@ class AmiHook(EC2Hook):
         from airflow.providers.amazon.aws.hooks.ssm import SsmHook
 
         hook = SsmHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, config=self.config)
+        return self.calls.watch(hook.conn)
+
+    @cached_property
+    def s3(self) -> Any:
+        """S3 client from the same connection (the manifest bucket)."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        hook = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, config=self.config)
         return self.calls.watch(hook.conn)
 
     def _pages(self, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -195,6 +203,66 @@ class AmiHook(EC2Hook):
         except ClientError as exc:
             if error_code(exc) == "ParameterNotFound":
                 return None
+            raise
+
+    # -- launch keys (SSM SecureString) and manifests (S3): what every worker reads -----------------
+    def put_secret_parameter(self, name: str, value: str) -> bool:
+        """A SecureString parameter (the account's AWS-managed SSM key), never overwritten: False
+        when it exists already (a concurrent writer's value wins)."""
+        try:
+            self.ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=False)
+        except ClientError as exc:
+            if error_code(exc) == "ParameterAlreadyExists":
+                return False
+            raise
+        return True
+
+    def secret_parameter(self, name: str) -> str | None:
+        """A SecureString parameter's decrypted value; None if missing."""
+        try:
+            return str(self.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+        except ClientError as exc:
+            if error_code(exc) == "ParameterNotFound":
+                return None
+            raise
+
+    def delete_parameter(self, name: str) -> None:
+        """Idempotent: a parameter that is gone is fine."""
+        try:
+            self.ssm.delete_parameter(Name=name)
+        except ClientError as exc:
+            if error_code(exc) != "ParameterNotFound":
+                raise
+
+    def parameters_under(self, path: str) -> list[dict[str, Any]]:
+        """Name and LastModifiedDate of every parameter directly under ``path`` (values not read)."""
+        found: list[dict[str, Any]] = []
+        paginator = self.ssm.get_paginator("get_parameters_by_path")
+        for page in paginator.paginate(Path=path, Recursive=False, WithDecryption=False):
+            found += [
+                {"Name": p["Name"], "LastModifiedDate": p.get("LastModifiedDate")}
+                for p in page.get("Parameters", [])
+            ]
+        return found
+
+    def put_object(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        """One S3 object, encrypted at rest by the bucket's default encryption (SSE-S3 on every
+        bucket since 2023; SSE-KMS where the bucket says so: no per-object override here)."""
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    def get_object(self, bucket: str, key: str) -> bytes | None:
+        """An S3 object's bytes; None if there is no such key."""
+        try:
+            return bytes(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if error_code(exc) in {"NoSuchKey", "404"}:
+                return None
+            if error_code(exc) == "NoSuchBucket":
+                raise PlatformError(
+                    f"the manifest bucket {bucket} does not exist in this account; create it (README, aws "
+                    "platform) or fix extra.golden_image.manifest_bucket of the AWS connection",
+                    retryable=False,
+                ) from None
             raise
 
     def images_in_use(self, image_ids: list[str]) -> set[str]:

@@ -231,7 +231,8 @@ class PackerHook:
         error or tail may contain (the WinRM password always is one)."""
         hidden = [s for s in (*secrets, *([winrm.password] if winrm else [])) if s]
         if winrm is not None:
-            from golden_image.hooks.winrm import check_pin, mask_secret
+            from golden_image.hooks import mask_secret
+            from golden_image.hooks.winrm import check_pin
 
             mask_secret(winrm.password)
             check_pin(winrm)  # raises WinrmError (not retryable) before Packer ever sends the password

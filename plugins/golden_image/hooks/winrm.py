@@ -45,6 +45,7 @@ from winrm.protocol import Protocol
 from winrm.transport import Transport
 
 from golden_image.errors import WinrmError
+from golden_image.hooks import mask_secret
 from golden_image.values import WinrmLogin
 from golden_image.windows import certificate_sha256
 
@@ -191,15 +192,6 @@ class _PinnedTransport(Transport):
         if fresh:
             session.mount("https://", _PinnedAdapter(self.pin))
         return session
-
-
-def mask_secret(secret: str) -> None:
-    """Register ``secret`` with Airflow's log masker (a no-op outside Airflow)."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # outside Airflow (the CLI, some tests)
-        return
-    mask_secret(secret)
 
 
 class WinrmHook:

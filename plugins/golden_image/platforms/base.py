@@ -43,6 +43,12 @@ class Platform(Protocol):
 
     def terminate_instance(self, instance_id: str) -> bool: ...
 
+    def reach(self, target: Target) -> AbstractContextManager[Target]:
+        """The target as this task reaches it, held inside the ``with`` block: what it needs on
+        this worker (the instance's key, a tunnel) obtained now and removed at the end. Every
+        step that talks to an instance does so through it; a target from XCom is not enough."""
+        ...
+
     def winrm_login(self, target: Target) -> AbstractContextManager[WinrmLogin]:
         """What this task needs to reach a Windows instance (``communicator: winrm``): password and
         pinned certificate, obtained now and held only inside the ``with`` block."""

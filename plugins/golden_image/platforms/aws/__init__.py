@@ -1,13 +1,17 @@
 """The `aws` platform: the Platform interface over EC2 AMIs, every API call through AmiHook.
 
 The adapter; beside it: ``settings.py`` (spec block + connection extras), ``addresses.py``
-(how the tools reach an instance: IP or SSM tunnel), ``keys.py`` (ephemeral SSH keys) and
-``manifests.py`` (full manifests).
+(how the tools reach an instance: IP or SSM tunnel), ``keys.py`` (launch keys in Parameter Store)
+and ``manifests.py`` (full manifests in S3).
 
-Builder and test instances get an ephemeral SSH key through cloud-init user data (no EC2 key
-pair); capture uses a deterministic AMI name so a retried task finds its own image; each
-region's copy is re-encrypted with that region's KMS key and granted to the family's accounts /
-organisations / OUs; the family's pointer is an SSM parameter (``aws:ec2:image``) per region.
+Nothing of a run is kept on a worker, so any task may run on any Celery worker: builder and test
+instances get a launch key through cloud-init user data (no EC2 key pair; Windows: an imported
+RSA key pair) whose private half is an SSM SecureString that each task reads for as long as it
+runs (``reach``), with the SSM tunnel, if any, opened by that task; manifests are S3 objects.
+
+Capture uses a deterministic AMI name so a retried task finds its own image; each region's copy
+is re-encrypted with that region's KMS key and granted to the family's accounts / organisations
+/ OUs; the family's pointer is an SSM parameter (``aws:ec2:image``) per region.
 Waits either block (CLI, scripts) or, with ``defer_waits``, raise :class:`NotReady` so the
 operator defers to a trigger and runs the same idempotent step again when it fires.
 """
@@ -25,8 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from golden_image import paths, windows
+from golden_image import windows
 from golden_image.errors import NotReady, PlatformError
+from golden_image.hooks import mask_secret
 from golden_image.hooks.ami import (
     FAMILY_TAG,
     LAUNCH_TOKEN_TAG,
@@ -37,7 +42,7 @@ from golden_image.hooks.ami import (
 )
 from golden_image.platforms.aws.addresses import AddressResolver, make_resolver
 from golden_image.platforms.aws.images import ami_name, capture_tags, image_record
-from golden_image.platforms.aws.keys import EphemeralKeys
+from golden_image.platforms.aws.keys import LaunchKeys
 from golden_image.platforms.aws.manifests import ManifestStore
 from golden_image.platforms.aws.settings import Network, network_for
 from golden_image.spec import AwsSettings, FamilySpec
@@ -80,9 +85,11 @@ class AwsPlatform:
         self.windows = windows
         """Builders and test instances are Windows: an RSA key pair for EC2Launch's password,
         user data that opens WinRM/HTTPS, a WinRM target with the pinned certificate."""
-        self.keys = EphemeralKeys(paths.golden_home() / "aws" / "keys")
-        self.manifests = ManifestStore(paths.golden_home() / "aws" / "manifests")
         self._hooks: dict[str, AmiHook] = {}
+        self.keys = LaunchKeys(self.hook)
+        self.manifests = ManifestStore(
+            self.hook, self.network.manifest_bucket, aws_conn_id=settings.aws_conn_id
+        )
 
     @classmethod
     def for_family(
@@ -97,7 +104,6 @@ class AwsPlatform:
             user=settings.ssh_user,
             aws_conn_id=settings.aws_conn_id,
             region=spec.primary_region,
-            state_dir=paths.golden_home() / "aws" / "tunnels",
         )
         return cls(
             settings=settings,
@@ -214,7 +220,7 @@ class AwsPlatform:
         hook = self.hook(region)
         token = hashlib.sha256(f"{family}/{run_id}/{role}".encode()).hexdigest()[:32]
         tags = {FAMILY_TAG: family, "golden:run-id": run_id, "golden:role": role}
-        key_file, public_key = self.keys.ensure(token, kind="rsa" if self.windows else "ed25519")
+        launch_key, public_key = self.keys.ensure(token, kind="rsa" if self.windows else "ed25519")
         key_name = None
         if self.windows:
             key_name = f"{KEY_PAIR_PREFIX}{token}"
@@ -237,10 +243,11 @@ class AwsPlatform:
         self.wait("instance_running", [instance_id], region)
         if not self.windows:
             running = hook.describe_instance(instance_id)  # addresses are final once running
-            return self.resolver.target_for(running, role=role, key_file=str(key_file))
+            target = self.resolver.target_for(running, role=role)
+            return dataclasses.replace(target, key_file="", launch_key=launch_key)
         self.wait("windows_login", [instance_id], region)
         running = hook.describe_instance(instance_id)
-        target = self.resolver.target_for(running, role=role, key_file=str(key_file), port=WINRM_PORT)
+        target = self.resolver.target_for(running, role=role, port=WINRM_PORT)
         der = self._console_certificate(instance_id, region)
         return dataclasses.replace(
             target,
@@ -248,7 +255,21 @@ class AwsPlatform:
             user=WINDOWS_ADMIN,
             server_cert_sha256=windows.certificate_sha256(der),
             server_cert=windows.certificate_pem(der),
+            key_file="",
+            launch_key=launch_key,
         )
+
+    @contextlib.contextmanager
+    def reach(self, target: Target) -> Iterator[Target]:
+        """The target as this task, on this worker, reaches it: its launch key read from Parameter
+        Store into a private file, and its SSM tunnel (``address: ssm``) opened; both gone when
+        the block ends. Nothing from an earlier task on another worker is needed."""
+        with contextlib.ExitStack() as stack:
+            if target.launch_key:
+                key_file = stack.enter_context(self.keys.materialised(target.launch_key, target.instance_id))
+                target = dataclasses.replace(target, key_file=str(key_file))
+            reach = getattr(self.resolver, "reach", None)
+            yield stack.enter_context(reach(target)) if reach is not None else target
 
     def _console_certificate(self, instance_id: str, region: str | None = None) -> bytes:
         try:
@@ -282,18 +303,14 @@ class AwsPlatform:
         data = hook.password_data(instance_id)
         if not data:
             raise PlatformError(f"EC2 has no password for {instance_id} (yet); is it a Windows instance?")
+        if target.key_file:
+            key = Path(target.key_file).read_bytes()
+        else:  # the launch key straight from Parameter Store: decrypting needs no file
+            key = self.keys.private_key(target.launch_key, instance_id).encode()
         try:
-            password = windows.decrypt_password(data, Path(target.key_file).read_bytes())
-        except FileNotFoundError:
-            raise PlatformError(
-                f"the launch key of {instance_id} ({target.key_file}) is not on this worker; run the "
-                "run's tasks on the worker that launched it, or launch again",
-                retryable=False,
-            ) from None
+            password = windows.decrypt_password(data, key)
         except windows.WindowsError as exc:
             raise PlatformError(f"{instance_id}: {exc}", retryable=False) from None
-        from golden_image.hooks.winrm import mask_secret  # pywinrm: only where Windows is
-
         mask_secret(password)
         try:  # the certificate the launch pinned; a target from before it kept one: the console
             der = windows.certificate_from_pem(target.server_cert) if target.server_cert else None
@@ -451,5 +468,5 @@ class AwsPlatform:
             for instance_id in self.hook(region).janitor(older_than_s=older_than_s, now=time.time()):
                 self.resolver.released(instance_id)
                 removed.append(instance_id)
-        self.keys.remove_stale(older_than_s)
+        self.keys.remove_stale(older_than_s, time.time())
         return removed

@@ -1,21 +1,23 @@
 """How the tools reach an EC2 instance: ``AddressResolver``s.
 
-The private (default) or public IP, an SSM port-forwarding tunnel (a process per instance that
-lives until the instance is released), or any class named in the connection's extras (a
-bastion; the tests' local stand-ins).
+The private (default) or public IP, an SSM port-forwarding tunnel (opened by the task that uses
+it, for as long as it runs, on whichever worker it runs), or any class named in the connection's
+extras (a bastion; the tests' local stand-ins).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from golden_image.errors import PlatformError
@@ -26,9 +28,10 @@ from golden_image.values import Target
 
 class AddressResolver(Protocol):
     """Turns a launched EC2 instance into an address the tools can reach: its SSH port (22) or,
-    for Windows, its WinRM/HTTPS port (``port=5986``)."""
+    for Windows, its WinRM/HTTPS port (``port=5986``). A resolver may also have
+    ``reach(target)``, a context manager giving the target as one task reaches it (a tunnel)."""
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str, port: int = 22) -> Target: ...
+    def target_for(self, instance: dict[str, Any], *, role: str, port: int = 22) -> Target: ...
 
     def released(self, instance_id: str) -> None: ...
 
@@ -40,7 +43,7 @@ class IpAddressResolver:
         self.use_public_ip = use_public_ip
         self.user = user
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str, port: int = 22) -> Target:
+    def target_for(self, instance: dict[str, Any], *, role: str, port: int = 22) -> Target:
         address = instance.get("PublicIpAddress" if self.use_public_ip else "PrivateIpAddress")
         if not address:
             raise PlatformError(
@@ -48,7 +51,7 @@ class IpAddressResolver:
                 f"{'public' if self.use_public_ip else 'private'} IP; set aws.address / the connection's "
                 f"extra.{CONNECTION_EXTRA}.address or use a subnet that assigns one (README, aws platform)"
             )
-        return Target(instance["InstanceId"], str(address), port, self.user, key_file, role)
+        return Target(instance["InstanceId"], str(address), port, self.user, "", role)
 
     def released(self, instance_id: str) -> None:
         return None
@@ -60,9 +63,10 @@ class SsmTunnelResolver:
     Amazon Linux and Amazon's Windows AMIs have
     it) and an instance profile with ``AmazonSSMManagedInstanceCore``.
 
-    The worker needs the AWS CLI and session-manager-plugin. The tunnel is a process that lives
-    until the instance is released (its PID and port are kept in ``state_dir``), so every task of
-    a run must run on the same worker (LocalExecutor, or one Celery queue per worker).
+    The worker needs the AWS CLI and session-manager-plugin. The tunnel is opened by the task that
+    talks to the instance and closed when it ends (``reach``); if the task is killed, the session
+    process dies with it (the kernel's parent-death signal). Nothing is kept on the worker, so
+    any task of a run may run on any worker.
     """
 
     DOCUMENT = "AWS-StartPortForwardingSession"
@@ -73,14 +77,12 @@ class SsmTunnelResolver:
         user: str,
         aws_conn_id: str,
         region: str | None,
-        state_dir: Path,
         aws_cli: str = "aws",
         ready_timeout_s: float = 300.0,
     ) -> None:
         self.user = user
         self.aws_conn_id = aws_conn_id
         self.region = region
-        self.state_dir = state_dir
         self.aws_cli = aws_cli
         self.ready_timeout_s = ready_timeout_s
 
@@ -99,52 +101,48 @@ class SsmTunnelResolver:
             env["AWS_SESSION_TOKEN"] = credentials.token
         return env
 
-    def _state(self, instance_id: str) -> Path:
-        return self.state_dir / f"{instance_id}.tunnel.json"
+    def target_for(self, instance: dict[str, Any], *, role: str, port: int = 22) -> Target:
+        """The instance's remote port; ``reach`` turns it into a local tunnel port per task."""
+        host = str(instance.get("PrivateIpAddress") or instance["InstanceId"])
+        return Target(instance["InstanceId"], host, port, self.user, "", role)
 
-    def target_for(self, instance: dict[str, Any], *, role: str, key_file: str, port: int = 22) -> Target:
-        instance_id = instance["InstanceId"]
-        local_port = self._live_port(instance_id) or self._open(instance_id, port)
-        return Target(instance_id, "127.0.0.1", local_port, self.user, key_file, role)
+    @contextlib.contextmanager
+    def reach(self, target: Target) -> Iterator[Target]:
+        """A tunnel to the target's port for this task: the target at 127.0.0.1:<local port>."""
+        with tempfile.TemporaryFile(prefix="golden-ssm-") as log_file:
+            process, port = self._open(target.instance_id, target.port, log_file)
+            try:
+                yield Target(**{**target.to_dict(), "host": "127.0.0.1", "port": port})
+            finally:
+                _stop(process, port)
 
-    def _live_port(self, instance_id: str) -> int | None:
-        """The port of this instance's tunnel if it is still up (a retried or resumed task)."""
-        try:
-            state = json.loads(self._state(instance_id).read_text())
-            os.kill(state["pid"], 0)
-        except (OSError, ValueError, KeyError):
-            return None
-        return int(state["port"]) if _port_open(int(state["port"])) else None
-
-    def _open(self, instance_id: str, remote_port: int = 22) -> int:
+    def _open(self, instance_id: str, remote_port: int, log_file: Any) -> tuple[subprocess.Popen[bytes], int]:
         if shutil.which(self.aws_cli) is None:
             raise PlatformError(
                 f"address: ssm needs the AWS CLI ('{self.aws_cli}') and session-manager-plugin on the "
                 "worker; install them or use address: private_ip (README, aws platform)"
             )
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        log_path = self.state_dir / f"{instance_id}.tunnel.log"
         deadline = time.monotonic() + self.ready_timeout_s
         env = self._env()
         while True:  # right after launch the agent is not registered yet: retry until it is
             port = _free_port()
-            with log_path.open("ab") as log_file:
-                process = subprocess.Popen(
-                    self.command(instance_id, port, remote_port),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-            self._state(instance_id).write_text(json.dumps({"pid": process.pid, "port": port}))
+            process = subprocess.Popen(
+                self.command(instance_id, port, remote_port),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
             while process.poll() is None and time.monotonic() < deadline:
                 if _port_open(port):
-                    return port
+                    return process, port
                 time.sleep(0.2)
-            _kill_group(process.pid)
+            _stop(process, port)
             if time.monotonic() >= deadline:
-                tail = log_path.read_text(errors="replace")[-600:]
+                log_file.seek(0)
+                tail = log_file.read().decode(errors="replace")[-600:]
                 raise PlatformError(
                     f"no SSM session to {instance_id} after {self.ready_timeout_s:.0f} s: {tail.strip()}; "
                     "is the SSM agent running and the instance profile allowed to use SSM?"
@@ -152,18 +150,26 @@ class SsmTunnelResolver:
             time.sleep(2)
 
     def released(self, instance_id: str) -> None:
-        state = self._state(instance_id)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            tunnel = json.loads(state.read_text())
-            _kill_group(int(tunnel["pid"]))
-            for _ in range(50):  # SIGTERM first; SIGKILL if the port is still served after 5 s
-                if not _port_open(int(tunnel["port"])):
-                    break
-                time.sleep(0.1)
-            else:
-                _kill_group(int(tunnel["pid"]), signal.SIGKILL)
-        state.unlink(missing_ok=True)
-        (self.state_dir / f"{instance_id}.tunnel.log").unlink(missing_ok=True)
+        """Nothing to do: each task closed its own tunnel."""
+        return None
+
+
+def _die_with_parent() -> None:
+    """In the session process: SIGTERM when the task that opened it dies (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop(process: subprocess.Popen[bytes], port: int) -> None:
+    """SIGTERM the session's group; SIGKILL if the port is still served after 5 s."""
+    _kill_group(process.pid)
+    for _ in range(50):
+        if process.poll() is not None and not _port_open(port):
+            return
+        time.sleep(0.1)
+    _kill_group(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 def _free_port() -> int:
@@ -183,9 +189,7 @@ def _kill_group(pid: int, sig: signal.Signals = signal.SIGTERM) -> None:
         os.killpg(pid, sig)
 
 
-def make_resolver(
-    network: Network, *, user: str, aws_conn_id: str, region: str | None, state_dir: Path
-) -> AddressResolver:
+def make_resolver(network: Network, *, user: str, aws_conn_id: str, region: str | None) -> AddressResolver:
     """The network's ``address_resolver`` class wins (built with ``user=``, ``aws_conn_id=`` and
     ``region=``: a bastion may need the account), else its address mode."""
     if network.address_resolver:
@@ -200,5 +204,5 @@ def make_resolver(
                 f"address_resolver {network.address_resolver!r} cannot be imported: {exc}", retryable=False
             ) from None
     if network.address == "ssm":
-        return SsmTunnelResolver(user=user, aws_conn_id=aws_conn_id, region=region, state_dir=state_dir)
+        return SsmTunnelResolver(user=user, aws_conn_id=aws_conn_id, region=region)
     return IpAddressResolver(user=user, use_public_ip=network.address == "public_ip")

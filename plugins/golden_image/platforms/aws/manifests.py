@@ -1,39 +1,70 @@
 """Full manifests of AMIs (packages, Packer and Ansible summaries, validation + JUnit, SBOM): too big
-for tags, so kept as files beside the local store (``$GOLDEN_HOME/aws/manifests``); the AMI's
-tags carry what others filter on. (Several workers need this directory shared; issue 11 moves
-it to S3.)"""
+for tags, so kept in an S3 bucket every worker reads (the AWS connection's
+``extra.golden_image.manifest_bucket``), as ``golden-image/manifests/<ami>.json`` with the
+image's documents beside it (``<ami>.<name>``); the AMI's tags carry what others filter on.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from golden_image.errors import PlatformError
+
+if TYPE_CHECKING:
+    from golden_image.hooks.ami import AmiHook
+
+PREFIX = "golden-image/manifests/"
+"""Key prefix of manifests in the bucket (the IAM policy grants this prefix and no other)."""
 
 
 class ManifestStore:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    """Manifests in ``bucket`` through ``hook()`` (the primary region's AmiHook)."""
 
-    def _path(self, image_id: str) -> Path:
-        return self.directory / f"{image_id}.json"
+    def __init__(self, hook: Callable[[], AmiHook], bucket: str | None, *, aws_conn_id: str) -> None:
+        self.hook = hook
+        self._bucket = bucket
+        self.aws_conn_id = aws_conn_id
+
+    @property
+    def bucket(self) -> str:
+        if not self._bucket:
+            raise PlatformError(
+                "the aws platform keeps image manifests in S3 so that every worker reads them: set "
+                f"extra.golden_image.manifest_bucket on the Airflow connection '{self.aws_conn_id}' to a "
+                "private bucket of the account (README, aws platform)",
+                retryable=False,
+            )
+        return self._bucket
+
+    @staticmethod
+    def key(image_id: str, name: str = "json") -> str:
+        return f"{PREFIX}{image_id}.{name}"
 
     def load(self, image_id: str) -> dict[str, Any]:
-        path = self._path(image_id)
-        return dict(json.loads(path.read_text())) if path.exists() else {}
+        body = self.hook().get_object(self.bucket, self.key(image_id))
+        return dict(json.loads(body)) if body else {}
 
     def save(self, image_id: str, manifest: dict[str, Any]) -> None:
-        """Atomically (a reader never sees half a manifest)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        partial = self._path(image_id).with_suffix(".partial")
-        partial.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        partial.rename(self._path(image_id))
+        """One PUT: a reader sees the old manifest or the new one, never half of one."""
+        body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        self.hook().put_object(self.bucket, self.key(image_id), body, "application/json")
 
     def add_section(self, image_id: str, section: str, report: dict[str, Any], files: dict[str, str]) -> None:
         """A step's result as ``section`` of the manifest; its documents as ``<image>.<name>``."""
         for name, text in files.items():
-            (self.directory / f"{image_id}.{name}").write_text(text)
+            self.hook().put_object(self.bucket, self.key(image_id, name), text.encode(), _content_type(name))
         self.save(image_id, {**self.load(image_id), section: report})
 
     def document(self, image_id: str, name: str) -> str | None:
-        path = self.directory / f"{image_id}.{name}"
-        return path.read_text() if path.is_file() else None
+        body = self.hook().get_object(self.bucket, self.key(image_id, name))
+        return body.decode() if body is not None else None
+
+
+CONTENT_TYPES = {".xml": "application/xml", ".json": "application/json"}
+
+
+def _content_type(name: str) -> str:
+    return CONTENT_TYPES.get(Path(name).suffix, "text/plain")

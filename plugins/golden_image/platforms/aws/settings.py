@@ -1,6 +1,6 @@
 """Where an aws family's settings come from: the spec's ``aws`` block, else the connection's
-``extra.golden_image`` (per environment: network and address mode), so one family file works
-in every account. Credentials only ever come from the connection.
+``extra.golden_image`` (per environment: network, address mode, the manifest bucket), so one
+family file works in every account. Credentials only ever come from the connection.
 """
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ from golden_image.errors import PlatformError
 from golden_image.spec import FamilySpec
 
 CONNECTION_EXTRA = "golden_image"
-"""Key in the AWS connection's extras holding environment settings (network, address mode)."""
-NETWORK_KEYS = ("subnet_id", "security_group_ids", "instance_profile", "address", "address_resolver")
+"""Key in the AWS connection's extras holding environment settings (network, address mode, bucket)."""
+CONNECTION_KEYS = (
+    "subnet_id",
+    "security_group_ids",
+    "instance_profile",
+    "address",
+    "address_resolver",
+    "manifest_bucket",
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class Network:
     address: str = "private_ip"
     address_resolver: str | None = None
     """A class ("package.module.Class") that wins over ``address`` (a bastion, the tests' stand-ins)."""
+    manifest_bucket: str | None = None
+    """The S3 bucket of the account's image manifests (connection extras only: an environment fact)."""
 
 
 def network_for(spec: FamilySpec) -> Network:
@@ -39,6 +48,7 @@ def network_for(spec: FamilySpec) -> Network:
         instance_profile=settings.instance_profile or extras.get("instance_profile"),
         address=settings.address or str(extras.get("address") or "private_ip"),
         address_resolver=None if settings.address else extras.get("address_resolver"),
+        manifest_bucket=extras.get("manifest_bucket") or None,
     )
 
 
@@ -59,11 +69,11 @@ def connection_settings(aws_conn_id: str) -> dict[str, Any]:
         raise PlatformError(
             f"connection '{aws_conn_id}': extra.{CONNECTION_EXTRA} must be a JSON object", retryable=False
         )
-    unknown = sorted(set(settings) - set(NETWORK_KEYS))
+    unknown = sorted(set(settings) - set(CONNECTION_KEYS))
     if unknown:
         raise PlatformError(
             f"connection '{aws_conn_id}': unknown extra.{CONNECTION_EXTRA} keys {unknown} "
-            f"(allowed: {', '.join(NETWORK_KEYS)})",
+            f"(allowed: {', '.join(CONNECTION_KEYS)})",
             retryable=False,
         )
     return dict(settings)

@@ -180,6 +180,11 @@ class LocalPlatform:
         return True
 
     @contextmanager
+    def reach(self, target: Target) -> Iterator[Target]:
+        """Local instances are on this host (the local-bake queue's worker): the target as it is."""
+        yield target
+
+    @contextmanager
     def winrm_login(self, target: Target) -> Iterator[WinrmLogin]:
         """Local instances are Debian: there is no Windows instance to log in to."""
         raise PlatformError(
