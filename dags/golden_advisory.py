@@ -17,14 +17,18 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Param
 
+from golden_image.loader import platforms_in_use
 from golden_image.operators.maintenance import (
     AdvisoryPlanOperator,
     AdvisoryReportOperator,
     AdvisoryWaveOperator,
 )
-from golden_image.pipeline import ADVISORY_ID, ADVISORY_WAVES, CVE_ID, MAX_ADVISORY_ITEMS
+from golden_image.pipeline import ADVISORY_ID, ADVISORY_WAVES, CVE_ID, MAX_ADVISORY_ITEMS, maintenance_queue
 
 POKE_INTERVAL_S = 15
+QUEUE = maintenance_queue(platforms_in_use())
+"""The plan and the report read every family's published image: where the local store is, when a
+family is local (the waves only pass XCom and trigger runs: any worker)."""
 WAIT_LIMIT = timedelta(hours=12)
 """How long a wave waits for its families' runs (a bake queued behind a stuck run ends here)."""
 
@@ -72,7 +76,7 @@ with DAG(
     },
     doc_md=__doc__,
 ):
-    plan = AdvisoryPlanOperator(task_id="find_affected_families")
+    plan = AdvisoryPlanOperator(task_id="find_affected_families", queue=QUEUE)
     previous: Any = plan
     for wave in range(1, ADVISORY_WAVES + 1):
         families = AdvisoryWaveOperator(
@@ -93,4 +97,6 @@ with DAG(
         ).expand_kwargs(families.output)
         previous >> families >> rebuild
         previous = rebuild
-    previous >> AdvisoryReportOperator(task_id="report", plan_task=plan.task_id, trigger_rule="all_done")
+    previous >> AdvisoryReportOperator(
+        task_id="report", plan_task=plan.task_id, trigger_rule="all_done", queue=QUEUE
+    )

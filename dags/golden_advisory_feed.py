@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG
 
+from golden_image.loader import platforms_in_use
 from golden_image.operators.maintenance import AdvisoryFeedOperator
+from golden_image.pipeline import maintenance_queue
 
 with DAG(
     dag_id="golden_image_advisory_feed",
@@ -27,7 +29,8 @@ with DAG(
     tags=["golden-image", "security"],
     doc_md=__doc__,
 ):
-    found = AdvisoryFeedOperator(task_id="find_new_fixes")
+    # reads every published manifest: where the local store is when a family is local
+    found = AdvisoryFeedOperator(task_id="find_new_fixes", queue=maintenance_queue(platforms_in_use()))
     TriggerDagRunOperator.partial(
         task_id="start_advisory_rebuild",
         trigger_dag_id="golden_image_advisory",

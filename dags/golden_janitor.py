@@ -5,13 +5,18 @@
   and security groups tagged by the pipeline, all older than the TTL, and stale ephemeral SSH keys.
   Untagged resources are never touched. An unreachable account fails the run after the others
   were cleaned.
+
+One task per platform the families use, each on its platform's queue: the local store is on the
+local-bake worker's disk alone, the aws sweep runs on any worker (README "Pools and queues").
 """
 
 from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Param
 
+from golden_image.loader import platforms_in_use
 from golden_image.operators.maintenance import JanitorOperator
+from golden_image.pipeline import PLATFORM_QUEUES
 
 with DAG(
     dag_id="golden_image_janitor",
@@ -26,4 +31,9 @@ with DAG(
     },
     doc_md=__doc__,
 ):
-    JanitorOperator(task_id="remove_stale_instances")
+    for platform in sorted(platforms_in_use()):
+        JanitorOperator(
+            task_id=f"remove_stale_instances_{platform}",
+            platforms=(platform,),
+            queue=PLATFORM_QUEUES[platform],
+        )

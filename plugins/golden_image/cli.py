@@ -11,6 +11,7 @@
     golden source FAMILY [--refresh]    the family's source image; --refresh builds a new base
     golden janitor [--ttl-hours H] [--platform local|aws|all]   remove what killed runs left
     golden catalog rebuild [--json]     restore the local catalog's rows from the image files
+    golden pools [--dry-run] [--json]   create/update the Airflow pools the families' bakes take
 
 Exit status is non-zero on any error.
 """
@@ -679,6 +680,93 @@ def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     return 0 if result["intact"] else 1
 
 
+def needed_pools(specs: list[FamilySpec], environ: dict[str, str] | os._Environ[str]) -> list[dict[str, Any]]:
+    """The bake pools the families use (``pipeline.pool_name``), each with its size and where
+    the size came from (``pipeline.pool_slots``: a GOLDEN_POOL_SLOTS_* variable or the default)."""
+    pools: dict[str, dict[str, Any]] = {}
+    for spec in sorted(specs, key=lambda s: s.name):
+        name = pipeline.pool_name(spec.platform, spec.primary_region)
+        if name not in pools:
+            try:
+                slots, source = pipeline.pool_slots(spec.platform, spec.primary_region, environ)
+            except ValueError as exc:
+                raise GoldenImageError(str(exc), retryable=False) from None
+            rule = pipeline.POOLS[spec.platform]
+            where = f"region {spec.primary_region}" if rule.per_region else "this host"
+            pools[name] = {
+                "name": name,
+                "slots": slots,
+                "slots_from": source,
+                "include_deferred": rule.include_deferred,
+                "description": f"golden-image bakes on {spec.platform} ({where}): instances, tools, copies "
+                f"at once (set by `golden pools` from {source}; README: Pools and queues)",
+                "families": [],
+            }
+        pools[name]["families"].append(spec.name)
+    return list(pools.values())
+
+
+def apply_pools(wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Create or update each pool in Airflow's database (``Pool.create_or_update_pool``, what
+    ``airflow pools set`` runs); ``state`` says created / updated / unchanged. Other
+    ``golden_image_*`` pools are listed as ``unused`` and kept (a run in flight may hold one)."""
+    for key, value in airflow_environment().items():
+        os.environ.setdefault(key, value)
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    result = []
+    try:
+        with create_session() as session:
+            for pool in wanted:
+                existing = Pool.get_pool(pool["name"], session=session)
+                same = existing is not None and (
+                    existing.slots,
+                    bool(existing.include_deferred),
+                    existing.description,
+                ) == (pool["slots"], pool["include_deferred"], pool["description"])
+                if not same:
+                    Pool.create_or_update_pool(
+                        pool["name"],
+                        pool["slots"],
+                        pool["description"],
+                        pool["include_deferred"],
+                        session=session,
+                    )
+                state = "unchanged" if same else "created" if existing is None else "updated"
+                result.append({**pool, "state": state})
+            names = {pool["name"] for pool in wanted}
+            for other in Pool.get_pools(session=session):
+                if other.pool.startswith(pipeline.POOL_PREFIX + "_") and other.pool not in names:
+                    result.append({"name": other.pool, "slots": other.slots, "state": "unused", "families": []})
+    except (OperationalError, ProgrammingError) as exc:
+        raise GoldenImageError(
+            f"cannot write Airflow's pools ({str(exc).splitlines()[0][:200]}); is its database set up? "
+            f"run `airflow db migrate` with AIRFLOW_HOME={os.environ['AIRFLOW_HOME']} (or the stack's "
+            "database settings) first",
+            retryable=False,
+        ) from None
+    return result
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    """The bake pools the families need, created or resized to the configured sizes; idempotent."""
+    found = _families()
+    wanted = needed_pools(list(found.families.values()), os.environ)
+    rows = wanted if args.dry_run else apply_pools(wanted)
+    lines = [
+        f"{row['name']:<32} {row['slots']:>4} slots  {row.get('state', 'would set'):<9} "
+        + (f"from {row['slots_from']}; " if "slots_from" in row else "")
+        + (", ".join(row["families"]) or "no family uses it (kept)")
+        for row in rows
+    ]
+    if found.errors:
+        lines.append(f"not counted (broken family files): {', '.join(sorted(found.errors))}")
+    _print(rows, args.json, "\n".join(lines) or "no family: no pool needed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="golden", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -716,6 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
     janitor = add("janitor", cmd_janitor, "remove stale instances")
     janitor.add_argument("--ttl-hours", type=float, default=6.0)
     janitor.add_argument("--platform", choices=[*PLATFORMS, "all"], default="all")
+    add("pools", cmd_pools, "create/update the Airflow pools of the bakes (sizes: GOLDEN_POOL_SLOTS_*)").add_argument(
+        "--dry-run", action="store_true", help="print the pools and sizes, change nothing"
+    )
     catalog = sub.add_parser("catalog", help="the local image store's catalog")
     catalog_sub = catalog.add_subparsers(dest="action", required=True)
     rebuild = catalog_sub.add_parser(

@@ -141,7 +141,9 @@ PARAMS = _params()
 
 def build_family_dag(spec: FamilySpec) -> DAG:
     """Render ``pipeline.PIPELINE`` for one family: one task per step (one per region for mapped
-    steps), the steps' upstreams, and each teardown paired with its setup."""
+    steps), the steps' upstreams, and each teardown paired with its setup. Every task goes to the
+    platform's queue; the pooled steps take a slot of the family's bake pool."""
+    pool = pipeline.pool_name(spec.platform, spec.primary_region)
     common: dict[str, Any] = {
         "family": spec.name,
         "spec": spec.model_dump(mode="json", exclude_unset=True),  # as written: defaults stay defaults
@@ -157,7 +159,11 @@ def build_family_dag(spec: FamilySpec) -> DAG:
         tags=["golden-image", f"platform:{spec.platform}", f"os:{spec.os}"],
         owner_links={},
         doc_md=render_doc(spec),
-        default_args={"owner": ", ".join(spec.owners), "retries": 0},
+        default_args={
+            "owner": ", ".join(spec.owners),
+            "retries": 0,
+            "queue": pipeline.PLATFORM_QUEUES[spec.platform],
+        },
         params={name: copy.copy(param) for name, param in PARAMS.items()},
     )
     tasks: dict[str, Any] = {}
@@ -170,6 +176,8 @@ def build_family_dag(spec: FamilySpec) -> DAG:
                 kwargs["execution_timeout"] = timedelta(minutes=step.timeout_minutes)
             if step.emits_asset:
                 kwargs["outlets"] = [family_asset(spec)]
+            if step.pooled:
+                kwargs |= {"pool": pool, "pool_slots": 1}
             operator = getattr(operators, step.operator)
             if step.per_region:
                 task = operator.partial(task_id=step.task_id, **kwargs).expand(
@@ -255,6 +263,11 @@ def render_doc(spec: FamilySpec) -> str:
         ),
         ("Vulnerabilities", _vulnerability_policy(spec)),
         ("Regions", ", ".join(spec.distribution.regions)),
+        (
+            "Queue / pool",
+            f"`{pipeline.PLATFORM_QUEUES[spec.platform]}` / "
+            f"`{pipeline.pool_name(spec.platform, spec.primary_region)}` (the steps marked bake pool)",
+        ),
         ("Accounts", ", ".join(spec.distribution.accounts) or "none"),
         ("Pointer", f"`{spec.pointer}`"),
         ("Retention", f"keep {spec.retention.keep}, minimum age {spec.retention.min_age_days} days"),

@@ -58,6 +58,22 @@ def load_dags(images_dir: Path | None = None) -> dict[str, DAG]:
     return dags
 
 
+def platforms_in_use(images_dir: Path | None = None) -> frozenset[str]:
+    """The platforms of the families that load: where the maintenance DAGs' tasks must run
+    (``pipeline.maintenance_queue``, the janitor's one task per platform). A broken file names
+    none; a failure to load at all falls back to every platform (its tasks then wait for their
+    workers rather than silently sweeping nothing)."""
+    images = images_dir or paths.images_dir()
+    try:
+        found = load_families(images, paths.include_dir() if images_dir is None else images.parent)
+    except Exception:  # the family DAGs' file reports it (a visible error DAG); do not hide sweeps
+        log.exception("loading the golden-image family files failed")
+        from golden_image.pipeline import PLATFORM_QUEUES
+
+        return frozenset(PLATFORM_QUEUES)
+    return frozenset(spec.platform for spec in found.families.values())
+
+
 def stand_in(family: str) -> str:
     """The name a broken file's error DAG is built for: its stem, shortened (with a hash) when the
     DAG id would be longer than Airflow allows."""

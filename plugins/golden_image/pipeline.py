@@ -10,6 +10,8 @@ Pure: no Airflow import, so the CLI can describe a pipeline without loading Airf
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,9 @@ class Step:
     """One mapped task instance per region of the family (a failed region is retried alone)."""
     emits_asset: bool = False
     """Updates the family's Asset (downstream DAGs and layered families schedule on it)."""
+    pooled: bool = False
+    """Takes a slot of the family's bake pool (``pool_name``) while it runs: the steps that boot,
+    work on or copy an instance or image on the platform's machines (see ``POOLS``)."""
 
 
 PIPELINE: tuple[Step, ...] = (
@@ -52,6 +57,7 @@ PIPELINE: tuple[Step, ...] = (
         after=(DECISION_TASK,),
         inputs={"source": DECISION_TASK},
         options={"role": "builder"},
+        pooled=True,
     ),
     Step(
         "bake_packer",
@@ -60,6 +66,7 @@ PIPELINE: tuple[Step, ...] = (
         after=("launch_builder",),
         inputs={"target": "launch_builder"},
         timeout_minutes=120,
+        pooled=True,
     ),
     Step(
         "provision_ansible",
@@ -68,6 +75,7 @@ PIPELINE: tuple[Step, ...] = (
         after=("bake_packer",),
         inputs={"target": "launch_builder"},
         timeout_minutes=120,
+        pooled=True,
     ),
     Step(
         "capture_image",
@@ -80,6 +88,7 @@ PIPELINE: tuple[Step, ...] = (
             "packer": "bake_packer",
             "ansible": "provision_ansible",
         },
+        pooled=True,
     ),
     Step(
         "terminate_builder",
@@ -105,6 +114,7 @@ PIPELINE: tuple[Step, ...] = (
         after=("scan_vulnerabilities",),
         inputs={"image": "capture_image"},
         options={"role": "test"},
+        pooled=True,
     ),
     Step(
         "validate_image",
@@ -113,6 +123,7 @@ PIPELINE: tuple[Step, ...] = (
         after=("launch_test_instance",),
         inputs={"target": "launch_test_instance", "image": "capture_image"},
         timeout_minutes=60,
+        pooled=True,
     ),
     Step(
         "terminate_test_instance",
@@ -130,6 +141,7 @@ PIPELINE: tuple[Step, ...] = (
         inputs={"image": "capture_image"},
         retries=2,
         per_region=True,
+        pooled=True,
     ),
     Step(
         "publish_image",
@@ -157,11 +169,78 @@ aws platform's steps, which reach EC2 over the network from whichever worker tak
 LOCAL_BAKE_QUEUE = "local-bake"
 """The Celery queue of the local platform's tasks: its instances, image store and SQLite catalog
 live on one host, and booting an instance needs root and namespaces, so only the privileged
-``airflow-worker-local-bake`` service of docker-compose.yml consumes it. Not routed yet: the
-operators take it in issue 11 part 4 (pools); tests/unit/test_compose.py checks that the compose
-file's workers consume exactly these queues."""
+``airflow-worker-local-bake`` service of docker-compose.yml consumes it. Every task of a local
+family goes there (the factory sets it), and so do the maintenance tasks that read or sweep the
+local store while a local family exists (``maintenance_queue``); tests/unit/test_compose.py checks
+that the compose file's workers consume exactly these queues."""
 PLATFORM_QUEUES = {"local": LOCAL_BAKE_QUEUE, "aws": DEFAULT_QUEUE}
 """The queue of each platform's tasks (``platforms.PLATFORMS`` names the same platforms)."""
+
+
+def maintenance_queue(platforms: set[str] | frozenset[str]) -> str:
+    """The queue of a maintenance task that reads every platform in use (the advisory plan and
+    report, the feed): where the local store is when any family is local (that worker reaches
+    the cloud as well; the cloud's workers cannot reach the local store), else any worker."""
+    return LOCAL_BAKE_QUEUE if "local" in platforms else DEFAULT_QUEUE
+
+
+@dataclass(frozen=True)
+class PoolRule:
+    """How a platform's bake pools are cut and sized (README "Pools and queues")."""
+
+    per_region: bool
+    """One pool per region the families build in (a cloud's capacity and quotas are per region),
+    or one for the platform (the local platform is one host: its regions are directories)."""
+    slots: int
+    """Default size: how many pooled tasks of the pool's families run at once."""
+    include_deferred: bool
+    """Deferred tasks hold their slot (an aws launch, capture or copy waiting on EC2 still holds
+    the instance or copy it waits for)."""
+
+
+POOL_PREFIX = "golden_image"
+POOLS = {
+    "local": PoolRule(per_region=False, slots=2, include_deferred=False),
+    "aws": PoolRule(per_region=True, slots=8, include_deferred=True),
+}
+"""The bake pools of each platform (``platforms.PLATFORMS`` names the same platforms)."""
+POOL_SLOTS_ENV = "GOLDEN_POOL_SLOTS_"
+"""``GOLDEN_POOL_SLOTS_<PLATFORM>`` sizes every pool of a platform, ``GOLDEN_POOL_SLOTS_<PLATFORM>_<REGION>``
+(region upper case, ``-`` as ``_``: ``GOLDEN_POOL_SLOTS_AWS_US_EAST_1``) one region's; read by
+``golden pools``, never at DAG parse time."""
+MAX_POOL_SLOTS = 1000
+
+
+def pool_name(platform: str, region: str) -> str:
+    """The Airflow pool of a family on ``platform`` building in ``region`` (its first region)."""
+    rule = POOLS[platform]
+    return f"{POOL_PREFIX}_{platform}_{region}" if rule.per_region else f"{POOL_PREFIX}_{platform}"
+
+
+def pool_slots_setting(platform: str, region: str | None = None) -> str:
+    """The environment variable that sizes a platform's pools, or one region's pool."""
+    name = POOL_SLOTS_ENV + platform.upper()
+    return name + "_" + re.sub(r"[^A-Z0-9]", "_", region.upper()) if region else name
+
+
+def pool_slots(platform: str, region: str, environ: Mapping[str, str]) -> tuple[int, str]:
+    """The size of the pool of ``platform``/``region``, and where it came from (the variable or
+    ``default``): the region's variable, else the platform's, else ``POOLS``' default. Raises
+    ValueError naming the variable for anything but a whole number from 1 to MAX_POOL_SLOTS."""
+    rule = POOLS[platform]
+    names = [pool_slots_setting(platform, region)] if rule.per_region else []
+    for name in [*names, pool_slots_setting(platform)]:
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_POOL_SLOTS:
+            raise ValueError(
+                f"{name}={raw[:40]!r}: set it to a whole number of slots from 1 to {MAX_POOL_SLOTS} "
+                "(how many pooled tasks run at once), or unset it for the default "
+                f"{rule.slots}"
+            )
+        return int(raw), name
+    return rule.slots, "default"
 
 ADVISORY_WAVES = 3
 """Rebuild waves of the advisory DAG: a family goes one wave after the family it is layered on;
@@ -203,5 +282,7 @@ def describe(pipeline: tuple[Step, ...] | None = None) -> list[dict[str, Any]]:
             notes.append(f"retries {step.retries}")
         if step.timeout_minutes:
             notes.append(f"timeout {step.timeout_minutes} min")
+        if step.pooled:
+            notes.append("bake pool")
         rows.append({"task_id": step.task_id, "after": list(step.after), "does": step.doc, "notes": notes})
     return rows

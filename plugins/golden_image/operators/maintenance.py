@@ -13,17 +13,22 @@ if TYPE_CHECKING:
 
 class JanitorOperator(BaseOperator):
     """Remove what killed runs left behind (local: instances' processes, mounts, files and
-    unused caches; aws: pipeline-tagged instances and ephemeral keys) past a TTL."""
+    unused caches; aws: pipeline-tagged instances and ephemeral keys) past a TTL, on
+    ``platforms`` (default: every one; the janitor DAG has one task per platform, on its queue)."""
 
-    def __init__(self, *, ttl_hours: float = 6.0, **kwargs: Any) -> None:
+    def __init__(self, *, ttl_hours: float = 6.0, platforms: tuple[str, ...] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ttl_hours = ttl_hours
+        self.platforms = tuple(platforms) if platforms else None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
         ttl = float(context["params"].get("ttl_hours", self.ttl_hours))
-        result = steps.janitor(older_than_s=ttl * 3600)
+        if self.platforms is None:
+            result = steps.janitor(older_than_s=ttl * 3600)
+        else:
+            result = steps.janitor(older_than_s=ttl * 3600, platforms=self.platforms)
         if result["errors"]:  # the others were cleaned; fail so someone looks at these
             raise AirflowFailException(f"janitor could not clean: {result['errors']}")
         return result
