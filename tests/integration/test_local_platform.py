@@ -82,6 +82,39 @@ def test_instance_is_isolated_and_leaves_nothing(platform: LocalPlatform, source
     assert source_image.image_id not in platform.images_in_use()
 
 
+def test_a_port_taken_before_the_forward_binds_it_is_replaced(  # type: ignore[no-untyped-def]
+    platform: LocalPlatform, source_image, monkeypatch
+) -> None:
+    """Two bakes at once: a port free when picked may be taken before slirp4netns binds it
+    (another instance's forward, any outbound connection). The launch moves on to another."""
+    import socket
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    held = taken.getsockname()[1]
+    picks = [held]
+    real_free_port = sandbox.free_port
+
+    def free_port() -> int:
+        picks.append(real_free_port())
+        return picks.pop(0)
+
+    monkeypatch.setattr(sandbox, "free_port", free_port)
+    try:
+        target = platform.launch_instance(
+            source_image.image_id, role="test", family="t", run_id="ports", region="local"
+        )
+    finally:
+        taken.close()
+    try:
+        assert target.port != held
+        assert platform.catalog.instance(target.instance_id).port == target.port  # type: ignore[union-attr]
+        assert run_ssh(target, "echo up").stdout.strip() == "up"
+    finally:
+        platform.terminate_instance(target.instance_id)
+
+
 def test_janitor_removes_instances_of_killed_runs(platform: LocalPlatform, source_image) -> None:  # type: ignore[no-untyped-def]
     target = platform.launch_instance(
         source_image.image_id, role="builder", family="t", run_id="killed", region="local"

@@ -124,7 +124,6 @@ class LocalPlatform:
         directory = self.home / "instances" / instance_id
         (directory / "ssh").mkdir(parents=True)
         (directory / "root").mkdir()
-        port = sandbox.free_port()
         self.catalog.add_instance(
             InstanceRow(
                 instance_id,
@@ -133,7 +132,7 @@ class LocalPlatform:
                 family,
                 run_id,
                 str(directory),
-                port,
+                0,  # the SSH port, once slirp4netns forwards one (start_instance picks it)
                 None,
                 "pending",
                 time.time(),
@@ -145,8 +144,8 @@ class LocalPlatform:
             lower = self.store.lower_tree(image_id, archive) if sandbox.overlay_supported() else None
             sandbox.make_key(key, f"golden-{instance_id}")
             env = sandbox.prepare_root(directory, lower=lower, archive=archive, public_key=Path(f"{key}.pub"))
-            pid = sandbox.start_instance(directory, port=port, env=env)
-            self.catalog.set_instance(instance_id, state="running", pid=pid)
+            pid, port = sandbox.start_instance(directory, env=env)
+            self.catalog.set_instance(instance_id, state="running", pid=pid, port=port)
         except BaseException as exc:
             self.terminate_instance(instance_id)
             if isinstance(exc, PlatformError):

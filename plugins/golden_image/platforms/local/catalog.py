@@ -481,7 +481,9 @@ class Catalog:
                 ),
             )
 
-    def set_instance(self, instance_id: str, *, state: str, pid: int | None = None) -> None:
+    def set_instance(
+        self, instance_id: str, *, state: str, pid: int | None = None, port: int | None = None
+    ) -> None:
         with self._connect() as db:
             if state == "terminated":
                 db.execute(
@@ -490,8 +492,9 @@ class Catalog:
                 )
             else:
                 db.execute(
-                    "UPDATE instances SET state=?, pid=COALESCE(?, pid) WHERE instance_id=?",
-                    (state, pid, instance_id),
+                    "UPDATE instances SET state=?, pid=COALESCE(?, pid), port=COALESCE(?, port) "
+                    "WHERE instance_id=?",
+                    (state, pid, port, instance_id),
                 )
 
     def instances(self, *, live_only: bool = True) -> list[InstanceRow]:

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from golden_image.errors import PlatformError
@@ -231,9 +232,13 @@ def stale_cgroups(home: Path) -> list[str]:
     return sorted(ids)
 
 
-def start_instance(directory: Path, *, port: int, env: dict[str, str]) -> int:
-    """Boot the instance (``directory`` laid out by ``prepare_root``, named by the instance id);
-    its SSH on 127.0.0.1:``port``. Returns the PID of the instance's namespace once SSH answers."""
+def start_instance(
+    directory: Path, *, env: dict[str, str], ports: Callable[[], int] | None = None
+) -> tuple[int, int]:
+    """Boot the instance (``directory`` laid out by ``prepare_root``, named by the instance id).
+    Returns the PID of the instance's namespace and the 127.0.0.1 port its SSH is forwarded
+    from, once SSH answers there (a port ``ports()``, default ``free_port``, picked and
+    slirp4netns could bind: see ``_forward_ssh``)."""
     instance_id = directory.name
     cgroups = cgroup_dirs(directory)
     for cgroup in cgroups:
@@ -251,9 +256,9 @@ def start_instance(directory: Path, *, port: int, env: dict[str, str]) -> int:
             env={**os.environ, **env, "GOLDEN_CGROUPS": " ".join(map(str, cgroups))},
         )  # fmt: skip
     deadline = time.monotonic() + SSH_READY_TIMEOUT_S
-    _forward_ssh(directory, port, process, deadline)
+    port = _forward_ssh(directory, ports or free_port, process, deadline)
     _wait_ssh(port, process, directory, deadline)
-    return process.pid
+    return process.pid, port
 
 
 def _alive_or_raise(process: subprocess.Popen[bytes], directory: Path) -> None:
@@ -264,24 +269,42 @@ def _alive_or_raise(process: subprocess.Popen[bytes], directory: Path) -> None:
         raise PlatformError(f"instance exited with {process.returncode} while booting:\n{tail}")
 
 
-def _forward_ssh(directory: Path, port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
-    """Ask the instance's slirp4netns to forward 127.0.0.1:``port`` to the instance's port 22."""
+PORT_ATTEMPTS = 8
+"""Ports tried for an instance's SSH forward. ``free_port`` only finds a port free *now*: until
+slirp4netns binds it, another process may take it (another instance's forward, or any outbound
+connection of the host, the instances' own NAT traffic included, which draws from the same
+ephemeral range), so a refused bind is retried with a new port."""
+
+
+def _forward_ssh(
+    directory: Path, ports: Callable[[], int], process: subprocess.Popen[bytes], deadline: float
+) -> int:
+    """Ask the instance's slirp4netns to forward a free 127.0.0.1 port to the instance's port 22;
+    returns that port."""
     api = directory / "slirp.sock"
-    request = {
-        "execute": "add_hostfwd",
-        "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": port, "guest_port": 22},
-    }
+    refused: list[str] = []
     while time.monotonic() < deadline:
         _alive_or_raise(process, directory)
         if api.exists():
+            port = ports()
+            request = {
+                "execute": "add_hostfwd",
+                "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": port, "guest_port": 22},
+            }
             unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             with unix as sock, contextlib.suppress(OSError):  # not listening yet, or it just died
                 sock.connect(str(api))
                 sock.sendall(json.dumps(request).encode())
                 reply = json.loads(sock.recv(4096) or b"{}")
-                if "return" not in reply:
-                    raise PlatformError(f"slirp4netns refused the SSH forward to port {port}: {reply}")
-                return
+                if "return" in reply:
+                    return port
+                refused.append(f"{port}: {reply}")  # most likely taken since it was picked
+                if len(refused) >= PORT_ATTEMPTS:
+                    raise PlatformError(
+                        f"slirp4netns refused the SSH forward on {len(refused)} ports "
+                        f"({'; '.join(refused[-3:])}); see {directory / 'slirp.log'}"
+                    )
+                continue
         time.sleep(0.02)
     raise PlatformError(f"the instance's network did not come up in {SSH_READY_TIMEOUT_S:.0f} s")
 
