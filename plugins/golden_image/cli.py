@@ -526,13 +526,40 @@ def prepare_airflow() -> None:
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     marker = home / ".golden-db-migrated"
-    if not marker.exists():
-        subprocess.run(
-            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        marker.touch()
+    if marker.exists():
+        return
+    with paths.exclusive_lock(home / ".golden-db-migrate.lock"):  # two bakes starting in a new home
+        if not marker.exists():
+            subprocess.run(
+                [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            marker.touch()
+
+
+@contextlib.contextmanager
+def one_bake_of(family: str) -> Iterator[None]:
+    """One ``golden bake`` of a family at a time on this store: ``dag.test()`` ignores the DAG's
+    ``max_active_runs=1`` (it runs no scheduler), and two runs of one family would race for its
+    pointer. Other families bake at the same time."""
+    import fcntl
+
+    path = paths.golden_home() / f".bake-{family}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store's own mode (ImageStore)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GoldenImageError(
+                f"another `golden bake {family}` is running on this machine ({path} is locked); "
+                "wait for it to finish (one run per family), or bake another family meanwhile",
+                retryable=False,
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
@@ -572,7 +599,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def cmd_bake(args: argparse.Namespace) -> int:
     spec = _get(args.family)
-    with _stdout_to_stderr():
+    with one_bake_of(spec.name), _stdout_to_stderr():
         result = run_family_dag(spec, {"force": args.force, "reason": args.reason or "golden bake"})
     platform = _platform(spec)
     captured = platform.find_captured(spec.name, result["run_id"])
@@ -738,8 +765,10 @@ def apply_pools(wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 result.append({**pool, "state": state})
             names = {pool["name"] for pool in wanted}
             for other in Pool.get_pools(session=session):
-                if other.pool.startswith(pipeline.POOL_PREFIX + "_") and other.pool not in names:
-                    result.append({"name": other.pool, "slots": other.slots, "state": "unused", "families": []})
+                if str(other.pool).startswith(pipeline.POOL_PREFIX + "_") and other.pool not in names:
+                    result.append(
+                        {"name": other.pool, "slots": other.slots, "state": "unused", "families": []}
+                    )
     except (OperationalError, ProgrammingError) as exc:
         raise GoldenImageError(
             f"cannot write Airflow's pools ({str(exc).splitlines()[0][:200]}); is its database set up? "
@@ -804,9 +833,9 @@ def build_parser() -> argparse.ArgumentParser:
     janitor = add("janitor", cmd_janitor, "remove stale instances")
     janitor.add_argument("--ttl-hours", type=float, default=6.0)
     janitor.add_argument("--platform", choices=[*PLATFORMS, "all"], default="all")
-    add("pools", cmd_pools, "create/update the Airflow pools of the bakes (sizes: GOLDEN_POOL_SLOTS_*)").add_argument(
-        "--dry-run", action="store_true", help="print the pools and sizes, change nothing"
-    )
+    add(
+        "pools", cmd_pools, "create/update the Airflow pools of the bakes (sizes: GOLDEN_POOL_SLOTS_*)"
+    ).add_argument("--dry-run", action="store_true", help="print the pools and sizes, change nothing")
     catalog = sub.add_parser("catalog", help="the local image store's catalog")
     catalog_sub = catalog.add_subparsers(dest="action", required=True)
     rebuild = catalog_sub.add_parser(
