@@ -14,6 +14,10 @@ export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=${AIRFLOW__CORE__EXECUTION_API_SE
 export GOLDEN_HOME=${GOLDEN_HOME:-/var/lib/golden-image}
 export PATH=$PWD/.venv/bin:$PATH
 mkdir -p "$AIRFLOW_HOME"
+# the bake pools the family DAGs name (a task in a missing pool is never scheduled); standalone
+# migrates too, but the pools need the tables first
+airflow db migrate >/dev/null
+golden pools
 echo "Airflow UI: http://127.0.0.1:$AIRFLOW__API__PORT (user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
 trap - INT   # let Ctrl-C / kill -INT reach airflow so it stops all of its children
 exec airflow standalone

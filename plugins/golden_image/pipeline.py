@@ -242,6 +242,7 @@ def pool_slots(platform: str, region: str, environ: Mapping[str, str]) -> tuple[
         return int(raw), name
     return rule.slots, "default"
 
+
 ADVISORY_WAVES = 3
 """Rebuild waves of the advisory DAG: a family goes one wave after the family it is layered on;
 deeper layers share the last wave (and follow their parent's publish event anyway)."""

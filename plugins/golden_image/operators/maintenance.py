@@ -16,7 +16,9 @@ class JanitorOperator(BaseOperator):
     unused caches; aws: pipeline-tagged instances and ephemeral keys) past a TTL, on
     ``platforms`` (default: every one; the janitor DAG has one task per platform, on its queue)."""
 
-    def __init__(self, *, ttl_hours: float = 6.0, platforms: tuple[str, ...] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, ttl_hours: float = 6.0, platforms: tuple[str, ...] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.ttl_hours = ttl_hours
         self.platforms = tuple(platforms) if platforms else None
