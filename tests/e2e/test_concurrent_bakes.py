@@ -59,7 +59,7 @@ def test_two_local_families_bake_at_once_and_both_publish(  # type: ignore[no-un
     for name in FAMILIES:  # started together; neither waits for the other
         with logs[name].open("wb") as log:
             procs[name] = subprocess.Popen(
-                [golden, "bake", name, "--json"], env=env, stdout=subprocess.PIPE, stderr=log
+                [golden, "bake", name, "--force", "--json"], env=env, stdout=subprocess.PIPE, stderr=log
             )
     results = {}
     for name, proc in procs.items():
@@ -91,8 +91,8 @@ def test_two_local_families_bake_at_once_and_both_publish(  # type: ignore[no-un
     with sqlite3.connect(platform.catalog.path) as db:
         rows = db.execute(
             "SELECT instance_id, family, role, port, state, created_at, terminated_at FROM instances "
-            "WHERE family IN (?, ?)",
-            FAMILIES,
+            "WHERE run_id IN (?, ?)",
+            [results[name]["run_id"] for name in FAMILIES],
         ).fetchall()
     assert sorted((family, role, state) for _, family, role, _, state, _, _ in rows) == sorted(
         (name, role, "terminated") for name in FAMILIES for role in ("builder", "test")
