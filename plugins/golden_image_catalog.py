@@ -28,8 +28,8 @@ class GoldenImageCatalogPlugin(AirflowPlugin):
         }
     ]
 
-    @property  # type: ignore[override]
-    def fastapi_apps(self) -> list[dict[str, Any]]:
+    @property
+    def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
         """Built on first use (the api-server), never at import."""
         from golden_image.catalog.app import PREFIX as prefix
         from golden_image.catalog.app import create_app

@@ -17,6 +17,8 @@ done
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 # the tests sign throwaway fixture archives with gpg (the pipeline itself only verifies, with gpgv)
 if [ "$want_dev" = dev ] && ! command -v gpg >/dev/null 2>&1; then need+=(gnupg); fi
+# the catalog page's e2e test drives Debian's chromium with Playwright (no browser download)
+if [ "$want_dev" = dev ] && ! [ -x /usr/bin/chromium ]; then need+=(chromium); fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2

@@ -69,7 +69,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def request(url: str, *, token: str | None = None, method: str = "GET", body: Any = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    url: str, *, token: str | None = None, method: str = "GET", body: Any = None
+) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) without following redirects."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -125,7 +127,9 @@ def api_server(baked, images_dir: Path, tmp_path_factory: pytest.TempPathFactory
             assert time.monotonic() < deadline, (home / "api-server.log").read_text()[-3000:]
             time.sleep(0.5)
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        status, _, body = request(f"{base}/auth/token", method="POST", body={"username": "admin", "password": password})
+        status, _, body = request(
+            f"{base}/auth/token", method="POST", body={"username": "admin", "password": password}
+        )
         assert status in (200, 201), body
         yield {"base": base, "token": json.loads(body)["access_token"], "log": str(home / "api-server.log")}
     finally:
@@ -148,9 +152,12 @@ def test_unauthenticated_requests_are_refused(api_server) -> None:  # type: igno
     for path in ("/golden-images/", "/golden-images/families/debian12-base"):
         status, headers, body = request(base + path)
         assert status == 303, (path, status)
-        assert headers["location"].startswith("/auth/login?next="), headers["location"]  # Airflow's login page
+        login = headers["location"]  # Airflow's login page, back here afterwards
+        assert login.startswith("/auth/login?next="), login
         assert b"img-" not in body and b"debian12" not in body
-    status, _, _ = request(base + "/golden-images/api/families", token=api_server["token"], method="POST", body={})
+    status, _, _ = request(
+        base + "/golden-images/api/families", token=api_server["token"], method="POST", body={}
+    )
     assert status == 405  # read-only: GET routes only
     status, _, body = request(base + "/golden-images/api/families", token=api_server["token"])
     assert status == 200 and b"debian12-base" in body
@@ -161,22 +168,29 @@ def test_the_plugin_is_registered_with_a_nav_entry(api_server) -> None:  # type:
     assert status == 200
     [plugin] = [p for p in json.loads(body)["plugins"] if p["name"] == "golden_image_catalog"]
     assert [a["url_prefix"] for a in plugin["fastapi_apps"]] == ["/golden-images"]
-    assert [(v["name"], v["href"]) for v in plugin["external_views"]] == [("Golden images", "/golden-images/")]
+    assert [(v["name"], v["href"]) for v in plugin["external_views"]] == [
+        ("Golden images", "/golden-images/")
+    ]
 
 
 def latest_run_and_check(dag_id: str) -> tuple[Any, Any]:
     """The newest DagRun of a DAG and the newest check_patches return value, read directly."""
-    from sqlalchemy import select
-
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
-        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.run_after.desc())).first()
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.run_after.desc())
+        ).first()
         xcom = session.scalars(
             select(XComModel)
-            .where(XComModel.dag_id == dag_id, XComModel.task_id == "check_patches", XComModel.key == "return_value")
+            .where(
+                XComModel.dag_id == dag_id,
+                XComModel.task_id == "check_patches",
+                XComModel.key == "return_value",
+            )
             .order_by(XComModel.timestamp.desc())
         ).first()
         return (
@@ -196,7 +210,8 @@ def test_the_page_shows_the_catalog_in_chromium(api_server, families, platform, 
         try:
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             context.set_default_timeout(10_000)
-            context.add_cookies([{"name": "_token", "value": api_server["token"], "url": base}])  # as the UI sets it
+            # the JWT cookie the Airflow UI sets after its login
+            context.add_cookies([{"name": "_token", "value": api_server["token"], "url": base}])
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -245,7 +260,8 @@ def check_overview(page: Any, families: dict[str, Any], platform: Any) -> None:
             assert cell(row, "run_state").inner_text() == run[1]
             link = cell(row, "run_link")
             assert link.inner_text() == run[0]
-            assert link.get_attribute("href") == f"/dags/{spec.dag_id}/runs/" + run[0].replace(":", "%3A").replace("+", "%2B")
+            quoted = run[0].replace(":", "%3A").replace("+", "%2B")
+            assert link.get_attribute("href") == f"/dags/{spec.dag_id}/runs/{quoted}"
         if decision is None:
             assert cell(row, "pending").inner_text() == "no patch check yet"
         else:
@@ -302,6 +318,9 @@ def check_manifest_page(page: Any, families: dict[str, Any], platform: Any) -> N
     assert names == sorted(p["name"] for p in image.manifest["packages"])
     assert page.locator("#tests tbody tr").count() == image.manifest["validation"]["tests"]
     outcomes = page.locator("#tests tbody tr").evaluate_all("rows => rows.map(r => r.dataset.outcome)")
-    assert outcomes.count("passed") == image.manifest["validation"]["tests"] - image.manifest["validation"]["skipped"]
+    assert (
+        outcomes.count("passed")
+        == image.manifest["validation"]["tests"] - image.manifest["validation"]["skipped"]
+    )
     assert image.image_id in [i.image_id for i in platform.images("debian12-base")]
     assert page.locator("#images tbody tr").count() == len(platform.images("debian12-base"))

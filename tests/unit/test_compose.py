@@ -436,7 +436,7 @@ def setup_sh_packages() -> set[str]:
     pairs = re.search(r"for pair in (.*?); do", text, re.S)
     assert pairs
     packages = {pair.split(":", 1)[1] for pair in pairs.group(1).replace("\\", " ").split()}
-    packages |= set(re.findall(r"need\+=\(([a-z0-9-]+)\)", text)) - {"gnupg"}  # gnupg: dev only
+    packages |= set(re.findall(r"need\+=\(([a-z0-9-]+)\)", text)) - {"gnupg", "chromium"}  # dev only (tests)
     return packages
 
 

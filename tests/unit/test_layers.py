@@ -51,6 +51,10 @@ FORBIDDEN = {
                                "golden_image.factory", "golden_image.cli"],
     "golden_image.steps": ["golden_image.operators", "golden_image.triggers", "golden_image.factory"],
     "golden_image.operators": ["golden_image.factory", "golden_image.cli", "golden_image.loader"],
+    # the api-server's catalog page reads specs, platforms and Airflow's DB; it never runs a step
+    "golden_image.catalog": ["golden_image.steps", "golden_image.operators", "golden_image.triggers",
+                             "golden_image.factory", "golden_image.loader", "golden_image.cli",
+                             "golden_image.hooks"],
 }  # fmt: skip
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 PREFIX = "/golden-images"
 
@@ -47,7 +46,9 @@ def _allowed(user: Any) -> Callable[[str], bool]:
     known = manager.get_authorized_dag_ids(user=user, method="GET")
 
     def allowed(dag_id: str) -> bool:
-        return dag_id in known or manager.is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user)
+        return dag_id in known or manager.is_authorized_dag(
+            method="GET", details=DagDetails(id=dag_id), user=user
+        )
 
     return allowed
 
@@ -102,7 +103,9 @@ def create_app() -> FastAPI:
         spec, detail, error = _detail(family, user)
         base, root = _paths(request)
         shown = {"name": spec.name, "description": spec.description, "platform": spec.platform}
-        return HTMLResponse(render.family_page(shown, detail, error, base=base, airflow_root=root), headers=HEADERS)
+        return HTMLResponse(
+            render.family_page(shown, detail, error, base=base, airflow_root=root), headers=HEADERS
+        )
 
     return app
 

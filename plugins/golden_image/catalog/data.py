@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from golden_image import paths
@@ -129,7 +128,7 @@ def validation_of(manifest: Mapping[str, Any], status: str) -> dict[str, Any]:
         ][:20]
     scan = manifest.get("vulnerabilities")
     if isinstance(scan, dict):
-        counts = scan.get("counts") if isinstance(scan.get("counts"), dict) else {}
+        counts: dict[str, Any] = scan["counts"] if isinstance(scan.get("counts"), dict) else {}
         result["vulnerabilities"] = {
             "passed": scan.get("passed"),
             "findings": counts.get("findings"),
@@ -201,7 +200,7 @@ def overview(
     last_runs = (runs or airflow_runs.last_runs)(dag_ids)
     last_checks = (checks or airflow_runs.last_patch_checks)(dag_ids)
     images = read_bounded(specs, published_of, timeout_s=timeout_s)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, spec in specs.items():
         value, error = images[name]
         published = (value or {}).get("published")
@@ -229,11 +228,26 @@ def overview(
         if allowed(dag_id_for(name))
     ]
     chart = [
-        {"family": r["family"], "age_days": r["published"]["age_days"], "max_age_days": _max_age(specs[r["family"]])}
+        {
+            "family": r["family"],
+            "age_days": r["published"]["age_days"],
+            "max_age_days": _max_age(specs[r["family"]]),
+        }
         for r in rows
         if r["published"] is not None
     ]
-    return {"generated_at": now, "images_dir": str(paths.images_dir()), "families": rows, "broken": broken, "chart": chart}
+    return {
+        "generated_at": now,
+        "images_dir": str(paths.images_dir()),
+        "families": rows,
+        "broken": broken,
+        "chart": chart,
+    }
+
+
+def _count(value: Any) -> int:
+    """A count from a stored decision (XCom is data: anything else counts as 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _max_age(spec: FamilySpec) -> int:
@@ -247,7 +261,7 @@ def pending_of(check: dict[str, Any] | None) -> dict[str, Any] | None:
     decision = check.get("decision")
     if not isinstance(decision, dict):
         return {"run_id": check.get("run_id"), "at": check.get("at"), "readable": False}
-    how = decision.get("patch_check") if isinstance(decision.get("patch_check"), dict) else {}
+    how: dict[str, Any] = decision["patch_check"] if isinstance(decision.get("patch_check"), dict) else {}
     pending = [p for p in how.get("pending") or [] if isinstance(p, dict)]
     security = decision.get("pending_security_updates") or []
     return {
@@ -256,11 +270,12 @@ def pending_of(check: dict[str, Any] | None) -> dict[str, Any] | None:
         "readable": True,
         "rebuild": bool(decision.get("rebuild")),
         "reasons": [str(r) for r in decision.get("reasons") or []][:10],
-        "pending_updates": int(decision.get("pending_updates") or 0),
+        "pending_updates": _count(decision.get("pending_updates")),
         "pending_security_updates": [str(p) for p in security] if isinstance(security, list) else [],
         "method": str(how.get("method") or ""),
         "pending": [
-            {k: str(p.get(k) or "") for k in ("package", "current", "candidate")} | {"security": bool(p.get("security"))}
+            {k: str(p.get(k) or "") for k in ("package", "current", "candidate")}
+            | {"security": bool(p.get("security"))}
             for p in pending[:PENDING_SHOWN]
         ],
     }
@@ -332,17 +347,11 @@ def manifest_of(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
-def family_detail(name: str, *, timeout_s: float = TIMEOUT_S) -> tuple[FamilySpec, dict[str, Any] | None, str | None]:
+def family_detail(
+    name: str, *, timeout_s: float = TIMEOUT_S
+) -> tuple[FamilySpec, dict[str, Any] | None, str | None]:
     """(spec, manifest data, error) of one family; KeyError when there is no good family ``name``."""
     found = families()
     spec = found.families[name]
     value, error = read_bounded({name: spec}, manifest_of, timeout_s=timeout_s, kind="manifest")[name]
     return spec, value, error
-
-
-def project_file(path: Path) -> str:
-    """A path shown relative to the project (the images directory on the page)."""
-    try:
-        return str(path.relative_to(paths.project_dir()))
-    except ValueError:
-        return str(path)

@@ -77,8 +77,10 @@ def chart(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def catalog_page(data: dict[str, Any], *, base: str, airflow_root: str, user: str) -> str:
     """The overview: chart, one row per family, the broken files."""
-    return environment().get_template("catalog.html").render(
-        data=data, chart=chart(data["chart"]), base=base, root=airflow_root, user=user
+    return (
+        environment()
+        .get_template("catalog.html")
+        .render(data=data, chart=chart(data["chart"]), base=base, root=airflow_root, user=user)
     )
 
 
@@ -86,6 +88,8 @@ def family_page(
     family: dict[str, Any], detail: dict[str, Any] | None, error: str | None, *, base: str, airflow_root: str
 ) -> str:
     """One family's published image: test results and packages (its manifest), every image."""
-    return environment().get_template("family.html").render(
-        family=family, detail=detail, error=error, base=base, root=airflow_root
+    return (
+        environment()
+        .get_template("family.html")
+        .render(family=family, detail=detail, error=error, base=base, root=airflow_root)
     )

@@ -20,10 +20,9 @@ def last_runs(dag_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """DAG id -> its newest run (by ``run_after``): run id, state, type, dates, UI path."""
     from urllib.parse import quote
 
-    from sqlalchemy import func, select
-
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
+    from sqlalchemy import func, select
 
     wanted = list(dag_ids)
     if not wanted:
@@ -62,10 +61,9 @@ def last_runs(dag_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def last_patch_checks(dag_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """DAG id -> the newest ``check_patches`` return value: ``{run_id, at, decision}``."""
-    from sqlalchemy import func, select
-
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+    from sqlalchemy import func, select
 
     wanted = list(dag_ids)
     if not wanted:
