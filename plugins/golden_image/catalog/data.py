@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,14 +22,15 @@ from golden_image import paths
 from golden_image.spec import FamilySet, FamilySpec, dag_id_for, load_families
 
 TIMEOUT_S = 8.0
-"""How long a page waits for one platform read (all families are read at once)."""
+"""How long a page waits for the platform reads (all families are read at once); the api-server's
+``GOLDEN_CATALOG_TIMEOUT_S`` overrides it."""
 
 PENDING_SHOWN = 20
 """Pending updates listed per family on the page (the decision keeps the first 100)."""
 
 DAY_S = 86400.0
 
-_inflight: dict[str, threading.Thread] = {}
+_inflight: dict[str, tuple[threading.Thread, float]] = {}  # key -> (read, when it started)
 _inflight_lock = threading.Lock()
 
 
@@ -60,11 +62,20 @@ def root_source(spec: FamilySpec, specs: Mapping[str, FamilySpec]) -> str:
     return f"{bottom.platform} source image"
 
 
+def wait_s() -> float:
+    """The page's wait for platform reads: ``GOLDEN_CATALOG_TIMEOUT_S`` (seconds, 0.1-120) or 8."""
+    try:
+        value = float(os.environ.get("GOLDEN_CATALOG_TIMEOUT_S") or TIMEOUT_S)
+    except ValueError:
+        return TIMEOUT_S
+    return min(max(value, 0.1), 120.0)
+
+
 def read_bounded(
     specs: Mapping[str, FamilySpec],
     read: Callable[[FamilySpec], dict[str, Any]],
     *,
-    timeout_s: float = TIMEOUT_S,
+    timeout_s: float | None = None,
     kind: str = "images",
 ) -> dict[str, tuple[dict[str, Any] | None, str | None]]:
     """``read(spec)`` for every family at once, each in a daemon thread; family -> (value, error).
@@ -72,20 +83,26 @@ def read_bounded(
     A read still running after ``timeout_s`` is reported as an error and left to finish on its
     own; while it runs, the next page does not start another one for that family (so a hanging
     account cannot pile up threads)."""
+    timeout_s = wait_s() if timeout_s is None else timeout_s
     started: dict[str, tuple[threading.Thread, dict[str, Any]]] = {}
     out: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
     for name, spec in specs.items():
         key = f"{kind}:{spec.platform}:{name}"
         with _inflight_lock:
-            busy = _inflight.get(key)
+            busy, since = _inflight.get(key, (None, 0.0))
             if busy is not None and busy.is_alive():
-                out[name] = (None, f"the previous read of {name} on {spec.platform} has not answered yet")
+                out[name] = (
+                    None,
+                    f"still waiting for the {spec.platform} platform (a read started "
+                    f"{time.monotonic() - since:.0f} s ago has not answered): check that it is "
+                    "reachable from the api-server and its credentials (aws: the family's connection)",
+                )
                 continue
             box: dict[str, Any] = {}
             thread = threading.Thread(
                 target=_run, args=(read, spec, box), name=f"golden-catalog-{name}", daemon=True
             )
-            _inflight[key] = thread
+            _inflight[key] = (thread, time.monotonic())
         thread.start()
         started[name] = (thread, box)
     deadline = time.monotonic() + timeout_s
@@ -185,7 +202,7 @@ def overview(
     *,
     allowed: Callable[[str], bool] = lambda dag_id: True,
     now: float | None = None,
-    timeout_s: float = TIMEOUT_S,
+    timeout_s: float | None = None,
     runs: Callable[[Iterable[str]], dict[str, dict[str, Any]]] | None = None,
     checks: Callable[[Iterable[str]], dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
@@ -348,7 +365,7 @@ def manifest_of(spec: FamilySpec) -> dict[str, Any]:
 
 
 def family_detail(
-    name: str, *, timeout_s: float = TIMEOUT_S
+    name: str, *, timeout_s: float | None = None
 ) -> tuple[FamilySpec, dict[str, Any] | None, str | None]:
     """(spec, manifest data, error) of one family; KeyError when there is no good family ``name``."""
     found = families()
