@@ -467,8 +467,9 @@ def system_facts(target: Target) -> dict[str, Any]:
 
 
 class Stash:
-    """Where a step keeps what it must not lose when its task defers: the operator keeps it in the
-    task's XCom (Airflow keeps a task's XComs across a deferral, not across a retry)."""
+    """Where a step keeps what it must not lose when its task defers or is retried: the operator
+    keeps it with the platform (``Platform.keep``), which every try and worker reads; without
+    ``get``/``put``, in memory (one call)."""
 
     def __init__(self, get: Callable[[], Any] | None = None, put: Callable[[Any], None] | None = None):
         self._value: Any = None

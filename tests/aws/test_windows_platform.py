@@ -183,3 +183,38 @@ def test_a_login_to_a_stopped_builder_says_sysprep_ran_and_is_not_retried(
     with pytest.raises(PlatformError, match=stopped) as caught, aws.winrm_login(target):
         pass
     assert caught.value.retryable is False
+
+
+def test_a_new_try_of_capture_after_sysprep_resumes_from_the_kept_facts(  # type: ignore[no-untyped-def]
+    aws_conn: str, windows_ami: str, hook: AmiHook, tmp_path: Path, monkeypatch
+) -> None:
+    """The facts are kept in the manifest bucket before sysprep: a new try of capture_image (no
+    XCom of the old try), on another worker, captures the stopped builder without WinRM."""
+    from golden_image import steps
+
+    aws = windows_platform(aws_conn)
+    spec = family_spec("win", platform="aws", source={"aws": {"ssm_parameter": "/x"}},
+                       distribution={"regions": ["us-east-1"]}, os="windows",
+                       packer={"template": "packer/windows-winrm.pkr.hcl"})  # fmt: skip
+    target = aws.launch_instance(windows_ami, role="builder", family="win", run_id="r10", region="us-east-1")
+    facts = {
+        "packages": [{"name": "KB5048654", "version": "", "kind": "hotfix"}],
+        "windows": {"build": "20348"},
+    }
+    assert aws.kept("win", "r10", "capture_facts") is None
+    aws.keep("win", "r10", "capture_facts", facts)  # what windows_capture kept before sysprep
+    hook.conn.stop_instances(InstanceIds=[target.instance_id])  # sysprep --shutdown ran
+
+    monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "another-worker"))
+    other = windows_platform(aws_conn)
+    stash = steps.Stash(
+        get=lambda: other.kept("win", "r10", "capture_facts"),
+        put=lambda value: other.keep("win", "r10", "capture_facts", value),
+    )
+    image = steps.capture_image(spec, other, target, run_id="r10", version="1", decision={}, packer=None,
+                                ansible=None, stash=stash)  # fmt: skip
+    captured = other.image(image["image_id"])
+    assert captured is not None and captured.manifest["packages"] == facts["packages"]
+    assert captured.manifest["windows"] == facts["windows"]
+    assert other.kept("win", "r11", "capture_facts") is None  # another run keeps its own
+    other.terminate_instance(target.instance_id)

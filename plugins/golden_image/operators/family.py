@@ -220,25 +220,26 @@ class AnsibleProvisionOperator(GoldenImageOperator):
 
 
 class ImageCaptureOperator(GoldenImageOperator):
-    """Keeps the builder's facts in its own XCom (``capture_facts``) while it defers until a
-    Windows builder's sysprep has shut it down (Airflow keeps XComs across a deferral)."""
+    """Keeps the builder's facts with the platform (``Platform.keep``: on aws the manifest
+    bucket) while it defers until a Windows builder's sysprep has shut it down, so the resumed
+    task, a new try (Airflow clears a try's XComs) or another worker still has them."""
 
     STASH_KEY = "capture_facts"
 
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
-        ti = context["ti"]
+        spec, run_id = self.spec, context["run_id"]
+        platform = self.platform(spec)
         stash = steps.Stash(
-            get=lambda: ti.xcom_pull(task_ids=self.task_id, key=self.STASH_KEY),
-            put=lambda value: ti.xcom_push(key=self.STASH_KEY, value=value),
+            get=lambda: platform.kept(spec.name, run_id, self.STASH_KEY),
+            put=lambda value: platform.keep(spec.name, run_id, self.STASH_KEY, value),
         )
-        spec = self.spec
         return steps.capture_image(
             spec,
-            self.platform(spec),
+            platform,
             self.target(context),
-            run_id=context["run_id"],
+            run_id=run_id,
             version=steps.version_for(context["dag_run"].run_after.timestamp()),
             decision=self.input(context, "decision") or {},
             packer=self.input(context, "packer"),

@@ -84,6 +84,15 @@ class Platform(Protocol):
         """A document kept with the image by ``record_result`` (None when there is none)."""
         ...
 
+    def keep(self, family: str, run_id: str, name: str, value: Any) -> None:
+        """Keep a step's ``value`` (JSON) for the run where every worker and every try reads it:
+        what a step must not lose when its task is retried (Airflow clears a try's XComs)."""
+        ...
+
+    def kept(self, family: str, run_id: str, name: str) -> Any:
+        """What ``keep`` kept for the run (None when nothing was)."""
+        ...
+
     def copy_image(self, image_id: str, region: str) -> str:
         """The id of the image's copy in ``region`` (copied if missing; idempotent; validated only)."""
         ...

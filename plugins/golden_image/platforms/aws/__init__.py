@@ -296,8 +296,8 @@ class AwsPlatform:
         if state != "running":  # no WinRM to reach; never worth a retry (or a password decrypted)
             raise PlatformError(
                 f"{instance_id} is {state}, not running: there is no WinRM session to open. A Windows "
-                "builder stops once capture's sysprep ran; a re-run of capture_image after that cannot "
-                "read or generalise it again: run the DAG again (a new builder)",
+                "builder stops once capture's sysprep ran (capture_image resumes from the facts it kept "
+                "first); nothing else can reach it after that: run the DAG again (a new builder)",
                 retryable=False,
             )
         data = hook.password_data(instance_id)
@@ -388,6 +388,13 @@ class AwsPlatform:
 
     def document(self, image_id: str, name: str) -> str | None:
         return self.manifests.document(image_id, name)
+
+    def keep(self, family: str, run_id: str, name: str, value: Any) -> None:
+        """In the manifest bucket (``golden-image/manifests/runs/``): every worker and try reads it."""
+        self.manifests.keep(family, run_id, name, value)
+
+    def kept(self, family: str, run_id: str, name: str) -> Any:
+        return self.manifests.kept(family, run_id, name)
 
     # -- share and publish -------------------------------------------------------------------------
     @staticmethod

@@ -6,6 +6,7 @@ image's documents beside it (``<ami>.<name>``); the AMI's tags carry what others
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,21 @@ class ManifestStore:
         for name, text in files.items():
             self.hook().put_object(self.bucket, self.key(image_id, name), text.encode(), _content_type(name))
         self.save(image_id, {**self.load(image_id), section: report})
+
+    @staticmethod
+    def run_key(family: str, run_id: str, name: str) -> str:
+        """Where a run's kept values go: under the prefix, a digest of (family, run id) as the name
+        (a run id is any text; a lifecycle rule on ``runs/`` can expire them)."""
+        digest = hashlib.sha256(f"{family}/{run_id}".encode()).hexdigest()[:32]
+        return f"{PREFIX}runs/{digest}/{name}.json"
+
+    def keep(self, family: str, run_id: str, name: str, value: Any) -> None:
+        body = json.dumps(value, sort_keys=True, default=str).encode()
+        self.hook().put_object(self.bucket, self.run_key(family, run_id, name), body, "application/json")
+
+    def kept(self, family: str, run_id: str, name: str) -> Any:
+        body = self.hook().get_object(self.bucket, self.run_key(family, run_id, name))
+        return json.loads(body) if body is not None else None
 
     def document(self, image_id: str, name: str) -> str | None:
         body = self.hook().get_object(self.bucket, self.key(image_id, name))

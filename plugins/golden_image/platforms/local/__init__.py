@@ -10,6 +10,7 @@ with history.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 import time
@@ -249,6 +250,22 @@ class LocalPlatform:
 
     def document(self, image_id: str, name: str) -> str | None:
         return self.store.document(image_id, name)
+
+    def _kept_path(self, family: str, run_id: str, name: str) -> Path:
+        digest = hashlib.sha256(f"{family}/{run_id}".encode()).hexdigest()[:32]
+        return self.home / "runs" / digest / f"{name}.json"
+
+    def keep(self, family: str, run_id: str, name: str, value: Any) -> None:
+        """Under ``$GOLDEN_HOME/runs`` (one host: the local-bake worker's), written atomically."""
+        path = self._kept_path(family, run_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(value, sort_keys=True, default=str))
+        partial.rename(path)
+
+    def kept(self, family: str, run_id: str, name: str) -> Any:
+        path = self._kept_path(family, run_id, name)
+        return json.loads(path.read_text()) if path.is_file() else None
 
     # -- share and publish -------------------------------------------------------------------------
     def _require_validated(self, image_id: str, doing: str) -> ImageRow:
