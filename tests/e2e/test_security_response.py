@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from golden_image.cli import run_family_dag
+from tests.processes import stop_group
 
 pytestmark = pytest.mark.e2e
 PROJECT = Path(__file__).resolve().parents[2]
@@ -147,12 +147,7 @@ def airflow(platform, airflow_db, lineage, tmp_path_factory) -> Iterator[Api]:  
             api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         yield api
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server, timeout_s=60)
         log.close()
 
 
