@@ -7,7 +7,8 @@
     golden show FAMILY [--json]         what the family's DAG will do, resolved
     golden images FAMILY [--json]       the catalog for a family
     golden show-image IMAGE_ID [--family F] [--json | --sbom]   provenance, tests, findings, SBOM
-    golden bake FAMILY [--force] [--reason R] [--json]   run the family's DAG locally through Airflow
+    golden bake FAMILY [--force] [--reason R] [--verbose] [--json]   run the family's DAG locally
+                                        through Airflow, shown live (--verbose: Airflow's own log)
     golden source FAMILY [--refresh]    the family's source image; --refresh builds a new base
     golden janitor [--ttl-hours H] [--platform local|aws|all]   remove what killed runs left
     golden catalog rebuild [--json]     restore the local catalog's rows from the image files
@@ -580,7 +581,19 @@ def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
         "state": str(run.state),
         "tasks": states,
         "decision": decision,
+        "note": run_note(spec.dag_id, run.run_id),
     }
+
+
+def run_note(dag_id: str, run_id: str) -> str | None:
+    """The DAG run's note: the run's summary (``plugins/golden_run_notes.py`` sets it)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+        return run.note
 
 
 @contextlib.contextmanager
@@ -597,10 +610,45 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _live_stream(as_json: bool) -> Iterator[Any]:
+    """Where the live view goes: stdout as it is now (before Airflow's lines are sent to stderr),
+    or stderr under ``--json`` (stdout is the result)."""
+    if as_json:
+        yield sys.stderr
+        return
+    try:
+        fd = os.dup(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture): use it as is
+        yield sys.stdout
+        return
+    with os.fdopen(fd, "w", buffering=1) as stream:
+        yield stream
+
+
+def _bake_run(spec: FamilySpec, conf: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The run, shown live (compact) or with every line Airflow logs (``--verbose``)."""
+    if args.verbose:
+        with _stdout_to_stderr():
+            return run_family_dag(spec, conf)
+    prepare_airflow()  # before Airflow is imported: its settings come from this environment
+    from golden_image import liveview
+
+    with _live_stream(args.json) as stream:
+        colour = stream.isatty() and not os.environ.get("NO_COLOR")
+        stream.write(f"{spec.dag_id}: baking {spec.name} (--verbose shows Airflow's own log)\n")
+        with _stdout_to_stderr(), liveview.watch(stream, colour=colour) as view:
+            result = run_family_dag(spec, conf)
+        for line in view.missed(result["tasks"]):
+            stream.write(line + "\n")
+        stream.flush()
+    return result
+
+
 def cmd_bake(args: argparse.Namespace) -> int:
     spec = _get(args.family)
-    with one_bake_of(spec.name), _stdout_to_stderr():
-        result = run_family_dag(spec, {"force": args.force, "reason": args.reason or "golden bake"})
+    with one_bake_of(spec.name):
+        result = _bake_run(spec, {"force": args.force, "reason": args.reason or "golden bake"}, args)
     platform = _platform(spec)
     captured = platform.find_captured(spec.name, result["run_id"])
     result["image"] = captured.to_json() if captured else None
@@ -827,6 +875,9 @@ def build_parser() -> argparse.ArgumentParser:
     bake.add_argument("family")
     bake.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
     bake.add_argument("--reason", default="", help="recorded in the manifest")
+    bake.add_argument(
+        "--verbose", action="store_true", help="every line Airflow logs, instead of the compact live view"
+    )
     source = add("source", cmd_source, "a family's source image (--refresh: build a new base)")
     source.add_argument("family")
     source.add_argument("--refresh", action="store_true", help="rebuild the base from the Debian archive")

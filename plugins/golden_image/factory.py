@@ -7,11 +7,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Asset, Param, TriggerRule
 from airflow.sdk.definitions._internal.types import NOTSET
 
 from golden_image import pipeline
 from golden_image.operators import family as operators
+from golden_image.operators import summary as summary_operators
 from golden_image.operators.family import FamilyFileErrorOperator
 from golden_image.spec import FamilySpec, SpecError, dag_id_for
 
@@ -139,6 +140,11 @@ def _params() -> dict[str, SharedParam]:
 PARAMS = _params()
 
 
+def operator_class(name: str) -> Any:
+    """A pipeline step's operator class: in ``operators.family`` or ``operators.summary``."""
+    return getattr(operators, name, None) or getattr(summary_operators, name)
+
+
 def build_family_dag(spec: FamilySpec) -> DAG:
     """Render ``pipeline.PIPELINE`` for one family: one task per step (one per region for mapped
     steps), the steps' upstreams, and each teardown paired with its setup. Every task goes to the
@@ -178,7 +184,7 @@ def build_family_dag(spec: FamilySpec) -> DAG:
                 kwargs["outlets"] = [family_asset(spec)]
             if step.pooled:
                 kwargs |= {"pool": pool, "pool_slots": 1}
-            operator = getattr(operators, step.operator)
+            operator = operator_class(step.operator)
             if step.per_region:
                 task = operator.partial(task_id=step.task_id, **kwargs).expand(
                     region=list(spec.distribution.regions)
@@ -189,6 +195,11 @@ def build_family_dag(spec: FamilySpec) -> DAG:
                 tasks[upstream] >> task
             if step.teardown_of:
                 task.as_teardown(setups=tasks[step.teardown_of])
+            if step.final:  # after every leaf; a teardown so the run's state is the steps' own
+                for leaf in [t for t in tasks.values() if not t.downstream_list]:
+                    leaf >> task
+                task.as_teardown()
+                task.trigger_rule = TriggerRule.ALL_DONE  # no setup of its own to wait for
             tasks[step.task_id] = task
     return dag
 

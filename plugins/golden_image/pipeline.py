@@ -17,6 +17,8 @@ from typing import Any
 
 DECISION_TASK = "check_patches"
 """The step whose XCom says whether (and why) the run rebuilds."""
+SUMMARY_TASK = "summarize_run"
+"""The last step: its XCom (``{"note": text}``) becomes the DAG run's note."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Step:
     pooled: bool = False
     """Takes a slot of the family's bake pool (``pool_name``) while it runs: the steps that boot,
     work on or copy an instance or image on the platform's machines (see ``POOLS``)."""
+    final: bool = False
+    """Runs last whatever failed or was skipped (trigger rule ``all_done``), after every step
+    without a downstream; a teardown without setups, so the run's state ignores it."""
 
 
 PIPELINE: tuple[Step, ...] = (
@@ -158,6 +163,23 @@ PIPELINE: tuple[Step, ...] = (
         "retire old images by the retention rule (never published or in-use ones)",
         after=("publish_image",),
         retries=2,
+    ),
+    Step(
+        SUMMARY_TASK,
+        "RunSummaryOperator",
+        "one screen of what the run decided, built, tested, shared and deleted: the DAG run's note",
+        inputs={
+            "decision": DECISION_TASK,
+            "image": "capture_image",
+            "scan": "scan_vulnerabilities",
+            "validation": "validate_image",
+            "shares": "share_image",
+            "publish": "publish_image",
+            "cleanup": "cleanup_images",
+            "builder": "terminate_builder",
+            "tester": "terminate_test_instance",
+        },
+        final=True,
     ),
 )
 
@@ -285,5 +307,7 @@ def describe(pipeline: tuple[Step, ...] | None = None) -> list[dict[str, Any]]:
             notes.append(f"timeout {step.timeout_minutes} min")
         if step.pooled:
             notes.append("bake pool")
+        if step.final:
+            notes.append("last, whatever failed")
         rows.append({"task_id": step.task_id, "after": list(step.after), "does": step.doc, "notes": notes})
     return rows

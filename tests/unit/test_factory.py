@@ -54,6 +54,25 @@ def test_teardowns_always_terminate_instances(families) -> None:  # type: ignore
     assert {"launch_test_instance", "validate_image"} == tester_down.upstream_task_ids
 
 
+def test_the_run_summary_is_last_whatever_failed(families) -> None:  # type: ignore[no-untyped-def]
+    """summarize_run follows every step that has no other follower, runs when they are done
+    whatever their state (all_done), and, being a teardown, does not decide the run's state
+    (a failed bake stays a failed run); the patch check's skip leaves it alone."""
+    dag = build_family_dag(families["debian12-base"])
+    summary = dag.get_task("summarize_run")
+    assert summary.upstream_task_ids == {"cleanup_images", "terminate_builder", "terminate_test_instance"}
+    assert summary.downstream_task_ids == set()
+    assert summary.trigger_rule == "all_done" and summary.is_teardown
+    assert not summary.on_failure_fail_dagrun
+    assert set(summary.inputs.values()) <= set(dag.task_ids) - {"summarize_run"}
+    skipped_by_check = [
+        t.task_id
+        for t in dag.get_task("check_patches").get_flat_relatives(upstream=False)
+        if not t.is_teardown
+    ]
+    assert "summarize_run" not in skipped_by_check
+
+
 def test_an_image_the_scan_rejects_gets_no_test_instance(families) -> None:  # type: ignore[no-untyped-def]
     """A failed scan fails its task; everything that tests, shares or publishes the image is
     downstream of it with all_success, so it never runs (only the builder's teardown does)."""

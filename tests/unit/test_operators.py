@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from golden_image import errors, pipeline
-from golden_image.factory import build_family_dag
+from golden_image.factory import build_family_dag, operator_class
 from golden_image.operators import family as operators
 from golden_image.operators.family import GoldenImageOperator, PatchCheckOperator
 from golden_image.spec import load_families
@@ -186,7 +186,7 @@ def test_nothing_changed_skips_everything_downstream_but_the_teardowns(  # type:
     everything_after = {t.task_id for t in dag.tasks} - {pipeline.DECISION_TASK}
     assert log == [
         ("xcom_push", ("return_value", decision)),  # recorded before skip() ends the task
-        ("skip", everything_after - {"terminate_builder", "terminate_test_instance"}),
+        ("skip", everything_after - {"terminate_builder", "terminate_test_instance", "summarize_run"}),
     ]
     assert got == {
         "spec": "debian12-base",
@@ -233,9 +233,16 @@ def test_each_operator_reads_exactly_its_pipeline_entrys_inputs(families, family
     for step in pipeline.PIPELINE:
         task = dag.get_task(step.task_id)
         assert operator_inputs(task) == step.inputs, step.task_id
-        assert set(task.upstream_task_ids) == {*step.after, *([step.teardown_of] if step.teardown_of else [])}
+        if step.final:  # after every step nothing else follows
+            leaves = {t.task_id for t in dag.tasks if t.downstream_task_ids == {step.task_id}}
+            assert set(task.upstream_task_ids) == leaves, step.task_id
+        else:
+            assert set(task.upstream_task_ids) == {
+                *step.after,
+                *([step.teardown_of] if step.teardown_of else []),
+            }
         op_class = getattr(task, "operator_class", type(task))
-        assert op_class is getattr(operators, step.operator), step.task_id
+        assert op_class is operator_class(step.operator), step.task_id
 
 
 class ImageScanOperator(GoldenImageOperator):
