@@ -118,7 +118,7 @@ def test_aws_family_dag_end_to_end_under_the_iam_policy(  # type: ignore[no-unty
     local_launched = len(platform.catalog.instances(live_only=False))
     again = run_family_dag(spec, {})
     assert again["state"] == "success" and again["decision"]["rebuild"] is False, again["decision"]
-    assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches"}
+    assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches", "summarize_run"}
     how = again["decision"]["patch_check"]
     assert how["method"] == "archive-index", how
     assert len(how["suites"]) == 4 and "no instance launched" in how["reason"]

@@ -135,7 +135,7 @@ def test_both_windows_families_bake_validate_share_and_publish_on_moto(  # type:
     # unchanged a week later: Windows Update is asked on a throwaway instance of the published AMI
     again = run_family_dag(families["windows2022-core-dotnet"], {})
     assert again["state"] == "success" and again["decision"]["rebuild"] is False, again["decision"]
-    assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches"}
+    assert {t for t, s in again["tasks"].items() if s != "skipped"} == {"check_patches", "summarize_run"}
     how = again["decision"]["patch_check"]
     assert how["method"] == "instance" and "Windows Update" in how["why"], how
     checker = WindowsStandInResolver.seen[-1]

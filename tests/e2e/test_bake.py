@@ -73,6 +73,14 @@ def test_first_bake_catalogues_a_validated_published_image(families, platform, a
     assert not [n for n in listing if n.startswith(tuple("." + x for x in leftovers))]
     assert "./etc/ssh/sshd_config.d/50-golden.conf" in listing
     assert platform.catalog.instances() == []  # builder and test instance torn down
+    note = result["note"]  # the run's summary, as the DAG run's note (plugins/golden_run_notes.py)
+    assert note.startswith(f"**debian12-base** `{result['run_id']}`: success"), note
+    assert "- **decided**: rebuild: no published image yet" in note
+    assert f"- **built**: `{image.image_id}` version {image.version} (validated)" in note
+    tests = manifest["validation"]["tests"]
+    assert f"- **tested**: {tests} tests, {tests} passed, 0 failed: passed" in note
+    assert "- **shared**: local, local-dr (accounts team-data, team-web)" in note
+    assert "instances removed by terminate_builder, terminate_test_instance" in note
     bom = assert_sbom_lists_the_packages(platform, image)
     [bootstrap] = bom["metadata"]["component"]["pedigree"]["ancestors"]  # built on the base
     assert bootstrap["bom-ref"] == manifest["source"]["image_id"] and "pedigree" not in bootstrap
@@ -119,13 +127,72 @@ def test_second_run_is_unchanged_and_skips(families, platform, airflow_db) -> No
     result = run_family_dag(spec, {})
     assert result["state"] == "success"
     assert result["tasks"]["check_patches"] == "success"
-    assert {t for t, s in result["tasks"].items() if s != "skipped"} == {"check_patches"}
+    assert {t for t, s in result["tasks"].items() if s != "skipped"} == {"check_patches", "summarize_run"}
     assert result["decision"]["rebuild"] is False  # the decision is kept in XCom even when skipping
+    assert "- **decided**: skip: up to date:" in result["note"] and "**built**" not in result["note"]
     assert result["decision"]["reasons"][0].startswith("up to date:")
     assert result["decision"]["patch_check"]["method"] == "archive-index"  # deb.debian.org's own indexes
     assert result["decision"]["reasons"][-1].startswith("pending updates read from the package archive's")
     assert [i.image_id for i in platform.images(spec.name)] == before
     assert len(platform.catalog.instances(live_only=False)) == instances  # no patch-check instance at all
+
+
+AIRFLOW_INTERNALS = ("[DAG TEST]", "airflow.sdk", "[info     ]", "execution_api", "Filling up the DagBag")
+
+
+def test_golden_bake_is_a_live_view_and_airflows_own_lines_only_with_verbose(
+    families, airflow_db, capfd, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Two unchanged runs through the CLI (cheap: the patch check reads the archive's indexes)."""
+    from golden_image.cli import main
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert main(["bake", "debian12-base"]) == 0
+    compact = capfd.readouterr()
+    shown = compact.out + compact.err
+    assert not [line for line in shown.splitlines() if any(x in line for x in AIRFLOW_INTERNALS)], shown
+    assert "\x1b[" not in shown  # not a terminal: no colour
+    lines = compact.out.splitlines()
+    states = [line.split()[1:] for line in lines if line.startswith("  ") and line[2:4].isdigit()]
+    assert states[:2] == [["check_patches", "running"], ["check_patches", "success"]], lines
+    assert ["summarize_run", "success"] in states and ["publish_image", "skipped"] in states
+    assert any(line.startswith("              check_patches: up to date:") for line in lines), lines
+    assert "unchanged: debian12-base is up to date" in compact.out  # the final summary, as before
+
+    assert main(["bake", "debian12-base", "--verbose"]) == 0
+    verbose = capfd.readouterr()
+    assert "[DAG TEST] starting task_id=check_patches" in verbose.out + verbose.err
+    assert "unchanged: debian12-base is up to date" in verbose.out
+
+
+def test_the_scheduler_sets_the_note_in_its_own_session_and_keeps_one_a_person_wrote(
+    families, airflow_db
+) -> None:  # type: ignore[no-untyped-def]
+    """The listener's other path: the scheduler hands it a run inside the session that commits
+    the run's state (dag.test() hands it a detached one). Uses the runs the tests above made."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from golden_run_notes import set_run_note
+    from sqlalchemy import select
+
+    dag_id = families["debian12-base"].dag_id
+    with create_session() as session:
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).limit(1)
+        ).one()
+        summary, run_id = run.note, run.run_id
+        assert summary and "- **decided**: skip" in summary  # set when the run finished
+        run.note = None
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+        assert run.note is None and set_run_note(run) == summary  # attached: in this session
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+        assert run.note == summary  # committed with the session
+        run.note = "rolled back by hand: see INC-42"
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+        assert set_run_note(run) is None and run.note == "rolled back by hand: see INC-42"
 
 
 def test_a_merged_definition_change_rebuilds_and_names_it(families, platform) -> None:  # type: ignore[no-untyped-def]
@@ -237,6 +304,12 @@ def test_failed_validation_is_never_published(strict_family, platform, airflow_d
     )
     assert platform.published_image(strict_family) is None
     assert platform.catalog.instances() == []
+    note = result["note"]  # a failed run has its summary too: what failed and what the tests said
+    assert note.startswith("**debian12-strict**") and f"`{image.image_id}`" in note and "(rejected)" in note
+    validation = image.manifest["validation"]
+    ran, failed = validation["tests"], validation["failures"] + validation["errors"]
+    assert f"{ran} tests, {ran - failed} passed, {failed} failed: REJECTED" in note
+    assert "test_baked_service_not_running" in note and "validate_image (failed)" in note
     assert_sbom_lists_the_packages(platform, image)  # a rejected image has its SBOM too
 
 
