@@ -152,11 +152,20 @@ class LiveView:
     def missed(self, states: dict[str, str], clock: str = "") -> list[str]:
         """Lines for tasks whose final state the view has not shown (Airflow decided it without
         running them: skipped by the patch check, upstream_failed); ``states`` as
-        ``run_family_dag`` returns them (mapped tasks under their task id)."""
-        out = []
+        ``run_family_dag`` returns them (mapped tasks under their task id). More than two in the
+        same state are one line (the summary that follows names each task)."""
+        by_state: dict[str, list[str]] = {}
         for task_id, state in states.items():
             if not any(t == task_id and s == state for (t, _), s in self.shown.items()):
-                out += self._state(StateEvent(task_id, state, clock=clock))
+                by_state.setdefault(state, []).append(task_id)
+        out = []
+        for state, tasks in by_state.items():
+            if len(tasks) > 2:
+                out += self._state(StateEvent(f"{len(tasks)} tasks", state, clock=clock))
+                self.shown.update({(task, -1): state for task in tasks})
+            else:
+                for task in tasks:
+                    out += self._state(StateEvent(task, state, clock=clock))
         return out
 
 

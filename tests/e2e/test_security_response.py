@@ -215,6 +215,10 @@ def test_the_feed_starts_an_advisory_that_rebuilds_the_family_and_its_children_t
         dag_id = f"golden_image__{child.replace('-', '_')}"
         built_by = next(r for r in api.runs(dag_id) if r["dag_run_id"] == image.run_id)
         assert built_by["run_type"] == "asset_triggered", built_by
+        # the scheduler's run has its summary as its note (plugins/golden_run_notes.py)
+        note = built_by["note"] or ""
+        assert note.startswith(f"**{child}**") and f"`{image.image_id}` version" in note, built_by
+        assert f"- **tested**: {image.manifest['validation']['tests']} tests" in note, note
     # the waits were deferred to the triggerer (no worker slot held while the rebuilds ran)
     logs = list((api.home / "logs").rglob("*.log"))
     wave_logs = [p for p in logs if "task_id=rebuild_wave_1" in str(p) and run_id in str(p)]

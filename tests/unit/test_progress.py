@@ -96,6 +96,12 @@ def test_states_airflow_decided_without_running_the_task_are_shown_at_the_end() 
         {"check_patches": "success", "launch_builder": "skipped", "share_image": "success"}, clock="2"
     )
     assert missed == ["  2  launch_builder           skipped"]
+    many = {"check_patches": "success", **{f"t{i}": "skipped" for i in range(5)}, "x": "upstream_failed"}
+    assert LiveView().missed(many, clock="3") == [
+        "  3  check_patches            success",
+        "  3  5 tasks                  skipped",
+        "  3  x                        upstream_failed",
+    ]
 
 
 # -- run summary (the DAG run's note) ------------------------------------------------------------
