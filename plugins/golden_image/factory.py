@@ -196,8 +196,8 @@ def build_family_dag(spec: FamilySpec) -> DAG:
             if step.teardown_of:
                 task.as_teardown(setups=tasks[step.teardown_of])
             if step.final:  # after every leaf; a teardown so the run's state is the steps' own
-                for leaf in [t for t in tasks.values() if not t.downstream_list]:
-                    leaf >> task
+                for leaf in pipeline.leaves():
+                    tasks[leaf] >> task
                 task.as_teardown()
                 task.trigger_rule = TriggerRule.ALL_DONE  # no setup of its own to wait for
             tasks[step.task_id] = task

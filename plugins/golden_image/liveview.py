@@ -194,9 +194,10 @@ def watch(out: TextIO, *, colour: bool) -> Iterator[LiveView]:
     view = LiveView(colour=colour, redact=lambda s: str(redact(s)))
 
     def show(lines: list[str]) -> None:
-        for line in lines:
-            out.write(line + "\n")
-        out.flush()
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe must not fail the task
+            for line in lines:
+                out.write(line + "\n")
+            out.flush()
 
     def gate(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
         show(

@@ -287,6 +287,14 @@ def check(pipeline: tuple[Step, ...] | None = None) -> None:
         seen.add(step.task_id)
 
 
+def leaves(pipeline: tuple[Step, ...] | None = None) -> list[str]:
+    """The steps nothing else follows (neither ``after`` nor ``teardown_of`` names them): what a
+    ``final`` step runs after."""
+    steps = PIPELINE if pipeline is None else pipeline
+    followed = {ref for step in steps for ref in (*step.after, step.teardown_of) if ref}
+    return [step.task_id for step in steps if step.task_id not in followed and not step.final]
+
+
 def describe(pipeline: tuple[Step, ...] | None = None) -> list[dict[str, Any]]:
     """The steps as rows for people (``golden show``, the DAG's doc); default: PIPELINE, read
     when called, so the doc always describes what the factory renders."""
@@ -309,5 +317,6 @@ def describe(pipeline: tuple[Step, ...] | None = None) -> list[dict[str, Any]]:
             notes.append("bake pool")
         if step.final:
             notes.append("last, whatever failed")
-        rows.append({"task_id": step.task_id, "after": list(step.after), "does": step.doc, "notes": notes})
+        after = leaves(steps) if step.final else list(step.after)
+        rows.append({"task_id": step.task_id, "after": after, "does": step.doc, "notes": notes})
     return rows

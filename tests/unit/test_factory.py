@@ -61,6 +61,8 @@ def test_the_run_summary_is_last_whatever_failed(families) -> None:  # type: ign
     dag = build_family_dag(families["debian12-base"])
     summary = dag.get_task("summarize_run")
     assert summary.upstream_task_ids == {"cleanup_images", "terminate_builder", "terminate_test_instance"}
+    row = "| `summarize_run` | `terminate_builder`, `terminate_test_instance`, `cleanup_images` |"
+    assert row in dag.doc_md  # the steps table names what it follows
     assert summary.downstream_task_ids == set()
     assert summary.trigger_rule == "all_done" and summary.is_teardown
     assert not summary.on_failure_fail_dagrun

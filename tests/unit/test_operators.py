@@ -234,8 +234,8 @@ def test_each_operator_reads_exactly_its_pipeline_entrys_inputs(families, family
         task = dag.get_task(step.task_id)
         assert operator_inputs(task) == step.inputs, step.task_id
         if step.final:  # after every step nothing else follows
-            leaves = {t.task_id for t in dag.tasks if t.downstream_task_ids == {step.task_id}}
-            assert set(task.upstream_task_ids) == leaves, step.task_id
+            assert set(task.upstream_task_ids) == set(pipeline.leaves()), step.task_id
+            assert [dag.get_task(t).downstream_task_ids for t in pipeline.leaves()] == [{step.task_id}] * 3
         else:
             assert set(task.upstream_task_ids) == {
                 *step.after,
