@@ -7,7 +7,9 @@ calls ``on_dag_run_success`` / ``on_dag_run_failed`` where the run's state is de
 scheduler; ``dag.test()`` under ``golden bake``) with the run inside that process's database
 session, so setting ``dag_run.note`` is committed with the run's new state and needs no
 credentials, API URL or second session (a second session would wait on the scheduler's lock of
-the run's row on Postgres). Cheap and light: one XCom read; nothing heavy imported.
+the run's row on Postgres). A note the run already had (the advisory DAG triggers a rebuild with
+its reason as the note) is kept above the summary. Cheap and light: one XCom read; nothing heavy
+imported.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DAG_PREFIX = "golden_image__"
 SUMMARY_TASK = "summarize_run"  # golden_image.pipeline.SUMMARY_TASK (not imported: keep this light)
+NOTE_LIMIT = 1000  # golden_image.summary.NOTE_LIMIT: Airflow's dag_run_note column
 
 
 def summary_note(value: Any) -> str | None:
@@ -32,9 +35,8 @@ def summary_note(value: Any) -> str | None:
 
 
 def set_run_note(dag_run: Any) -> str | None:
-    """Copy the run's summary into its note; returns the note (None: nothing to copy).
-
-    A note someone already wrote is kept: the summary is a default, not an overwrite."""
+    """Put the run's summary into its note; returns the note (None: nothing to copy). What the
+    note said before (the advisory's reason, a person's words) stays above the summary."""
     if not str(dag_run.dag_id).startswith(DAG_PREFIX):
         return None
     from sqlalchemy import inspect as sa_inspect
@@ -58,16 +60,28 @@ def set_run_note(dag_run: Any) -> str | None:
 def _copy_summary(dag_run: Any, session: Any) -> str | None:
     from airflow.models.xcom import XComModel
 
-    if dag_run.note:
-        return None
     query = XComModel.get_many(
         run_id=dag_run.run_id, key="return_value", dag_ids=dag_run.dag_id, task_ids=SUMMARY_TASK, limit=1
     )
     row = session.scalars(query).first()
-    note = summary_note(XComModel.deserialize_value(row)) if row is not None else None
-    if note is not None:
-        dag_run.note = note
+    summary = summary_note(XComModel.deserialize_value(row)) if row is not None else None
+    if summary is None:
+        return None
+    note = with_summary(dag_run.note, summary)
+    dag_run.note = note
     return note
+
+
+def with_summary(existing: str | None, summary: str) -> str:
+    """The note with the run's summary under what it already said (the advisory DAG's reason,
+    a person's words), replacing the summary of an earlier try of the same run; at most
+    ``NOTE_LIMIT`` characters, what was there first kept whole where it fits."""
+    header = summary.splitlines()[0].rsplit(":", 1)[0]  # **family** `run_id`
+    kept = (existing or "").split(header, 1)[0].rstrip()
+    if not kept:
+        return summary[:NOTE_LIMIT]
+    note = f"{kept}\n\n{summary}"
+    return note if len(note) <= NOTE_LIMIT else note[: NOTE_LIMIT - 1] + "…"
 
 
 class RunNoteListener:

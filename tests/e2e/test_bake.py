@@ -165,7 +165,7 @@ def test_golden_bake_is_a_live_view_and_airflows_own_lines_only_with_verbose(
     assert "unchanged: debian12-base is up to date" in verbose.out
 
 
-def test_the_scheduler_sets_the_note_in_its_own_session_and_keeps_one_a_person_wrote(
+def test_the_scheduler_sets_the_note_in_its_own_session_below_what_a_person_wrote(
     families, airflow_db
 ) -> None:  # type: ignore[no-untyped-def]
     """The listener's other path: the scheduler hands it a run inside the session that commits
@@ -192,7 +192,7 @@ def test_the_scheduler_sets_the_note_in_its_own_session_and_keeps_one_a_person_w
         run.note = "rolled back by hand: see INC-42"
     with create_session() as session:
         run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
-        assert set_run_note(run) is None and run.note == "rolled back by hand: see INC-42"
+        assert set_run_note(run) == run.note == f"rolled back by hand: see INC-42\n\n{summary}"
 
 
 def test_a_merged_definition_change_rebuilds_and_names_it(families, platform) -> None:  # type: ignore[no-untyped-def]

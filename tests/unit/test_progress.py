@@ -196,3 +196,20 @@ def test_the_note_fits_airflows_column_however_long_the_inputs() -> None:
     note = run_summary(facts)
     assert len(note) <= NOTE_LIMIT
     assert note.startswith("**debian12-base**") and "- **tested**: 22 tests" in note
+
+
+def test_the_note_keeps_what_it_said_above_the_summary() -> None:
+    from golden_run_notes import NOTE_LIMIT as PLUGIN_LIMIT
+    from golden_run_notes import summary_note, with_summary
+
+    assert PLUGIN_LIMIT == NOTE_LIMIT  # the plugin keeps its own copy to stay light
+    summary = run_summary(baked())
+    assert with_summary(None, summary) == with_summary("", summary) == summary
+    reason = "advisory DSA-5724-1: openssh-server 1:9.2p1-2+deb12u2 < 1:9.2p1-2+deb12u3"
+    assert with_summary(reason, summary) == f"{reason}\n\n{summary}"
+    retried = run_summary(baked(states={"validate_image": "failed"}))  # the same run, cleared and re-run
+    assert with_summary(with_summary(reason, summary), retried) == f"{reason}\n\n{retried}"
+    long = with_summary("x" * 900, summary)
+    assert len(long) == NOTE_LIMIT and long.startswith("x" * 900) and long.endswith("…")
+    assert summary_note({"note": summary}) == summary
+    assert summary_note({"note": "  "}) is None and summary_note(None) is None and summary_note("x") is None
