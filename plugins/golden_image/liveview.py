@@ -107,8 +107,9 @@ def paint(text: str, state: str, colour: bool) -> str:
 
 
 class LiveView:
-    """Events in, lines out. Remembers the task that runs (tasks run one at a time under
-    ``dag.test()``) so a tool line is shown under it, and each task's last shown state."""
+    """Events in, lines out, in the order they happen: tasks run one at a time under
+    ``dag.test()``, so a tool line follows its task's ``running`` line, indented. Remembers each
+    task's last shown state (a repeated state is not shown again)."""
 
     def __init__(self, *, colour: bool = False, redact: Callable[[str], str] | None = None) -> None:
         self.colour = colour
