@@ -236,8 +236,9 @@ def watch(out: TextIO, *, colour: bool) -> Iterator[LiveView]:
 
         @hookimpl
         def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
-            state = str(getattr(task_instance, "state", "") or "failed")
-            self._show(task_instance, "up_for_retry" if "retry" in state else "failed")
+            state = getattr(task_instance, "state", None)  # UP_FOR_RETRY when Airflow retries it
+            value = str(getattr(state, "value", state) or "failed")
+            self._show(task_instance, "up_for_retry" if value == "up_for_retry" else "failed")
 
         @hookimpl
         def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:

@@ -131,8 +131,12 @@ def _previous(previous: Any) -> str | None:
 
 
 def _failed(states: dict[str, str]) -> list[str]:
-    failed = [f"{task} ({state})" for task, state in states.items() if state in FAILED_STATES]
-    return [f"- **failed**: {', '.join(failed)}"] if failed else []
+    """The tasks that failed by name; the ones that never ran because of them, counted."""
+    failed = [f"{task} ({state})" for task, state in states.items() if state in ("failed", "up_for_retry")]
+    blocked = sum(1 for state in states.values() if state == "upstream_failed")
+    if blocked:
+        failed.append(f"{blocked} task{'s' if blocked > 1 else ''} not run (upstream_failed)")
+    return [f"- **failed**: {'; '.join(failed)}"] if failed else []
 
 
 def _fit(lines: list[str]) -> str:

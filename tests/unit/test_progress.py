@@ -176,7 +176,7 @@ def test_a_rejected_image_names_the_failed_tests_and_tasks() -> None:
     assert "  - failed: `test_baked_service_not_running`" in note
     assert "- **shared**: nowhere" in note and "**published**" not in note
     assert "no image retired; instances removed by terminate_builder" in note
-    assert note.endswith("- **failed**: validate_image (failed), share_image (upstream_failed)")
+    assert note.endswith("- **failed**: validate_image (failed); 1 task not run (upstream_failed)")
 
 
 def test_a_run_that_failed_before_deciding_says_so() -> None:
