@@ -19,6 +19,12 @@ done
 if [ "$want_dev" = dev ] && ! command -v gpg >/dev/null 2>&1; then need+=(gnupg); fi
 # the catalog page's e2e test drives Debian's chromium with Playwright (no browser download)
 if [ "$want_dev" = dev ] && ! [ -x /usr/bin/chromium ]; then need+=(chromium); fi
+# the tests run the team stack as processes (tests/cluster): private instances of Debian's Postgres
+# and Redis, never their system services (another postgres on PATH is not used)
+if [ "$want_dev" = dev ]; then
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+  [ -x /usr/bin/redis-server ] || need+=(redis-server)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2

@@ -436,7 +436,9 @@ def setup_sh_packages() -> set[str]:
     pairs = re.search(r"for pair in (.*?); do", text, re.S)
     assert pairs
     packages = {pair.split(":", 1)[1] for pair in pairs.group(1).replace("\\", " ").split()}
-    packages |= set(re.findall(r"need\+=\(([a-z0-9-]+)\)", text)) - {"gnupg", "chromium"}  # dev only (tests)
+    # dev only: gnupg (the tests sign fixture archives), chromium (the catalog page's e2e test),
+    # postgresql and redis-server (tests/cluster runs its own; the compose stack has its services)
+    packages |= set(re.findall(r"need\+=\(([a-z0-9-]+)\)", text)) - {"gnupg", "chromium", "postgresql", "redis-server"}
     return packages
 
 
