@@ -90,6 +90,7 @@ class Stack:
         self.api_port = free_port()
         self.api = f"http://127.0.0.1:{self.api_port}"
         self._token: str | None = None
+        self._stopped = False
         # Postgres needs a directory its unprivileged user owns and can reach: not under TMPDIR, which
         # scripts/run-tests.sh makes private to root
         self.pg_dir = Path(tempfile.mkdtemp(prefix="golden-cluster-pg-", dir="/tmp"))
@@ -275,19 +276,27 @@ class Stack:
         return "\n".join(f"==== {p.name} ({p.log}) ====\n{self.tail(p, lines)}" for p in self.procs)
 
     def stop(self) -> None:
-        """Every process group this stack started, by PID: SIGTERM, then SIGKILL after 30 s."""
+        """Every process group this stack started, by PID: SIGTERM (Postgres: SIGINT, its fast
+        shutdown), then SIGKILL to the group after 30 s or once its leader exited. Idempotent;
+        how long each took goes to logs/stop.log."""
+        if self._stopped:
+            return
+        self._stopped = True
+        took = []
         for group in (self.procs[2:][::-1], self.procs[:2][::-1]):  # Airflow first, then Redis, Postgres
+            started = time.monotonic()
             for proc in group:
                 if proc.process.poll() is None:
                     _signal_group(
                         proc.process.pid, signal.SIGINT if proc.name == "postgres" else signal.SIGTERM
                     )
-            deadline = time.monotonic() + 30
             for proc in group:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                _signal_group(proc.process.pid, signal.SIGKILL)  # what the main process left behind
+                    proc.process.wait(timeout=max(0.1, started + 30 - time.monotonic()))
+                _signal_group(proc.process.pid, signal.SIGKILL)  # what the leader left behind
                 proc.process.wait()
+                took.append(f"{proc.name} {time.monotonic() - started:.1f} s")
+        (self.logs / "stop.log").write_text("\n".join(took) + "\n")
         shutil.rmtree(self.pg_dir, ignore_errors=True)
 
     # -- REST ------------------------------------------------------------------------------------
@@ -365,3 +374,44 @@ def _fernet_key() -> str:
     import base64
 
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack by hand until Ctrl-C (README "Run it for a team")."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.stack", description=main.__doc__)
+    parser.add_argument(
+        "--dir", type=Path, help="where logs, Airflow's home and the PIDs go (default: a new one in /tmp)"
+    )
+    parser.add_argument("--concurrency", type=int, default=2, help="slots per worker")
+    args = parser.parse_args(argv)
+    work = args.dir or Path(tempfile.mkdtemp(prefix="golden-stack-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.setdefault("GOLDEN_HOME", "/var/lib/golden-image")
+    workers = [
+        Worker("worker-a", ("default", "local-bake"), args.concurrency),
+        Worker("worker-b", ("default",), args.concurrency),
+    ]
+    stack = Stack(work, env=env, workers=workers)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        stack.start()
+        passwords = stack.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+        print(f"Airflow on {stack.api} (user admin, password in {passwords}); logs and PIDs in {work}")
+        print("Ctrl-C stops every process of the stack")
+        while not stopping:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        print(stack.tails(), file=sys.stderr)
+        raise
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
