@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -66,6 +67,46 @@ def bench_parse(work: Path, rounds: int) -> dict[str, float]:
     return {"import_airflow_sdk_s": round(b, 3), "load_200_families_s": round(p, 3), "ratio": round(p / b, 3)}
 
 
+def plain_bake(spec: Any, platform: Any, run_id: str) -> None:
+    """A forced bake of ``spec`` as a plain script: the DAG's steps called in order, no Airflow
+    (the baseline of (b) here and of benchmarks/cluster.py)."""
+    from golden_image import steps
+    from golden_image.hooks.ansible import AnsibleHook
+    from golden_image.hooks.packer import PackerHook
+    from golden_image.hooks.testinfra import TestinfraHook
+    from golden_image.values import Target
+
+    decision = steps.check_patches(spec, platform, run_id=run_id, force=True, reason="benchmark")
+    builder = Target.from_dict(
+        steps.launch(platform, spec, decision["source"]["image_id"], role="builder", run_id=run_id)
+    )
+    try:
+        packer = steps.bake_packer(spec, builder, PackerHook(), lambda _: None)
+        ansible = steps.provision_ansible(spec, builder, AnsibleHook(), lambda _: None)
+        image = steps.capture_image(
+            spec,
+            platform,
+            builder,
+            run_id=run_id,
+            version=steps.version_for(time.time()),
+            decision=decision,
+            packer=packer,
+            ansible=ansible,
+        )
+    finally:
+        platform.terminate_instance(builder.instance_id)
+    steps.scan_vulnerabilities(spec, platform, image["image_id"], run_id=run_id)
+    tester = Target.from_dict(steps.launch(platform, spec, image["image_id"], role="test", run_id=run_id))
+    try:
+        steps.validate_image(spec, platform, tester, image["image_id"], TestinfraHook(), lambda _: None)
+    finally:
+        platform.terminate_instance(tester.instance_id)
+    for region in spec.distribution.regions:
+        steps.share_image(spec, platform, image["image_id"], region)
+    steps.publish_image(spec, platform, image["image_id"], run_id)
+    steps.cleanup_images(spec, platform)
+
+
 def bench_bake(work: Path, rounds: int) -> dict[str, float]:
     os.environ["GOLDEN_HOME"] = str(work / "home")
     os.environ["AIRFLOW_HOME"] = str(work / "airflow")
@@ -73,13 +114,8 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
     sample = PROJECT / "tests" / "data" / "debian-security-tracker.json"
     os.environ.setdefault("GOLDEN_VULNERABILITY_DATA", str(sample))
     sys.path.insert(0, str(PROJECT / "plugins"))
-    from golden_image import steps
     from golden_image.cli import prepare_airflow, run_family_dag
-    from golden_image.hooks.ansible import AnsibleHook
-    from golden_image.hooks.packer import PackerHook
-    from golden_image.hooks.testinfra import TestinfraHook
     from golden_image.spec import load_families
-    from golden_image.values import Target
 
     spec = load_families(PROJECT / "include" / "images", PROJECT / "include").families["debian12-base"]
     from golden_image.platforms import get_platform
@@ -87,37 +123,6 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
     platform = get_platform(spec)
     platform.resolve_source(spec)  # build the cached base once, outside the timings
     prepare_airflow()
-
-    def plain(run_id: str) -> None:
-        decision = steps.check_patches(spec, platform, run_id=run_id, force=True, reason="benchmark")
-        builder = Target.from_dict(
-            steps.launch(platform, spec, decision["source"]["image_id"], role="builder", run_id=run_id)
-        )
-        try:
-            packer = steps.bake_packer(spec, builder, PackerHook(), lambda _: None)
-            ansible = steps.provision_ansible(spec, builder, AnsibleHook(), lambda _: None)
-            image = steps.capture_image(
-                spec,
-                platform,
-                builder,
-                run_id=run_id,
-                version=steps.version_for(time.time()),
-                decision=decision,
-                packer=packer,
-                ansible=ansible,
-            )
-        finally:
-            platform.terminate_instance(builder.instance_id)
-        steps.scan_vulnerabilities(spec, platform, image["image_id"], run_id=run_id)
-        tester = Target.from_dict(steps.launch(platform, spec, image["image_id"], role="test", run_id=run_id))
-        try:
-            steps.validate_image(spec, platform, tester, image["image_id"], TestinfraHook(), lambda _: None)
-        finally:
-            platform.terminate_instance(tester.instance_id)
-        for region in spec.distribution.regions:
-            steps.share_image(spec, platform, image["image_id"], region)
-        steps.publish_image(spec, platform, image["image_id"], run_id)
-        steps.cleanup_images(spec, platform)
 
     # The first dag.test() in a process pays Airflow's one-time start (its in-process execution API,
     # about 8 s): that first bake is reported on its own, not in the ratio.
@@ -128,7 +133,7 @@ def bench_bake(work: Path, rounds: int) -> dict[str, float]:
     script, airflow = [], []
     for n in range(rounds):
         started = time.perf_counter()
-        plain(f"bench-script-{n}")
+        plain_bake(spec, platform, f"bench-script-{n}")
         script.append(time.perf_counter() - started)
         started = time.perf_counter()
         result = run_family_dag(spec, {"force": True, "reason": "benchmark"})
