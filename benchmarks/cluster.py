@@ -11,8 +11,9 @@ and two Celery workers (A: `default,local-bake`, B: `default`, --concurrency slo
                   file, pointer and catalogue row on the same archive, its manifest naming that
                   family's definition digest: the name and pointer are part of it)
   weekly no-op:   one run of every generated family, all triggered at once: wall time from the
-                  first trigger to the last run's end, and worker slots held (the sum of the task
-                  instances' running durations; a slot is held from task start to end)
+                  first trigger to the last run's end, and worker slot-seconds held (per task, the
+                  supervisor's workload duration in the worker's log: from taking the slot to
+                  reaping the task process; the task instances' own running time beside it)
   forced bake:    debian12-base with force=true through the stack, alternating --rounds times
                   with the same steps as a plain script in this process (benchmarks/run.py
                   plain_bake, same store and cached base): the ratio stack / script
@@ -30,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +59,18 @@ def run_through(stack: Any, dag_id: str, conf: dict[str, Any]) -> tuple[str, flo
     return run_id, time.perf_counter() - started
 
 
+def workload_seconds(stack: Any) -> dict[str, float]:
+    """Task instance id -> how long its Celery worker slot was held (the supervisor's "Workload
+    finished ... duration=" line: from the slot's start to the task process's reaping)."""
+    held: dict[str, float] = {}
+    for log in stack.logs.glob("worker-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            found = re.search(r"Workload finished .*duration=([0-9.]+).*workload_id=([0-9a-f-]+)", line)
+            if found:
+                held[found.group(2)] = float(found.group(1))
+    return held
+
+
 def start_costs(stack: Any, run_id: str) -> dict[str, Any]:
     """Where a forced bake's time goes between its steps."""
     tis = stack.task_instances(BAKE_DAG, run_id)
@@ -68,6 +83,8 @@ def start_costs(stack: Any, run_id: str) -> dict[str, Any]:
     ends = sorted(when(t["end_date"]) for t in tis)
     starts = sorted(when(t["start_date"]) for t in tis)
     busy = sum(float(t["duration"] or 0) for t in tis)
+    slots = workload_seconds(stack)
+    held = sum(slots.get(t["id"], float("nan")) for t in tis)
     return {
         "tasks": len(tis),
         "queued_to_start_median_s": round(statistics.median(queued), 2),
@@ -75,6 +92,7 @@ def start_costs(stack: Any, run_id: str) -> dict[str, Any]:
         "worker_dag_parse_median_ms": round(statistics.median(parse_ms), 1) if parse_ms else None,
         "first_start_to_last_end_s": round(ends[-1] - starts[0], 1),
         "task_running_sum_s": round(busy, 1),
+        "slot_seconds_held": round(held, 1),
     }
 
 
@@ -106,6 +124,13 @@ def main() -> int:
     parser.add_argument("--families", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2, help="slots per worker")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="AIRFLOW__SECTION__KEY=VALUE",
+        help="an Airflow setting to try",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="golden-bc-", dir="/tmp"))  # short: instance sockets live here
     home, images = work / "home", work / "images"
@@ -139,6 +164,7 @@ def main() -> int:
     platform.resolve_source(spec)  # the cached base, outside the timings
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"  # runs come from the REST API only
+    env.update(setting.split("=", 1) for setting in args.set)
     workers = [
         Worker("worker-a", ("default", "local-bake"), args.concurrency),
         Worker("worker-b", ("default",), args.concurrency),
@@ -148,6 +174,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
         "slots": {w.name: w.concurrency for w in workers},
+        "settings": args.set,
     }
     try:
         started = time.perf_counter()
@@ -168,12 +195,15 @@ def main() -> int:
         states = {n: stack.wait_for_run(families[n].dag_id, r, 1800) for n, r in runs.items()}
         weekly = time.perf_counter() - started
         assert set(states.values()) == {"success"}, states
-        held, ran = 0.0, 0
+        held, running, ran = 0.0, 0.0, 0
+        time.sleep(10)  # the last slots' "Workload finished" lines
+        slots = workload_seconds(stack)
         for name, run_id in runs.items():
             for ti in stack.task_instances(families[name].dag_id, run_id):
                 if ti["state"] == "success":
                     assert ti["task_id"] == "check_patches", ("not a no-op", name, ti["task_id"])
-                    held += float(ti["duration"] or 0)
+                    running += float(ti["duration"] or 0)
+                    held += slots[ti["id"]]
                     ran += 1
                 else:
                     assert ti["state"] == "skipped", ti
@@ -181,6 +211,7 @@ def main() -> int:
             "families": len(names),
             "wall_s": round(weekly, 1),
             "task_instances_run": ran,
+            "task_running_s": round(running, 1),
             "slot_seconds_held": round(held, 1),
             "slots": sum(w.concurrency for w in workers),
         }
@@ -192,6 +223,7 @@ def main() -> int:
             script.append(time.perf_counter() - started)
             run_id, took = run_through(stack, BAKE_DAG, {"force": True, "reason": "cluster benchmark"})
             through.append(took)
+            time.sleep(10)  # the last slots' "Workload finished" lines (outside the timing)
             costs.append(start_costs(stack, run_id))
         s, a = statistics.median(script), statistics.median(through)
         results["forced_bake"] = {
@@ -205,6 +237,11 @@ def main() -> int:
         results["start_cost"] = costs
     except BaseException:
         print(stack.tails(), file=sys.stderr)
+        kept = Path(tempfile.mkdtemp(prefix="golden-bc-logs-", dir="/tmp"))
+        for logs in (stack.logs, stack.work / "airflow" / "logs"):
+            if logs.exists():
+                shutil.copytree(logs, kept / logs.parent.name / logs.name)
+        print(f"the stack's logs and the tasks' logs are kept in {kept}", file=sys.stderr)
         raise
     finally:
         stack.stop()
