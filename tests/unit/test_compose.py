@@ -438,7 +438,8 @@ def setup_sh_packages() -> set[str]:
     packages = {pair.split(":", 1)[1] for pair in pairs.group(1).replace("\\", " ").split()}
     # dev only: gnupg (the tests sign fixture archives), chromium (the catalog page's e2e test),
     # postgresql and redis-server (tests/cluster runs its own; the compose stack has its services)
-    packages |= set(re.findall(r"need\+=\(([a-z0-9-]+)\)", text)) - {"gnupg", "chromium", "postgresql", "redis-server"}
+    dev_only = {"gnupg", "chromium", "postgresql", "redis-server"}
+    packages |= set(re.findall(r"need\+=\(([a-z0-9-]+)\)", text)) - dev_only
     return packages
 
 
