@@ -52,9 +52,10 @@ def seed_home(home: Path, session_home: Path, source_image: Any) -> None:
 
 @pytest.fixture
 def moto(tmp_path: Path) -> Iterator[str]:
-    from tests.aws.motoserver import start_moto, stop_moto
+    from tests.aws.motoserver import create_manifest_bucket, start_moto, stop_moto
 
     process, url = start_moto()
+    create_manifest_bucket(url)  # the aws platform keeps manifests there (the connection names it)
     yield url
     stop_moto(process)
 
