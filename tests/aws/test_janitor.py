@@ -65,3 +65,32 @@ def test_janitor_step_covers_every_aws_connection_and_reports_a_broken_one(  # t
     assert "no_such_connection" in result["errors"]["aws:no_such_connection:us-east-1"]
     assert states(hook, [leaked]) == {leaked: "terminated"}
     assert hook.secret_parameter(stale) is None
+
+
+def test_janitor_removes_stale_launch_keys_in_the_primary_region_of_each_family(  # type: ignore[no-untyped-def]
+    aws_conn: str, tmp_path, monkeypatch
+) -> None:
+    """A family keeps its launch keys in its primary region (its first), which need not be the
+    first of the sweep's sorted regions: every region the sweep covers is swept for keys."""
+    from golden_image import steps
+    from golden_image.platforms.aws.keys import KEY_PATH
+    from tests.specs import family_spec
+
+    images = tmp_path / "images"
+    images.mkdir()
+    data = family_spec(
+        "aws-west",
+        platform="aws",
+        source={"aws": {"ssm_parameter": "/x"}},
+        aws={"aws_conn_id": aws_conn},
+        distribution={"regions": ["us-west-2", "eu-west-1"]},  # primary us-west-2; sorted: eu-west-1 first
+    ).model_dump(mode="json", exclude_none=True)
+    (images / "aws-west.yaml").write_text(json.dumps(data))
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
+    west = AmiHook(aws_conn_id=aws_conn, region_name="us-west-2")  # where the family's launches keep keys
+    stale = f"{KEY_PATH}/golden-stale-west"
+    assert west.put_secret_parameter(stale, "key of a killed run")
+
+    result = steps.janitor(older_than_s=0, platforms=("aws",))
+    assert not result["errors"]
+    assert west.secret_parameter(stale) is None

@@ -469,11 +469,12 @@ class AwsPlatform:
         }
 
     def janitor(self, *, older_than_s: float) -> list[str]:
-        """Pipeline-tagged instances past the TTL in every region, and stale ephemeral keys."""
+        """Pipeline-tagged instances past the TTL and stale launch keys, in every region."""
         removed: list[str] = []
         for region in self.regions:
             for instance_id in self.hook(region).janitor(older_than_s=older_than_s, now=time.time()):
                 self.resolver.released(instance_id)
                 removed.append(instance_id)
-        self.keys.remove_stale(older_than_s, time.time())
+            # each family keeps its keys in its own primary region, not the sweep's first (sorted) one
+            LaunchKeys(functools.partial(self.hook, region)).remove_stale(older_than_s, time.time())
         return removed
