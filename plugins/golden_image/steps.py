@@ -508,7 +508,12 @@ def capture_image(
         return existing.to_json()
     stash = stash or Stash()
     if target.communicator == "winrm":
-        facts = stash.get() or windows_capture(platform, target, stash)
+        kept = stash.get()  # sysprep ran (the builder is stopping): resume from what was read before
+        facts = (
+            kept
+            if (kept or {}).get("windows", {}).get("sysprep")
+            else windows_capture(platform, target, stash)
+        )
     else:
         with platform.reach(target) as builder:
             facts = {"packages": installed_packages(builder), **system_facts(builder)}

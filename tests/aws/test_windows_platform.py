@@ -9,6 +9,7 @@ import base64
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,8 +189,9 @@ def test_a_login_to_a_stopped_builder_says_sysprep_ran_and_is_not_retried(
 def test_a_new_try_of_capture_after_sysprep_resumes_from_the_kept_facts(  # type: ignore[no-untyped-def]
     aws_conn: str, windows_ami: str, hook: AmiHook, tmp_path: Path, monkeypatch
 ) -> None:
-    """The facts are kept in the manifest bucket before sysprep: a new try of capture_image (no
-    XCom of the old try), on another worker, captures the stopped builder without WinRM."""
+    """The facts are kept in the manifest bucket: a new try of capture_image (no XCom of the old
+    try), on another worker, captures the stopped builder without WinRM once sysprep's record is
+    in them, and goes to the builder again (never waits for a shutdown) while it is not."""
     from golden_image import steps
 
     aws = windows_platform(aws_conn)
@@ -197,13 +199,11 @@ def test_a_new_try_of_capture_after_sysprep_resumes_from_the_kept_facts(  # type
                        distribution={"regions": ["us-east-1"]}, os="windows",
                        packer={"template": "packer/windows-winrm.pkr.hcl"})  # fmt: skip
     target = aws.launch_instance(windows_ami, role="builder", family="win", run_id="r10", region="us-east-1")
-    facts = {
-        "packages": [{"name": "KB5048654", "version": "", "kind": "hotfix"}],
-        "windows": {"build": "20348"},
-    }
+    packages = [{"name": "KB5048654", "version": "", "kind": "hotfix"}]
+    read = {"packages": packages, "windows": {"build": "20348"}}  # kept before sysprep is scheduled
     assert aws.kept("win", "r10", "capture_facts") is None
-    aws.keep("win", "r10", "capture_facts", facts)  # what windows_capture kept before sysprep
-    hook.conn.stop_instances(InstanceIds=[target.instance_id])  # sysprep --shutdown ran
+    aws.keep("win", "r10", "capture_facts", read)
+    hook.conn.stop_instances(InstanceIds=[target.instance_id])
 
     monkeypatch.setenv("GOLDEN_HOME", str(tmp_path / "another-worker"))
     other = windows_platform(aws_conn)
@@ -211,10 +211,21 @@ def test_a_new_try_of_capture_after_sysprep_resumes_from_the_kept_facts(  # type
         get=lambda: other.kept("win", "r10", "capture_facts"),
         put=lambda value: other.keep("win", "r10", "capture_facts", value),
     )
-    image = steps.capture_image(spec, other, target, run_id="r10", version="1", decision={}, packer=None,
-                                ansible=None, stash=stash)  # fmt: skip
+    capture: dict[str, Any] = {
+        "run_id": "r10",
+        "version": "1",
+        "decision": {},
+        "packer": None,
+        "ansible": None,
+    }
+    with pytest.raises(PlatformError, match="is stopped, not running"):  # to the builder again
+        steps.capture_image(spec, other, target, **capture, stash=stash)
+    scheduled = {"tool": "EC2Launch", "version": "2.0", "scheduled_at": 1.0}
+    facts = {**read, "windows": {**read["windows"], "sysprep": scheduled}}
+    other.keep("win", "r10", "capture_facts", facts)  # what windows_capture keeps once sysprep is scheduled
+    image = steps.capture_image(spec, other, target, **capture, stash=stash)
     captured = other.image(image["image_id"])
-    assert captured is not None and captured.manifest["packages"] == facts["packages"]
+    assert captured is not None and captured.manifest["packages"] == packages
     assert captured.manifest["windows"] == facts["windows"]
     assert other.kept("win", "r11", "capture_facts") is None  # another run keeps its own
     other.terminate_instance(target.instance_id)

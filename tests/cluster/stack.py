@@ -248,11 +248,9 @@ class Stack:
             )
 
     def golden_pools(self) -> None:
-        """Airflow pools the pipeline uses (`golden pools`, issue 11 part 4)."""
+        """The bake pools the family DAGs name (`golden pools`): without them the scheduler never
+        runs a pooled task."""
         golden = str(VENV_BIN / "golden")
-        probe = subprocess.run([golden, "pools", "--help"], env=self.env, capture_output=True)
-        if probe.returncode != 0:
-            return  # TODO(issue 11 part 4): `golden pools` is not merged yet; call it unguarded once it is
         done = subprocess.run([golden, "pools"], env=self.env, capture_output=True, text=True)
         (self.logs / "golden-pools.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:

@@ -90,10 +90,18 @@ def stack(tmp_path: Path, golden_home: Path, source_image: Any, moto: str) -> It
         # runs come from the REST API only: unpausing must not add the latest weekly run
         AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
     )
+    # worker-a has the local store (local-bake); worker-b a GOLDEN_HOME of its own, empty: the aws
+    # tasks it runs need nothing another worker kept (the stand-ins' machines, the "cloud", stay
+    # under GOLDEN_STANDIN_HOME)
+    env["GOLDEN_STANDIN_HOME"] = str(home)
+    worker_b_home = Path(tempfile.mkdtemp(prefix="cluster-b-", dir=golden_home.parent))
     stack = Stack(
         tmp_path / "stack",
         env=env,
-        workers=[Worker("worker-a", ("default", "local-bake")), Worker("worker-b", ("default",))],
+        workers=[
+            Worker("worker-a", ("default", "local-bake")),
+            Worker("worker-b", ("default",), env={"GOLDEN_HOME": str(worker_b_home)}),
+        ],
     )
     try:
         stack.start()
@@ -143,9 +151,10 @@ def test_local_and_aws_families_on_the_celery_stack(stack: Stack, moto: str) -> 
 
     local = stack.task_instances(LOCAL_DAG, local_run)
     assert {t["state"] for t in local} == {"success"}, _states(stack, LOCAL_DAG, local_run)
-    # TODO(issue 11 part 4): once factory.py routes the local platform's tasks to `local-bake`,
-    # assert every one of them has queue == "local-bake" and ran on worker-a
-    assert {t["hostname"] for t in local} <= {"worker-a", "worker-b"}
+    # the local platform is one host: every task of the local family on local-bake, on worker-a
+    assert {(t["queue"], t["hostname"]) for t in local} == {("local-bake", "worker-a")}, [
+        (t["task_id"], t["queue"], t["hostname"]) for t in local
+    ]
 
     tasks = stack.task_instances(AWS_DAG, aws_run)
     assert {t["state"] for t in tasks} == {"success"}, _states(stack, AWS_DAG, aws_run)
@@ -153,6 +162,9 @@ def test_local_and_aws_families_on_the_celery_stack(stack: Stack, moto: str) -> 
         (t["task_id"], t["hostname"]) for t in tasks
     ]
     assert {t["queue"] for t in tasks} == {"default"}
+    on_b = sorted(t["task_id"] for t in tasks if t["hostname"] == "worker-b")
+    worker_b_home = Path(stack.workers[1].env["GOLDEN_HOME"])
+    assert on_b and not (worker_b_home / "aws").exists(), on_b
     waits = {(t["task_id"], t["map_index"]): _trigger_events(stack, t) for t in tasks}
     deferred = {
         key: [(e["wait"], e["status"], e["polls"]) for e in events] for key, events in waits.items() if events

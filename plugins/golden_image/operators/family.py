@@ -229,16 +229,17 @@ class ImageCaptureOperator(GoldenImageOperator):
     def run_step(self, context: Context) -> dict[str, Any]:
         from golden_image import steps
 
-        spec, run_id = self.spec, context["run_id"]
+        spec, run_id, target = self.spec, context["run_id"], self.target(context)
         platform = self.platform(spec)
+        name = f"{self.STASH_KEY}-{target.instance_id}"  # a cleared run's new builder starts afresh
         stash = steps.Stash(
-            get=lambda: platform.kept(spec.name, run_id, self.STASH_KEY),
-            put=lambda value: platform.keep(spec.name, run_id, self.STASH_KEY, value),
+            get=lambda: platform.kept(spec.name, run_id, name),
+            put=lambda value: platform.keep(spec.name, run_id, name, value),
         )
         return steps.capture_image(
             spec,
             platform,
-            self.target(context),
+            target,
             run_id=run_id,
             version=steps.version_for(context["dag_run"].run_after.timestamp()),
             decision=self.input(context, "decision") or {},

@@ -91,9 +91,13 @@ class LaunchKeys:
 
     @contextlib.contextmanager
     def materialised(self, name: str, instance_id: str) -> Iterator[Path]:
-        """The private key ``name`` as a 0600 file (``.pub`` beside it) for one task; removed after."""
+        """The private key ``name`` as a 0600 file (``.pub`` beside it) for one task, in memory
+        (``/dev/shm``) where there is one; removed after."""
         private_key = self.private_key(name, instance_id)
-        with tempfile.TemporaryDirectory(prefix="golden-key-") as private:
+        memory = (
+            "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        )  # a SIGKILLed task leaves no key on disk
+        with tempfile.TemporaryDirectory(prefix="golden-key-", dir=memory) as private:
             path = Path(private) / "id_launch"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
