@@ -143,16 +143,10 @@ def main() -> int:
             "GOLDEN_VULNERABILITY_DATA", str(PROJECT / "tests" / "data" / "debian-security-tracker.json")
         ),
     )
-    template = (PROJECT / "include" / "images" / "debian12-base.yaml").read_text()
-    (images / "debian12-base.yaml").write_text(template)
-    names = [f"weekly-{n:02d}" for n in range(args.families)]
-    for name in names:
-        text = template.replace("name: debian12-base", f"name: {name}").replace(
-            "/golden/debian12-base/latest", f"/golden/{name}/latest"
-        )
-        (images / f"{name}.yaml").write_text(text)
-
     from run import plain_bake  # benchmarks/run.py
+    from weekly_noop import write_families
+
+    names = write_families(images, args.families)
 
     from golden_image.platforms import get_platform
     from golden_image.spec import load_families

@@ -52,14 +52,7 @@ def main() -> int:
         GOLDEN_HOME=str(work / "home"), AIRFLOW_HOME=str(work / "airflow"), GOLDEN_IMAGES_DIR=str(images)
     )
     sys.path.insert(0, str(PROJECT / "plugins"))
-    template = (PROJECT / "include" / "images" / "debian12-base.yaml").read_text()
-    (images / "debian12-base.yaml").write_text(template)
-    names = [f"weekly-{n:02d}" for n in range(args.families)]
-    for name in names:
-        text = template.replace("name: debian12-base", f"name: {name}").replace(
-            "/golden/debian12-base/latest", f"/golden/{name}/latest"
-        )
-        (images / f"{name}.yaml").write_text(text)
+    names = write_families(images, args.families)
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
@@ -76,6 +69,19 @@ def main() -> int:
     print(json.dumps(results, indent=2))
     (PROJECT / "benchmarks" / "weekly_noop.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def write_families(images: Path, count: int) -> list[str]:
+    """debian12-base and ``count`` copies of it under their own names and pointers."""
+    template = (PROJECT / "include" / "images" / "debian12-base.yaml").read_text()
+    (images / "debian12-base.yaml").write_text(template)
+    names = [f"weekly-{n:02d}" for n in range(count)]
+    for name in names:
+        text = template.replace("name: debian12-base", f"name: {name}").replace(
+            "/golden/debian12-base/latest", f"/golden/{name}/latest"
+        )
+        (images / f"{name}.yaml").write_text(text)
+    return names
 
 
 def run(names: list[str], baseline: int) -> dict[str, Any]:

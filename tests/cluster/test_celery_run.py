@@ -119,20 +119,9 @@ def stack(tmp_path: Path, golden_home: Path, source_image: Any, moto: str) -> It
 def test_local_and_aws_families_on_the_celery_stack(stack: Stack, moto: str) -> None:
     import boto3
 
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=moto,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    ssm = boto3.client(
-        "ssm",
-        endpoint_url=moto,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    where = {"endpoint_url": moto, "region_name": "us-east-1"}
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    ec2, ssm = (boto3.client(name, **where, **keys) for name in ("ec2", "ssm"))
     base_ami = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
     ssm.put_parameter(Name=SOURCE, Value=base_ami, Type="String", DataType="aws:ec2:image")
 
