@@ -211,7 +211,9 @@ class SlowEc2:
 
     @staticmethod
     def counter_path() -> Path:
-        return paths.golden_home() / "aws" / "slow-ec2-looks.sqlite"
+        """EC2's side (how often each resource was looked at): one for every worker, like the
+        stand-ins' machines."""
+        return standin_home() / "slow-ec2" / "looks.sqlite"
 
     @classmethod
     def looked(cls, resource_ids: list[str]) -> dict[str, int]:
