@@ -526,7 +526,7 @@ def prepare_airflow() -> None:
         os.environ.setdefault(key, value)
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    marker = home / ".golden-db-migrated"
+    marker = home / ".golden-db-ready"
     if marker.exists():
         return
     with paths.exclusive_lock(home / ".golden-db-migrate.lock"):  # two bakes starting in a new home
@@ -536,6 +536,13 @@ def prepare_airflow() -> None:
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
+            # the DAG bundle's row too: two dag.test() runs that both find it missing both insert it
+            # (UNIQUE constraint failed: dag_bundle.name)
+            sync = (
+                "from airflow.dag_processing.bundles.manager import DagBundlesManager; "
+                "DagBundlesManager().sync_bundles_to_db()"
+            )
+            subprocess.run([sys.executable, "-c", sync], check=True, stdout=subprocess.DEVNULL)
             marker.touch()
 
 

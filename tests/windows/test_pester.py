@@ -421,6 +421,7 @@ def test_a_failing_pester_test_rejects_the_image_in_validate_image(suites, monke
 
     platform = SimpleNamespace(
         record_result=lambda image, kind, result, **kw: recorded.update(result=result, **kw),
+        reach=contextlib.nullcontext,  # the target as it is (no key to fetch, no tunnel)
         winrm_login=winrm_login,
     )
     spec = SimpleNamespace(
