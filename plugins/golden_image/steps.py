@@ -334,7 +334,8 @@ def resolve_secret_vars(refs: dict[str, SecretRef]) -> dict[str, str]:
     if not refs:
         return {}
     from airflow.sdk import BaseHook, Variable
-    from airflow.sdk.log import mask_secret
+
+    from golden_image.hooks import mask_secret
 
     values: dict[str, str] = {}
     for name, ref in refs.items():

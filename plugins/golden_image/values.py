@@ -6,6 +6,7 @@ platforms, steps and operators can all use it without importing each other.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,13 @@ def status_to_record(manifest: dict[str, Any], requested: str | None) -> str | N
     if requested == VALIDATED and failed_gates(manifest):
         return REJECTED
     return requested
+
+
+def kept_path(family: str, run_id: str, name: str) -> str:
+    """Where a platform keeps a run's value (``Platform.keep``), relative to its store: a digest
+    of (family, run id) as the directory, since a run id is any text."""
+    digest = hashlib.sha256(f"{family}/{run_id}".encode()).hexdigest()[:32]
+    return f"runs/{digest}/{name}.json"
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ image's documents beside it (``<ami>.<name>``); the AMI's tags carry what others
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from golden_image.errors import PlatformError
+from golden_image.values import kept_path
 
 if TYPE_CHECKING:
     from golden_image.hooks.ami import AmiHook
@@ -61,10 +61,8 @@ class ManifestStore:
 
     @staticmethod
     def run_key(family: str, run_id: str, name: str) -> str:
-        """Where a run's kept values go: under the prefix, a digest of (family, run id) as the name
-        (a run id is any text; a lifecycle rule on ``runs/`` can expire them)."""
-        digest = hashlib.sha256(f"{family}/{run_id}".encode()).hexdigest()[:32]
-        return f"{PREFIX}runs/{digest}/{name}.json"
+        """A run's kept value, under the prefix (a lifecycle rule on ``runs/`` can expire them)."""
+        return PREFIX + kept_path(family, run_id, name)
 
     def keep(self, family: str, run_id: str, name: str, value: Any) -> None:
         body = json.dumps(value, sort_keys=True, default=str).encode()

@@ -27,7 +27,7 @@ from golden_image.platforms.local import sandbox, sources
 from golden_image.platforms.local.catalog import Catalog, ImageRow, InstanceRow
 from golden_image.platforms.local.store import ImageStore, remove_path, temp_leftovers
 from golden_image.spec import FamilySpec, LocalBootstrap
-from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target, WinrmLogin
+from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target, WinrmLogin, kept_path
 
 log = logging.getLogger(__name__)
 POWEROFF_GRACE_S = 30.0
@@ -252,8 +252,7 @@ class LocalPlatform:
         return self.store.document(image_id, name)
 
     def _kept_path(self, family: str, run_id: str, name: str) -> Path:
-        digest = hashlib.sha256(f"{family}/{run_id}".encode()).hexdigest()[:32]
-        return self.home / "runs" / digest / f"{name}.json"
+        return self.home / kept_path(family, run_id, name)
 
     def keep(self, family: str, run_id: str, name: str, value: Any) -> None:
         """Under ``$GOLDEN_HOME/runs`` (one host: the local-bake worker's), written atomically."""
