@@ -184,3 +184,28 @@ print(json.dumps({{"new": sorted(set(sys.modules) - floor), "views": plugin.exte
     heavy = [m for m in result["new"] if m.startswith(("golden_image", "fastapi", "jinja2", "starlette"))]
     assert heavy == []
     assert [v["href"] for v in result["views"]] == ["/golden-images/"]
+
+
+def test_a_new_store_opened_by_many_readers_at_once_opens_for_all(tmp_path: Path) -> None:
+    """The page reads each family in a thread of its own: on a store nobody made yet, they all
+    create it together (a check-then-mkdir once failed one of them with FileExistsError)."""
+    import threading
+
+    from golden_image.platforms.local.store import ImageStore
+
+    for attempt in range(10):  # the window is small: several new stores
+        home, barrier, errors = tmp_path / f"new-home-{attempt}", threading.Barrier(8), []
+
+        def open_store(home: Path = home, barrier: Any = barrier, errors: list[Any] = errors) -> None:
+            barrier.wait()
+            try:
+                ImageStore(home)
+            except Exception as exc:  # collected, asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and (home.stat().st_mode & 0o777) == 0o700

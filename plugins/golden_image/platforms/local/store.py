@@ -59,8 +59,9 @@ def row_fields(row: ImageRow) -> dict[str, Any]:
 class ImageStore:
     def __init__(self, home: Path, *, check: bool = True) -> None:
         self.home = home
-        if not home.exists():  # images and instance keys are private to the pipeline's user
-            home.mkdir(parents=True, mode=0o700)
+        # images and instance keys are private to the pipeline's user; two openers of a new store
+        # at once (two bakes, the catalog page's per-family reads) must not trip over each other
+        home.mkdir(parents=True, mode=0o700, exist_ok=True)
         self.catalog = Catalog(home / "catalog.sqlite")
         if check:
             self.require_intact()
