@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from golden_image.errors import PlatformError
+from golden_image.paths import exclusive_lock
 from golden_image.values import ImageRecord
 
 RECOVERY = "golden catalog rebuild"
@@ -170,6 +171,13 @@ class Catalog:
         self.path = path
         self.journal = path.with_name(f"{path.stem}.journal.jsonl")
         path.parent.mkdir(parents=True, exist_ok=True)
+        # opening sets WAL and creates the schema: writes that SQLite may refuse at once, without
+        # waiting out the busy timeout, when several openers race (a reader upgrading its lock
+        # meets another's; CI saw "database is locked" with 8 threads) - so openers take turns
+        with exclusive_lock(path.with_name(f".{path.name}.open.lock")):
+            self._open_checked(path)
+
+    def _open_checked(self, path: Path) -> None:
         try:
             db = sqlite3.connect(path, timeout=30)
             try:
