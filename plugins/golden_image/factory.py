@@ -17,6 +17,8 @@ from golden_image.operators.family import FamilyFileErrorOperator
 from golden_image.spec import FamilySpec, SpecError, dag_id_for
 
 START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
+ERROR_TASK_ID = "family_file_error"
+"""The only task of a broken family file's error DAG."""
 
 
 def family_asset(spec: FamilySpec) -> Asset:
@@ -220,7 +222,7 @@ def build_error_dag(family: str, errors: list[SpecError]) -> DAG:
         doc_md=doc,
     )
     with dag:
-        FamilyFileErrorOperator(task_id="family_file_error", errors=lines)
+        FamilyFileErrorOperator(task_id=ERROR_TASK_ID, errors=lines)
     return dag
 
 

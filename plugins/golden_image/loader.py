@@ -15,7 +15,7 @@ from pathlib import Path
 from airflow.sdk import DAG
 
 from golden_image import paths
-from golden_image.factory import build_error_dag, build_family_dag
+from golden_image.factory import ERROR_TASK_ID, build_error_dag, build_family_dag
 from golden_image.spec import FamilySet, SpecError, dag_id_for, load_families
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,18 @@ MAX_DAG_ID = 250
 
 def load_dags(images_dir: Path | None = None) -> dict[str, DAG]:
     images = images_dir or paths.images_dir()
+    wanted, task = _task_being_run()
+    # a worker running one task needs one DAG, and reads only its files: all of them for an error
+    # DAG's task (the error may be a set-wide one, such as a pointer two families share)
+    only = wanted if task != ERROR_TASK_ID else None
     try:
-        found = load_families(images, paths.include_dir() if images_dir is None else images.parent)
+        found = load_families(
+            images, paths.include_dir() if images_dir is None else images.parent, only_dag=only
+        )
     except Exception as exc:  # load_families contains each file's errors; should it fail anyway, say so
         log.exception("loading the golden-image family files failed")
         found = FamilySet({}, {"loader": [SpecError(str(images), 0, "", f"loading failed: {exc!r:.300}")]})
-    wanted = _dag_being_run()
-    if wanted is not None:  # a worker running one task needs one DAG, not all of them
+    if wanted is not None:
         found.families = {k: v for k, v in found.families.items() if v.dag_id == wanted}
         found.errors = {k: v for k, v in found.errors.items() if dag_id_for(stand_in(k)) == wanted}
     dags: dict[str, DAG] = {}
@@ -84,7 +89,9 @@ def stand_in(family: str) -> str:
     return f"{family[:keep]}-{digest}"
 
 
-def _dag_being_run() -> str | None:
+def _task_being_run() -> tuple[str | None, str | None]:
+    """The DAG id and task id a worker parses for (both None in the DAG processor)."""
     from airflow.sdk import get_parsing_context
 
-    return get_parsing_context().dag_id
+    context = get_parsing_context()
+    return context.dag_id, context.task_id

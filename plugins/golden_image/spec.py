@@ -939,28 +939,41 @@ def family_files(images_dir: Path) -> list[Path]:
     return sorted(p for p in images_dir.glob("*.y*ml") if p.suffix in {".yaml", ".yml"})
 
 
-def load_families(images_dir: Path, include_dir: Path | None = None) -> FamilySet:
+def load_families(
+    images_dir: Path, include_dir: Path | None = None, *, only_dag: str | None = None
+) -> FamilySet:
     """Load every family file; a broken one is reported in ``errors`` and never hides the others.
 
     Set-wide rules (each explained in its error): one file per family and per DAG id
     (:func:`_family_files_by_name`); a family's default pointer is its own and a shared custom
     pointer breaks every family using it (:func:`_check_pointers`); a family built on
     (``source.family``) or extending (``extends``) a broken family is broken too.
+
+    ``only_dag`` (a worker running one task of that DAG) reads just the files making that DAG id
+    and the families they extend or are built on, so a task's parse does not grow with the number
+    of families; the set holds those and the file names refused. Every rule is applied to them;
+    the one it cannot see is the DAG's family sharing a custom pointer with a family it does not
+    depend on, which the DAG processor's full load reports (the DAG is then its error DAG, whose
+    task the worker loads everything for: :func:`golden_image.loader.load_dags`).
     """
     include_dir = include_dir or images_dir.parent
     loader = _Loader(include_dir)
     families: dict[str, FamilySpec] = {}
     errors: dict[str, list[SpecError]] = {}
-    files = _family_files_by_name(images_dir, include_dir, errors)
-    for stem, path in files.items():
-        if stem in errors:
+    files = _family_files_by_name(images_dir, include_dir, errors)  # names only: nothing is read
+    wanted = list(files) if only_dag is None else [s for s in files if dag_id_for(s) == only_dag]
+    while wanted:
+        stem = wanted.pop(0)
+        if stem in errors or stem in families:
             continue
         try:
-            families[stem] = loader.family(path)
+            families[stem] = loader.family(files[stem])
         except FamilyFileError as exc:
             errors[stem] = exc.errors
         except Exception as exc:  # _Loader contains its own; this is the last line of defence
-            errors[stem] = _unexpected(path, include_dir, exc).errors
+            errors[stem] = _unexpected(files[stem], include_dir, exc).errors
+        else:  # what a subset's rules judge it by: the families it extends and is built on
+            wanted += [p for p in (families[stem].extends, families[stem].source.family) if p in files]
     _check_pointers(families, errors, files, loader)
     _check_dependants(families, errors, files, loader)
     return FamilySet(families, errors)

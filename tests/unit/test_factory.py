@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,71 @@ def test_files_sharing_a_dag_id_make_one_error_dag_naming_both(tmp_path: Path) -
     # a file name longer than Airflow's DAG ids still gets its error DAG
     [long] = [d for d in dags.values() if d.dag_id.startswith("golden_image__www")]
     assert len(long.dag_id) <= 250 and "is not a valid family name" in long.doc_md
+
+
+def _parse_for_task(
+    monkeypatch: pytest.MonkeyPatch, images: Path, dag_id: str, task_id: str
+) -> tuple[Any, set[str]]:
+    """load_dags as a worker's task process runs it, and the family files it read."""
+    from golden_image import spec
+
+    read: set[str] = set()
+    real_read = spec._Loader._read
+
+    def spy(self: Any, path: Path) -> Any:
+        read.add(path.stem)
+        return real_read(self, path)
+
+    monkeypatch.setattr(spec._Loader, "_read", spy)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", dag_id)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", task_id)
+    return load_dags(images), read
+
+
+def test_a_task_process_reads_only_its_familys_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker parses the DAG file for every task: it builds that task's DAG from the files it
+    extends and is built on, not from every family (its cost must not grow with the fleet)."""
+    images = PROJECT / "include" / "images"
+    full = load_dags(images)["golden_image__aws_debian12_web"]
+    dags, read = _parse_for_task(monkeypatch, images, "golden_image__aws_debian12_web", "bake_packer")
+    assert list(dags) == ["golden_image__aws_debian12_web"]
+    # its own file, the family it extends, the family it is built on, and theirs in turn
+    assert read == {"aws-debian12-web", "debian12-web", "aws-debian12-base", "debian12-base"}
+    dag = dags["golden_image__aws_debian12_web"]
+    assert sorted(dag.task_ids) == sorted(full.task_ids)
+    assert {t.task_id: (t.queue, t.pool) for t in dag.tasks} == {
+        t.task_id: (t.queue, t.pool) for t in full.tasks
+    }
+    assert dag.doc_md == full.doc_md
+
+
+def test_a_task_process_still_refuses_a_family_built_on_a_broken_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    include = tmp_path / "include"
+    shutil.copytree(PROJECT / "include", include)
+    base = include / "images" / "debian12-base.yaml"
+    base.write_text(base.read_text().replace("keep: ", "keep: -", 1))
+    dags, read = _parse_for_task(monkeypatch, include / "images", "golden_image__debian12_web", "bake_packer")
+    assert read == {"debian12-web", "debian12-base"}
+    [task] = dags["golden_image__debian12_web"].tasks
+    assert task.task_id == "family_file_error"
+    assert any("source family 'debian12-base' has errors of its own" in e for e in task.errors)
+
+
+def test_an_error_dags_task_is_parsed_from_every_family(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two families sharing a custom pointer are both refused by a rule only the whole set shows:
+    the error DAG's task is parsed from every file, so the worker finds the same error DAG."""
+    include = tmp_path / "include"
+    shutil.copytree(PROJECT / "include", include)
+    images = include / "images"
+    for name in ("debian12-hardened", "debian12-web"):
+        path = images / f"{name}.yaml"
+        path.write_text(path.read_text() + "publish:\n  pointer: /golden/shared/latest\n")
+    processor = load_dags(images)["golden_image__debian12_hardened"]
+    assert "also used by debian12-web" in processor.doc_md
+    dags, read = _parse_for_task(monkeypatch, images, "golden_image__debian12_hardened", "family_file_error")
+    assert read == {p.stem for p in images.glob("*.yaml")}
+    assert dags["golden_image__debian12_hardened"].doc_md == processor.doc_md
