@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ def _deep_checks(spec: FamilySpec) -> list[str]:
     problems = []
     include = paths.include_dir()
     try:
-        with tempfile.TemporaryDirectory(prefix="golden-validate-") as tmp:
+        with paths.held_workspace("golden-validate-") as tmp:
             from golden_image.values import WINDOWS_ADMIN, WINRM_PORT, Target
 
             if spec.os == "windows":

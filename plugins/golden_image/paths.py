@@ -7,6 +7,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +62,36 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+IN_USE = ".golden-in-use"
+"""The file a live tool workspace holds a lock on (the janitor leaves a held one alone)."""
+
+
+@contextlib.contextmanager
+def held_workspace(prefix: str, base: Path | None = None) -> Iterator[Path]:
+    """A new temporary directory for one tool run, marked as in use (an ``flock`` on its
+    :data:`IN_USE` file, released by the kernel even if this process is SIGKILLed) until it
+    is removed at the end: a janitor with any TTL, even 0, never deletes it from under the run."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        with (root / IN_USE).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def workspace_in_use(directory: Path) -> bool:
+    """Whether a live process holds ``directory``'s :data:`IN_USE` lock."""
+    try:
+        fd = os.open(directory / IN_USE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # no marker (an older run's, or not ours): judged by age alone
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock this took
+    return False

@@ -546,3 +546,52 @@ def test_the_janitor_removes_what_killed_runs_left_and_keeps_young_ones(
         for region in platform.image_locations(image.image_id):
             platform.image_path(image.image_id, region)
     assert platform.janitor(older_than_s=3600) == []
+
+
+def test_a_janitor_with_a_ttl_of_0_leaves_a_live_runs_workspaces_alone(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`golden janitor --ttl-hours 0` counts everything as old: a workspace a live run holds must
+    still not be deleted under it (once an ansible-runner directory vanished mid-playbook); one
+    whose run was SIGKILLed is released by the kernel and removed."""
+    import signal
+    import sys
+
+    import golden_image.platforms.local as local
+    from golden_image import paths
+
+    platform = LocalPlatform(home)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(local, "SHARED_TMP", tmp)  # never other runs' workspaces in the real /tmp
+    holder = subprocess.Popen(  # another run, in a process of its own, with its tool's workspace open
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from golden_image import paths\n"
+            "with paths.held_workspace('golden-ansible-', Path(sys.argv[1])) as root:\n"
+            "    print(root, flush=True); time.sleep(600)",
+            str(tmp),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        theirs = Path(holder.stdout.readline().strip())
+        (theirs / "artifacts").mkdir()
+        with paths.held_workspace("golden-testinfra-") as ours:
+            age(theirs, 48)
+            age(ours, 48)
+            assert platform.janitor(older_than_s=0) == []
+            assert theirs.is_dir() and ours.is_dir()
+        assert not ours.exists()  # removed by its own run at the end
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        assert theirs.is_dir()  # a killed run leaves it behind, no longer held
+        assert not paths.workspace_in_use(theirs)
+        assert platform.janitor(older_than_s=0) == [f"tmp/{theirs.name}"]
+    finally:
+        holder.kill()
+        holder.wait()

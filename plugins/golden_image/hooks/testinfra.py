@@ -11,13 +11,13 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golden_image import paths
 from golden_image.errors import UserError
 from golden_image.values import Target
 
@@ -98,9 +98,9 @@ class TestinfraHook:
 
     def collect(self, suites: list[Path]) -> None:
         """``pytest --collect-only`` of the suites: catches syntax and import errors in CI."""
-        with tempfile.TemporaryDirectory(prefix="golden-testinfra-") as tmp:
+        with paths.held_workspace("golden-testinfra-") as tmp:
             done = subprocess.run(
-                self._command(suites, ["--collect-only", "-q", "--rootdir", tmp]),
+                self._command(suites, ["--collect-only", "-q", "--rootdir", str(tmp)]),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -123,7 +123,7 @@ class TestinfraHook:
             suites = [HYGIENE_SUITE, *suites]
         if not suites:
             raise UserError("no Testinfra suites to run: list some under validation.testinfra")
-        with tempfile.TemporaryDirectory(prefix="golden-testinfra-") as tmp:
+        with paths.held_workspace("golden-testinfra-") as tmp:
             config = Path(tmp) / "ssh_config"
             config.write_text(
                 "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
@@ -135,7 +135,7 @@ class TestinfraHook:
                 [
                     "-v",
                     "--rootdir",
-                    tmp,
+                    str(tmp),
                     "--tb=short",
                     f"--junit-xml={junit}",
                     "-o",

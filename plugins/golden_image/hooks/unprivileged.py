@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from golden_image import paths
 from golden_image.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -218,13 +219,10 @@ def _base_dir(who: RunAs) -> Path:
 def workspace(prefix: str) -> Iterator[Workspace]:
     """A fresh :class:`Workspace` for one tool run, removed afterwards."""
     who = run_as()
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir=_base_dir(who)))
-    try:
+    with paths.held_workspace(prefix, _base_dir(who)) as root:
         space = Workspace(root, who)
         space.chown(root)
         for sub in (space.home, space.tmp):
             sub.mkdir(mode=0o700)
             space.chown(sub)
         yield space
-    finally:
-        shutil.rmtree(root, ignore_errors=True)

@@ -32,6 +32,9 @@ from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target, Winr
 log = logging.getLogger(__name__)
 POWEROFF_GRACE_S = 30.0
 LOGIN_USER = "admin"
+SHARED_TMP = Path("/tmp")
+"""Where the tools' workspaces go when the unprivileged user cannot reach TMPDIR (the janitor
+sweeps it besides TMPDIR)."""
 """Every local base has it (scripts/base-customize.sh): the tools log in as it and escalate with sudo."""
 
 
@@ -362,7 +365,7 @@ class LocalPlatform:
             remove_path(path)
             removed.append(str(path.relative_to(self.home)))
         runner = tool_user_uids()  # workspaces of the unprivileged tools, in TMPDIR or /tmp
-        for tmp in dict.fromkeys([Path(tempfile.gettempdir()), Path("/tmp")]):
+        for tmp in dict.fromkeys([Path(tempfile.gettempdir()), SHARED_TMP]):
             for path in list(temp_leftovers(tmp, is_old, owners=runner)):
                 remove_path(path)
                 removed.append(f"tmp/{path.name}")

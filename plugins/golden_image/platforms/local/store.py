@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from golden_image.errors import PlatformError
-from golden_image.paths import exclusive_lock, sha256_file
+from golden_image.paths import exclusive_lock, sha256_file, workspace_in_use
 from golden_image.platforms.local import sandbox
 from golden_image.platforms.local.catalog import RECOVERY, Catalog, CatalogCorrupt, ImageRow
 from golden_image.values import CAPTURED, REJECTED, VALIDATED, failed_gates, status_to_record
@@ -557,8 +557,9 @@ def temp_leftovers(
 ) -> Iterator[Path]:
     """Our tools' temporary directories in ``tmp`` that nothing touched within the TTL: only our
     prefixes, only real directories (never a symlink) owned by this user (or one of ``owners``:
-    the unprivileged user the tools run as), and only when every entry inside is old too (a live
-    ansible-runner keeps writing its artifacts)."""
+    the unprivileged user the tools run as), never one a live run holds (``paths.held_workspace``:
+    a TTL of 0 once deleted another bake's ansible-runner directory while its playbook ran), and
+    only when every entry inside is old too (a directory from before the in-use mark)."""
     uids = {os.geteuid(), *owners}
     for entry in sorted(tmp.iterdir()) if tmp.is_dir() else []:
         if not entry.name.startswith(TEMP_PREFIXES):
@@ -567,7 +568,12 @@ def temp_leftovers(
             info = entry.lstat()
         except FileNotFoundError:
             continue
-        if stat.S_ISDIR(info.st_mode) and info.st_uid in uids and _all_old(entry, is_old):
+        if (
+            stat.S_ISDIR(info.st_mode)
+            and info.st_uid in uids
+            and not workspace_in_use(entry)
+            and _all_old(entry, is_old)
+        ):
             yield entry
 
 
