@@ -1,4 +1,5 @@
-"""What the DAG processor runs: every family file -> one DAG; a broken file -> a visible error DAG.
+"""What the DAG processor runs: every family file -> one DAG; a broken file -> a visible error DAG;
+the maintenance DAGs (janitor, advisory, feed) placed by the platforms of the families that load.
 
 Nothing one family file contains may hide, replace or hang the DAGs of the others: loading
 contains every error to its file (:func:`golden_image.spec.load_families`), building contains
@@ -16,6 +17,7 @@ from airflow.sdk import DAG
 
 from golden_image import paths
 from golden_image.factory import ERROR_TASK_ID, build_error_dag, build_family_dag
+from golden_image.pipeline import MAINTENANCE_DAGS, PLATFORM_QUEUES
 from golden_image.spec import FamilySet, SpecError, dag_id_for, load_families
 
 log = logging.getLogger(__name__)
@@ -28,19 +30,24 @@ def load_dags(images_dir: Path | None = None) -> dict[str, DAG]:
     images = images_dir or paths.images_dir()
     wanted, task = _task_being_run()
     # a worker running one task needs one DAG, and reads only its files: all of them for an error
-    # DAG's task (the error may be a set-wide one, such as a pointer two families share)
-    only = wanted if task != ERROR_TASK_ID else None
+    # DAG's task (the error may be a set-wide one, such as a pointer two families share) and for a
+    # maintenance DAG's (which platforms are in use)
+    only = None if task == ERROR_TASK_ID or wanted in MAINTENANCE_DAGS else wanted
     try:
         found = load_families(
             images, paths.include_dir() if images_dir is None else images.parent, only_dag=only
         )
+        platforms: frozenset[str] = frozenset(spec.platform for spec in found.families.values())
     except Exception as exc:  # load_families contains each file's errors; should it fail anyway, say so
         log.exception("loading the golden-image family files failed")
         found = FamilySet({}, {"loader": [SpecError(str(images), 0, "", f"loading failed: {exc!r:.300}")]})
+        platforms = frozenset(PLATFORM_QUEUES)  # sweeps wait for their workers, never silently none
+    dags: dict[str, DAG] = {}
+    if wanted is None or wanted in MAINTENANCE_DAGS:
+        dags.update(_maintenance_dags(platforms, wanted))
     if wanted is not None:
         found.families = {k: v for k, v in found.families.items() if v.dag_id == wanted}
         found.errors = {k: v for k, v in found.errors.items() if dag_id_for(stand_in(k)) == wanted}
-    dags: dict[str, DAG] = {}
     for spec in found.families.values():
         try:
             dags[spec.dag_id] = build_family_dag(spec)
@@ -63,20 +70,20 @@ def load_dags(images_dir: Path | None = None) -> dict[str, DAG]:
     return dags
 
 
-def platforms_in_use(images_dir: Path | None = None) -> frozenset[str]:
-    """The platforms of the families that load: where the maintenance DAGs' tasks must run
-    (``pipeline.maintenance_queue``, the janitor's one task per platform). A broken file names
-    none; a failure to load at all falls back to every platform (its tasks then wait for their
-    workers rather than silently sweeping nothing)."""
-    images = images_dir or paths.images_dir()
-    try:
-        found = load_families(images, paths.include_dir() if images_dir is None else images.parent)
-    except Exception:  # the family DAGs' file reports it (a visible error DAG); do not hide sweeps
-        log.exception("loading the golden-image family files failed")
-        from golden_image.pipeline import PLATFORM_QUEUES
+def _maintenance_dags(platforms: frozenset[str], wanted: str | None) -> dict[str, DAG]:
+    """The janitor and advisory DAGs (all, or the one being run), their tasks placed by the
+    platforms the loadable families use (a broken file names none). One failing to build is
+    logged and never hides the others or the families'."""
+    from golden_image.maintenance_dags import BUILDERS  # the standard provider: not for family tasks
 
-        return frozenset(PLATFORM_QUEUES)
-    return frozenset(spec.platform for spec in found.families.values())
+    dags = {}
+    for dag_id, build in BUILDERS.items():
+        if wanted in (None, dag_id):
+            try:
+                dags[dag_id] = build(platforms)
+            except Exception:  # pragma: no cover - a bug of ours, shown in the processor's log
+                log.exception("building the DAG %s failed", dag_id)
+    return dags
 
 
 def stand_in(family: str) -> str:

@@ -199,6 +199,13 @@ PLATFORM_QUEUES = {"local": LOCAL_BAKE_QUEUE, "aws": DEFAULT_QUEUE}
 """The queue of each platform's tasks (``platforms.PLATFORMS`` names the same platforms)."""
 
 
+JANITOR_DAG = "golden_image_janitor"
+ADVISORY_DAG = "golden_image_advisory"
+ADVISORY_FEED_DAG = "golden_image_advisory_feed"
+MAINTENANCE_DAGS = (JANITOR_DAG, ADVISORY_DAG, ADVISORY_FEED_DAG)
+"""The DAGs beside the families' (``golden_image.maintenance_dags``)."""
+
+
 def maintenance_queue(platforms: set[str] | frozenset[str]) -> str:
     """The queue of a maintenance task that reads every platform in use (the advisory plan and
     report, the feed): where the local store is when any family is local (that worker reaches

@@ -285,3 +285,33 @@ def test_an_error_dags_task_is_parsed_from_every_family(
     dags, read = _parse_for_task(monkeypatch, images, "golden_image__debian12_hardened", "family_file_error")
     assert read == {p.stem for p in images.glob("*.yaml")}
     assert dags["golden_image__debian12_hardened"].doc_md == processor.doc_md
+
+
+def test_a_maintenance_task_gets_its_dag_placed_by_every_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = PROJECT / "include" / "images"
+    dags, read = _parse_for_task(monkeypatch, images, "golden_image_janitor", "remove_stale_instances_aws")
+    assert list(dags) == ["golden_image_janitor"]
+    assert read == {p.stem for p in images.glob("*.yaml")}  # which platforms are in use
+    assert sorted(dags["golden_image_janitor"].task_ids) == [
+        "remove_stale_instances_aws",
+        "remove_stale_instances_local",
+    ]
+
+
+def test_the_dag_processor_reads_each_family_file_once_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The family DAGs and the maintenance DAGs (placed by the platforms in use) come from one
+    load: a pass over the DAG folder reads each family file once, not once per DAG file."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from golden_image import spec
+
+    reads: list[str] = []
+    real_read = spec._Loader._read
+    monkeypatch.setattr(
+        spec._Loader, "_read", lambda self, path: reads.append(path.stem) or real_read(self, path)
+    )
+    monkeypatch.delenv("GOLDEN_IMAGES_DIR", raising=False)
+    bag = DagBag(dag_folder=str(PROJECT / "dags"))
+    assert bag.import_errors == {}
+    assert sorted(reads) == sorted(p.stem for p in (PROJECT / "include" / "images").glob("*.yaml"))
+    assert {"golden_image_janitor", "golden_image_advisory", "golden_image_advisory_feed"} <= set(bag.dag_ids)

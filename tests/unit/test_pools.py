@@ -73,8 +73,9 @@ def test_every_family_dag_allows_one_active_run(families) -> None:  # type: igno
     from golden_image.loader import load_dags
 
     dags = load_dags()
-    assert {spec.dag_id for spec in families.values()} <= set(dags)
-    assert {dag.dag_id: dag.max_active_runs for dag in dags.values()} == {dag_id: 1 for dag_id in dags}
+    ids = {spec.dag_id for spec in families.values()}
+    assert ids <= set(dags)
+    assert {dag_id: dags[dag_id].max_active_runs for dag_id in ids} == dict.fromkeys(ids, 1)
 
 
 def test_pool_sizes_come_from_the_defaults_or_the_documented_variables() -> None:
@@ -176,13 +177,12 @@ def _maintenance_tasks(images: Path | None, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv("GOLDEN_IMAGES_DIR", raising=False)
     else:
         monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
-    found = {}
-    for name in ("golden_janitor", "golden_advisory", "golden_advisory_feed"):
-        bag = DagBag(dag_folder=str(PROJECT / "dags" / f"{name}.py"))
-        assert bag.import_errors == {}
-        [dag] = bag.dags.values()
-        found[dag.dag_id] = {task.task_id: task.queue for task in dag.tasks}
-    return found
+    bag = DagBag(dag_folder=str(PROJECT / "dags" / "golden_images.py"))
+    assert bag.import_errors == {}
+    return {
+        dag_id: {task.task_id: task.queue for task in bag.dags[dag_id].tasks}
+        for dag_id in ("golden_image_janitor", "golden_image_advisory", "golden_image_advisory_feed")
+    }
 
 
 def test_maintenance_tasks_run_where_the_stores_they_read_are(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

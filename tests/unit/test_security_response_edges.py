@@ -232,7 +232,7 @@ def test_advisory_waits_end_when_a_family_dag_is_paused() -> None:
     for ever, the wave never ends and the report never runs."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(PROJECT / "dags" / "golden_advisory.py"))
+    bag = DagBag(dag_folder=str(PROJECT / "dags" / "golden_images.py"))
     assert bag.import_errors == {}
     dag = bag.dags["golden_image_advisory"]
     for wave in (1, 2, 3):
