@@ -74,7 +74,9 @@ def session_pid(port: int) -> int:
 def test_a_killed_task_takes_its_tunnel_with_it(  # type: ignore[no-untyped-def]
     aws_conn: str, instance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGKILL of the task (no finally runs): the session process gets the parent-death signal."""
+    """SIGKILL of the task (no finally runs): the whole session goes with it, also the
+    session-manager-plugin the AWS CLI started (the forwarder here), which the CLI's own death
+    would leave running."""
     import signal
     import subprocess
     import sys

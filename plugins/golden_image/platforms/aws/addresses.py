@@ -8,16 +8,17 @@ extras (a bastion; the tests' local stand-ins).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from golden_image.errors import PlatformError
@@ -57,6 +58,11 @@ class IpAddressResolver:
         return None
 
 
+GUARD = str(Path(__file__).with_name("session_guard.py"))
+"""The script every SSM session command runs under (it takes the whole session down with the
+task); run by path, in isolated mode: starting it imports neither this package nor boto3."""
+
+
 class SsmTunnelResolver:
     """``address: ssm``: SSH (or WinRM/HTTPS, port 5986) through an SSM port-forwarding session,
     so builders need no inbound port and no route from the workers, only the SSM agent (Debian,
@@ -65,8 +71,9 @@ class SsmTunnelResolver:
 
     The worker needs the AWS CLI and session-manager-plugin. The tunnel is opened by the task that
     talks to the instance and closed when it ends (``reach``); if the task is killed, the session
-    process dies with it (the kernel's parent-death signal). Nothing is kept on the worker, so
-    any task of a run may run on any worker.
+    dies with it, the CLI and its plugin both (``session_guard``: the kernel's parent-death signal
+    on the group's leader). Nothing is kept on the worker, so any task of a run may run on any
+    worker.
     """
 
     DOCUMENT = "AWS-StartPortForwardingSession"
@@ -127,13 +134,18 @@ class SsmTunnelResolver:
         while True:  # right after launch the agent is not registered yet: retry until it is
             port = _free_port()
             process = subprocess.Popen(
-                self.command(instance_id, port, remote_port),
+                [
+                    sys.executable,
+                    "-I",
+                    GUARD,
+                    str(os.getpid()),
+                    *self.command(instance_id, port, remote_port),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+                start_new_session=True,  # the guard leads the group: CLI and plugin go with it
             )
             while process.poll() is None and time.monotonic() < deadline:
                 if _port_open(port):
@@ -152,12 +164,6 @@ class SsmTunnelResolver:
     def released(self, instance_id: str) -> None:
         """Nothing to do: each task closed its own tunnel."""
         return None
-
-
-def _die_with_parent() -> None:
-    """In the session process: SIGTERM when the task that opened it dies (Linux prctl)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _stop(process: subprocess.Popen[bytes], port: int) -> None:
