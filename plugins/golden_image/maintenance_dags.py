@@ -76,14 +76,18 @@ not tried again by the feed; trigger the advisory by hand to retry.
 """
 
 
+def _dag(dag_id: str, *, schedule: str | None, doc: str, **kwargs: Any) -> DAG:
+    """A maintenance DAG: no catch-up (a sweep or a feed read has no past to fill)."""
+    return DAG(dag_id=dag_id, schedule=schedule, start_date=START_DATE, catchup=False, doc_md=doc, **kwargs)
+
+
 def build_janitor_dag(platforms: frozenset[str]) -> DAG:
     """One sweep task per platform the families use, on that platform's queue."""
-    with DAG(
-        dag_id=JANITOR_DAG,
+    with _dag(
+        JANITOR_DAG,
         description="Remove builder/test instances, keys and groups older than a TTL (local and aws)",
         schedule="@hourly",
-        start_date=START_DATE,
-        catchup=False,
+        doc=JANITOR_DOC,
         max_active_runs=1,
         tags=["golden-image", "maintenance"],
         params={
@@ -91,7 +95,6 @@ def build_janitor_dag(platforms: frozenset[str]) -> DAG:
                 6.0, type="number", minimum=0, description="Age after which an instance is stale"
             )
         },
-        doc_md=JANITOR_DOC,
     ) as dag:
         for platform in sorted(platforms):
             JanitorOperator(
@@ -107,12 +110,11 @@ def build_advisory_dag(platforms: frozenset[str]) -> DAG:
     the report read every family's published image: where the local store is when a family is
     local (the waves only pass XCom and trigger runs: any worker)."""
     queue = maintenance_queue(platforms)
-    with DAG(
-        dag_id=ADVISORY_DAG,
+    with _dag(
+        ADVISORY_DAG,
         description="Rebuild the image families an advisory's fixed versions affect, and their children",
         schedule=None,
-        start_date=START_DATE,
-        catchup=False,
+        doc=ADVISORY_DOC,
         tags=["golden-image", "security"],
         params={
             "advisory": Param(
@@ -149,7 +151,6 @@ def build_advisory_dag(platforms: frozenset[str]) -> DAG:
                 description="Only these (default all)",
             ),
         },
-        doc_md=ADVISORY_DOC,
     ) as dag:
         plan = AdvisoryPlanOperator(task_id="find_affected_families", queue=queue)
         previous: Any = plan
@@ -181,15 +182,13 @@ def build_advisory_dag(platforms: frozenset[str]) -> DAG:
 def build_advisory_feed_dag(platforms: frozenset[str]) -> DAG:
     """Find new fixes (reads every published manifest: where the local store is when a family is
     local), then start one advisory run per release's findings."""
-    with DAG(
-        dag_id=ADVISORY_FEED_DAG,
+    with _dag(
+        ADVISORY_FEED_DAG,
         description="Start the advisory rebuild for newly fixed CVEs in published images",
         schedule="@hourly",
-        start_date=START_DATE,
-        catchup=False,
+        doc=ADVISORY_FEED_DOC,
         max_active_runs=1,
         tags=["golden-image", "security"],
-        doc_md=ADVISORY_FEED_DOC,
     ) as dag:
         found = AdvisoryFeedOperator(task_id="find_new_fixes", queue=maintenance_queue(platforms))
         TriggerDagRunOperator.partial(
