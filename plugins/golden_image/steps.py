@@ -35,7 +35,7 @@ from golden_image.pipeline import ADVISORY_ID, ADVISORY_WAVES, CVE_ID, MAX_ADVIS
 from golden_image.platforms import PLATFORMS, get_platform, platform_class
 from golden_image.platforms.base import Platform
 from golden_image.spec import FamilySpec, SecretRef
-from golden_image.values import REJECTED, VALIDATED, ImageRecord, Target
+from golden_image.values import REJECTED, VALIDATED, ImageRecord, Target, WinrmLogin
 
 log = logging.getLogger(__name__)
 Emit = Callable[[str], None]
@@ -96,9 +96,24 @@ def remote_session(platform: Platform, target: Target) -> Iterator[Any]:
         yield remote  # the shell, the login and the reach closed after
 
 
-def reached(platform: Platform | None, target: Target) -> contextlib.AbstractContextManager[Target]:
-    """``platform.reach(target)``; without a platform (a caller's own target), the target as it is."""
-    return platform.reach(target) if platform is not None else contextlib.nullcontext(target)
+@contextlib.contextmanager
+def logged_in(
+    platform: Platform | None, target: Target, what: str
+) -> Iterator[tuple[Target, WinrmLogin | None]]:
+    """The target as this task reaches it (``platform.reach``; without a platform, a caller's own
+    target as it is) and, when it speaks WinRM, the login the platform gives this task; both
+    closed after."""
+    if platform is None:
+        if target.communicator == "winrm":
+            raise StepError(f"a WinRM {what} needs the platform (the login is obtained by this task)")
+        yield target, None
+        return
+    with platform.reach(target) as reached:
+        if reached.communicator != "winrm":
+            yield reached, None
+            return
+        with platform.winrm_login(reached) as login:
+            yield reached, login
 
 
 def patch_status(
@@ -281,18 +296,11 @@ def bake_packer(
     """Packer over SSH; over WinRM (Windows), with the password in Packer's environment
     (``PKR_VAR_winrm_password``) and the pinned certificate as the only CA it trusts
     (``SSL_CERT_FILE``: Packer's WinRM client is Go's TLS, which reads it)."""
-    if target.communicator == "winrm" and platform is None:
-        raise StepError("a WinRM bake needs the platform (the login is obtained by this task)")
     template = paths.include_dir() / spec.packer.template
-    with reached(platform, target) as target:
+    with logged_in(platform, target, "bake") as (target, login):
         variables = packer_variables(spec, target)
         check_variables(template, list(variables))  # checked at load time too; the template may have changed
-        if target.communicator == "winrm":
-            assert platform is not None
-            with platform.winrm_login(target) as login:  # the password only in PKR_VAR_winrm_password
-                result = hook.build(template, variables, on_line=emit, winrm=login)
-        else:
-            result = hook.build(template, variables, on_line=emit)
+        result = hook.build(template, variables, on_line=emit, winrm=login)  # the password: PKR_VAR_ only
     log.info("packer finished in %.1f s; artifacts: %s", result.seconds, result.artifacts)
     return {
         "artifacts": result.artifacts,
@@ -313,17 +321,8 @@ def provision_ansible(
     requirements = GalaxyHook().ensure(playbook.parent, emit=emit)
     extra = {**spec.ansible.extra_vars, "golden_family": spec.name}
     secrets = resolve_secret_vars(spec.ansible.secret_vars)
-    if target.communicator == "winrm" and platform is None:
-        raise StepError("a WinRM provision needs the platform (the login is obtained by this task)")
-    with reached(platform, target) as target:
-        if target.communicator == "winrm":
-            assert platform is not None
-            with platform.winrm_login(target) as login:
-                summary = hook.run_playbook(
-                    target, playbook, extra, secrets=secrets, on_line=emit, login=login
-                )
-        else:
-            summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit)
+    with logged_in(platform, target, "provision") as (target, login):
+        summary = hook.run_playbook(target, playbook, extra, secrets=secrets, on_line=emit, login=login)
     return {**summary.to_dict(), "requirements": requirements.to_dict()}
 
 
