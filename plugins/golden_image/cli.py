@@ -575,6 +575,7 @@ def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
     from golden_image.loader import load_dags
 
     dag = load_dags()[spec.dag_id]
+    sync_dags_to_db()
     run = dag.test(run_conf=conf)
     instances = run.get_task_instances()
     found = {ti.task_id: str(ti.state) for ti in instances}
@@ -589,6 +590,24 @@ def run_family_dag(spec: FamilySpec, conf: dict[str, Any]) -> dict[str, Any]:
         "decision": decision,
         "note": run_note(spec.dag_id, run.run_id),
     }
+
+
+def sync_dags_to_db() -> None:
+    """Write the DAG folder's DAGs (and their assets) to Airflow's DB, one process at a time.
+
+    ``dag.test()`` writes them itself, without a lock: two bakes starting together, of families
+    that share an asset (a layered family schedules on its parent's), both inserted it
+    (``UNIQUE constraint failed: asset.name``). After this, ``dag.test()``'s own write finds every
+    row there (it is idempotent per DAG hash) and inserts nothing."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+
+    with paths.exclusive_lock(Path(os.environ["AIRFLOW_HOME"]) / ".golden-db-sync.lock"):
+        for bundle in DagBundlesManager().get_all_dag_bundles():
+            if not bundle.is_initialized:
+                bundle.initialize()
+            bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+            sync_bag_to_db(bag, bundle.name, bundle.version)
 
 
 def run_note(dag_id: str, run_id: str) -> str | None:
