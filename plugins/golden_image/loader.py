@@ -74,8 +74,11 @@ def _maintenance_dags(platforms: frozenset[str], wanted: str | None) -> dict[str
     """The janitor and advisory DAGs (all, or the one being run), their tasks placed by the
     platforms the loadable families use (a broken file names none). One failing to build is
     logged and never hides the others or the families'."""
-    from golden_image.maintenance_dags import BUILDERS  # the standard provider: not for family tasks
-
+    try:
+        from golden_image.maintenance_dags import BUILDERS  # the standard provider: not for family tasks
+    except Exception:  # a broken install of it must not take the family DAGs down too
+        log.exception("the maintenance DAGs cannot be built")
+        return {}
     dags = {}
     for dag_id, build in BUILDERS.items():
         if wanted in (None, dag_id):

@@ -66,6 +66,8 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 
 IN_USE = ".golden-in-use"
 """The file a live tool workspace holds a lock on (the janitor leaves a held one alone)."""
+STAGING_PREFIX = ".golden-staging-"
+"""A tool workspace's name until it is marked in use (no janitor prefix starts so)."""
 
 
 @contextlib.contextmanager
@@ -73,13 +75,20 @@ def held_workspace(prefix: str, base: Path | None = None) -> Iterator[Path]:
     """A new temporary directory for one tool run, marked as in use (an ``flock`` on its
     :data:`IN_USE` file, released by the kernel even if this process is SIGKILLed) until it
     is removed at the end: a janitor with any TTL, even 0, never deletes it from under the run."""
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    # made under a name the janitor does not sweep, marked, then given its name: a janitor never
+    # sees it unmarked (a TTL of 0 would count a new, unmarked directory as old)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=base))
+    root = staging
     try:
-        with (root / IN_USE).open("a") as handle:
+        with (staging / IN_USE).open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH)
+            root = staging.with_name(prefix + staging.name.removeprefix(STAGING_PREFIX))
+            os.mkdir(root, 0o700)  # claims the name (mkdtemp's suffix; refused if taken) ...
+            os.replace(staging, root)  # ... then the marked directory takes its place
             yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def workspace_in_use(directory: Path) -> bool:

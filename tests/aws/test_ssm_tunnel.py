@@ -181,3 +181,20 @@ def test_family_or_connection_chooses_the_ssm_tunnel(aws_conn: str) -> None:
     # without one, the connection decides: the test connection names its stand-in resolver class
     default = family_spec("aws-default", **fields, aws={"aws_conn_id": aws_conn})
     assert not isinstance(AwsPlatform.for_family(default).resolver, IpAddressResolver | SsmTunnelResolver)
+
+
+def test_the_guard_leaves_nothing_of_a_session_that_ended_by_itself(tmp_path: Path) -> None:
+    """The CLI can exit while a child of it still runs (a plugin it did not stop): the guard ends
+    the rest of its group before it returns, so no forwarder outlives the session."""
+    import subprocess
+    import sys
+
+    from golden_image.platforms.aws.addresses import GUARD
+
+    pid_file = tmp_path / "child.pid"
+    command = ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; exit 3"]
+    guard = subprocess.run(
+        [sys.executable, "-I", GUARD, str(os.getpid()), *command], start_new_session=True, timeout=60
+    )
+    assert guard.returncode == 3  # the command's own exit status
+    assert gone(int(pid_file.read_text()))

@@ -32,10 +32,10 @@ from golden_image.values import CAPTURED, ImageRecord, SourceImage, Target, Winr
 log = logging.getLogger(__name__)
 POWEROFF_GRACE_S = 30.0
 LOGIN_USER = "admin"
+"""Every local base has it (scripts/base-customize.sh): the tools log in as it and escalate with sudo."""
 SHARED_TMP = Path("/tmp")
 """Where the tools' workspaces go when the unprivileged user cannot reach TMPDIR (the janitor
 sweeps it besides TMPDIR)."""
-"""Every local base has it (scripts/base-customize.sh): the tools log in as it and escalate with sudo."""
 
 
 def tool_user_uids() -> frozenset[int]:

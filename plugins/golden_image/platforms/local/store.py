@@ -548,7 +548,7 @@ def _restore_journal(store: ImageStore, result: dict[str, Any]) -> None:
 
 
 TEMP_PREFIXES = ("golden-packer-", "golden-ansible-", "golden-testinfra-", "golden-validate-")
-"""The ``tempfile.TemporaryDirectory`` prefixes of the hooks and ``golden validate --deep``: Packer
+"""The workspace prefixes of the hooks and ``golden validate --deep`` (``paths.held_workspace``): Packer
 var files, Ansible private data dirs, Testinfra's SSH config and JUnit report (a SIGKILL leaves them)."""
 
 
