@@ -64,6 +64,9 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+SHARED_TMP = Path("/tmp")
+"""Where the tools' workspaces go when the unprivileged user cannot reach TMPDIR (the local
+janitor sweeps it besides TMPDIR)."""
 IN_USE = ".golden-in-use"
 """The file a live tool workspace holds a lock on (the janitor leaves a held one alone)."""
 STAGING_PREFIX = ".golden-staging-"

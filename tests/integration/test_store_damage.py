@@ -557,14 +557,13 @@ def test_a_janitor_with_a_ttl_of_0_leaves_a_live_runs_workspaces_alone(
     import signal
     import sys
 
-    import golden_image.platforms.local as local
     from golden_image import paths
 
     platform = LocalPlatform(home)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    monkeypatch.setattr(local, "SHARED_TMP", tmp)  # never other runs' workspaces in the real /tmp
+    monkeypatch.setattr(paths, "SHARED_TMP", tmp)  # never other runs' workspaces in the real /tmp
     holder = subprocess.Popen(  # another run, in a process of its own, with its tool's workspace open
         [
             sys.executable,

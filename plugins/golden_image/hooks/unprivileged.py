@@ -211,7 +211,7 @@ def _base_dir(who: RunAs) -> Path:
     base = Path(tempfile.gettempdir())
     if who.switch and not reachable(base, who, write=False):
         log.debug("%s cannot reach %s; its workspace goes in /tmp", who.name, base)
-        base = Path("/tmp")
+        base = paths.SHARED_TMP
     return base
 
 

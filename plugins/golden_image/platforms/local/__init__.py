@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 POWEROFF_GRACE_S = 30.0
 LOGIN_USER = "admin"
 """Every local base has it (scripts/base-customize.sh): the tools log in as it and escalate with sudo."""
-SHARED_TMP = Path("/tmp")
-"""Where the tools' workspaces go when the unprivileged user cannot reach TMPDIR (the janitor
-sweeps it besides TMPDIR)."""
 
 
 def tool_user_uids() -> frozenset[int]:
@@ -365,7 +362,7 @@ class LocalPlatform:
             remove_path(path)
             removed.append(str(path.relative_to(self.home)))
         runner = tool_user_uids()  # workspaces of the unprivileged tools, in TMPDIR or /tmp
-        for tmp in dict.fromkeys([Path(tempfile.gettempdir()), SHARED_TMP]):
+        for tmp in dict.fromkeys([Path(tempfile.gettempdir()), paths.SHARED_TMP]):
             for path in list(temp_leftovers(tmp, is_old, owners=runner)):
                 remove_path(path)
                 removed.append(f"tmp/{path.name}")
