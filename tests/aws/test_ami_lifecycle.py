@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from golden_image.errors import PlatformError
-from golden_image.hooks.ami import FAMILY_TAG, AmiHook
+from golden_image.hooks.ami import FAMILY_TAG, AmiHook, snapshot_ids
 
 TAGS = {FAMILY_TAG: "web", "golden:run-id": "manual__1", "golden:role": "builder"}
 
@@ -235,3 +235,45 @@ def test_an_amis_sbom_follows_its_parent_ami_to_the_public_source(
     assert "hashes" not in root  # an AMI has no archive digest
     assert [link["kind"] for link in web.manifest["sbom"]["chain"]] == ["family", "base"]
     assert aws.image("ami-0000000000000dead") is None
+
+
+def test_a_copys_snapshots_are_tagged_even_when_pending_it_listed_none(
+    aws_conn: str, base_ami: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EC2 may list a pending AMI without its snapshots: they are tagged again once it is
+    available, since include/iam lets the pipeline share and delete only tagged snapshots."""
+    from golden_image.platforms.aws import AwsPlatform
+    from tests.specs import family_spec
+
+    spec = family_spec(
+        "aws-pending",
+        platform="aws",
+        source={"aws": {"ssm_parameter": "/x"}},
+        aws={"aws_conn_id": aws_conn, "poll_interval_s": 0.05},
+        distribution={"regions": ["us-east-1", "us-west-2"]},
+    )
+    aws = AwsPlatform.for_family(spec)
+    east, west = aws.hook("us-east-1"), aws.hook("us-west-2")
+    builder = east.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    image_id = east.create_image(
+        builder, "golden-aws-pending-1", {FAMILY_TAG: spec.name, "golden:status": "validated"}
+    )
+    available: set[str] = set()
+    describe, wait = AmiHook.describe_image, AwsPlatform.wait
+
+    def as_ec2_lists_a_pending_copy(hook: AmiHook, wanted: str) -> dict[str, Any]:
+        image = describe(hook, wanted)
+        return image if wanted in available or wanted == image_id else {**image, "BlockDeviceMappings": []}
+
+    def waited(platform: AwsPlatform, what: str, ids: list[str], *args: Any, **kwargs: Any) -> Any:
+        done = wait(platform, what, ids, *args, **kwargs)
+        available.update(ids)
+        return done
+
+    monkeypatch.setattr(AmiHook, "describe_image", as_ec2_lists_a_pending_copy)
+    monkeypatch.setattr(AwsPlatform, "wait", waited)
+    copied = aws.copy_image(image_id, "us-west-2")
+    snapshots = snapshot_ids(describe(west, copied))
+    assert snapshots
+    for snapshot in west.conn.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]:
+        assert {"Key": FAMILY_TAG, "Value": spec.name} in snapshot.get("Tags", []), snapshot["SnapshotId"]

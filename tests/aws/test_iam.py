@@ -75,8 +75,9 @@ def test_without_an_action_it_fails(enforcing_moto, monkeypatch, removed: str) -
 NOT_CALLED_THROUGH_BOTO3 = {
     # EC2 calls KMS on the pipeline's behalf (with the pipeline's permissions) when CopyImage
     # re-encrypts a region's copy with that region's key (aws.kms_keys) and when it launches from
-    # an image encrypted with a customer key; the grants are only for AWS resources
-    # (kms:GrantIsForAWSResource). moto's CopyImage does no KMS work, so nothing calls these here.
+    # an image encrypted with a customer key: only through EC2 (kms:ViaService), grants only for
+    # AWS resources (kms:GrantIsForAWSResource, a key that exists for grant calls alone). moto's
+    # CopyImage does no KMS work, so nothing calls these here.
     "kms:CreateGrant": "EC2 grants itself use of the region's key for an encrypted copy / launch",
     "kms:Decrypt": "EC2 decrypts the source snapshots of an encrypted copy / launch",
     "kms:DescribeKey": "EC2 checks the KmsKeyId of CopyImage",

@@ -40,6 +40,13 @@ def test_allow_only_no_wildcard_actions_and_destructive_calls_need_the_family_ta
             assert "aws:ResourceTag/golden:family" in json.dumps(statement["Condition"])
 
 
+def test_images_and_snapshots_are_shared_only_when_they_are_the_pipelines() -> None:
+    for action in ("ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"):
+        [statement] = granting(action)
+        assert statement["Resource"] == ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"]
+        assert statement["Condition"] == {"Null": {"aws:ResourceTag/golden:family": "false"}}
+
+
 def test_new_instances_and_volumes_must_be_tagged_and_tags_only_go_on_pipeline_resources() -> None:
     for statement in granting("ec2:RunInstances"):
         if any(":instance/" in r or ":volume/" in r for r in statement["Resource"]):
@@ -76,9 +83,15 @@ def test_pass_role_kms_and_ssm_sessions_are_scoped() -> None:
     [passrole] = granting("iam:PassRole")
     assert passrole["Resource"] == "arn:aws:iam::*:role/golden-image-builder*"
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    through_ec2 = {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
     for statement in statements():
-        if any(a.startswith("kms:") for a in actions_of(statement)):
-            assert statement["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+        if any(a.startswith("kms:") for a in actions_of(statement)):  # only EC2 uses the keys
+            assert statement["Condition"] in (
+                through_ec2,
+                {**through_ec2, "Bool": {"kms:GrantIsForAWSResource": "true"}},
+            ), statement["Sid"]
+    [grant] = granting("kms:CreateGrant")  # grants only for AWS resources (the key's copy, launch)
+    assert grant["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
     for statement in granting("ssm:StartSession"):
         resources = (
             [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]

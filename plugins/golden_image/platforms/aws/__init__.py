@@ -360,6 +360,7 @@ class AwsPlatform:
         image_id = hook.create_image(target.instance_id, name, tags)
         self.manifests.save(image_id, {**manifest, "image_id": image_id, "region": spec.primary_region})
         self.wait("image_available", [image_id], spec.primary_region)
+        hook.tag_snapshots(image_id, tags)  # again: a pending image may not list its snapshots yet
         return self._record(hook.describe_image(image_id))
 
     def record_result(
@@ -413,15 +414,19 @@ class AwsPlatform:
         self._require_validated(image, "share")
         if region == primary.region_name:
             return image_id
+        tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
         copied = self.hook(region).copy_image_here(
             source_image_id=image_id,
             source_region=str(primary.region_name),
             name=image["Name"],
             client_token=f"{image_id}-{region}",
-            tags={t["Key"]: t["Value"] for t in image.get("Tags", [])},
+            tags=tags,
             kms_key_id=self.settings.kms_keys.get(region),
         )
         self.wait("image_available", [copied], region)
+        # again once available: a pending copy may not list its snapshots yet, and only tagged
+        # snapshots are shared (include/iam: ShareOnlyPipelineImages) and cleaned up
+        self.hook(region).tag_snapshots(copied, tags)
         return copied
 
     def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]:
