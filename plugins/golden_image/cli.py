@@ -13,6 +13,9 @@
     golden janitor [--ttl-hours H] [--platform local|aws|all]   remove what killed runs left
     golden catalog rebuild [--json]     restore the local catalog's rows from the image files
     golden pools [--dry-run] [--json]   create/update the Airflow pools the families' bakes take
+    golden iam-policy --account ID --bucket NAME   include/iam's policy narrowed to this account,
+                                        the manifest bucket and the aws families' regions,
+                                        pointers and source parameters
 
 Exit status is non-zero on any error.
 """
@@ -869,6 +872,26 @@ def cmd_pools(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_iam_policy(args: argparse.Namespace) -> int:
+    """include/iam's policy narrowed to one account, its manifest bucket and the aws families."""
+    from golden_image.platforms.aws import policy
+
+    found = _families()
+    if found.errors:  # a policy without a broken family's grants would fail that family's next bake
+        for name, errors in sorted(found.errors.items()):
+            print(f"golden iam-policy: {name}: " + "; ".join(str(e) for e in errors), file=sys.stderr)
+        print(
+            "golden iam-policy: no policy written: fix the broken family files above (golden validate), "
+            "so the policy grants what every family needs",
+            file=sys.stderr,
+        )
+        return 1
+    template = json.loads((paths.include_dir() / "iam" / "golden-image-pipeline.json").read_text())
+    where = policy.deployment(found.families.values(), account=args.account, bucket=args.bucket)
+    print(json.dumps(policy.narrowed(template, where), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="golden", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -912,6 +935,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "pools", cmd_pools, "create/update the Airflow pools of the bakes (sizes: GOLDEN_POOL_SLOTS_*)"
     ).add_argument("--dry-run", action="store_true", help="print the pools and sizes, change nothing")
+    iam = sub.add_parser(
+        "iam-policy", help="include/iam's policy narrowed to an account, a bucket and the aws families"
+    )
+    iam.add_argument("--account", required=True, help="the 12-digit AWS account the pipeline runs in")
+    iam.add_argument(
+        "--bucket", required=True, help="the manifest bucket (extra.golden_image.manifest_bucket)"
+    )
+    iam.set_defaults(func=cmd_iam_policy)
     catalog = sub.add_parser("catalog", help="the local image store's catalog")
     catalog_sub = catalog.add_subparsers(dest="action", required=True)
     rebuild = catalog_sub.add_parser(

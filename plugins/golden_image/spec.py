@@ -245,10 +245,23 @@ class LocalSource(Strict):
     bootstrap: LocalBootstrap = Field(default_factory=LocalBootstrap)
 
 
+SSM_PARAMETER = (
+    r"^(arn:aws[a-z-]{0,16}:ssm:[a-z]{2}(-[a-z]+)+-\d:\d{12}:parameter/|/)?[A-Za-z0-9_.-]{1,255}"
+    r"(/[A-Za-z0-9_.-]{1,255}){0,14}(:[A-Za-z0-9_.-]{1,100})?$"
+)
+"""What SSM accepts as GetParameter's Name: a name (letters, digits, _.- and / for up to 15 levels),
+or a shared parameter's ARN, each optionally with :version or :label."""
+
+
 class AwsSource(Strict):
     """How to find the base AMI: an SSM public parameter, or owners + name filter."""
 
-    ssm_parameter: str | None = None
+    ssm_parameter: str | None = Field(
+        default=None,
+        pattern=SSM_PARAMETER,
+        description="a parameter name (/aws/service/... for AWS's public ones) or a shared parameter's "
+        "ARN, optionally with :version or :label; no wildcards (`golden iam-policy` grants it by name)",
+    )
     owners: list[str] = Field(default_factory=list)
     name_filter: str | None = None
 

@@ -1,0 +1,190 @@
+"""The pipeline's IAM policy narrowed to one deployment (``golden iam-policy``).
+
+``include/iam/golden-image-pipeline.json`` works in any account as it is: its ARNs name any
+account, region and bucket, and it reads any source parameter. :func:`narrowed` renders it for one
+account, its manifest bucket and the aws families of ``include/images``:
+
+* every ARN names the account instead of ``*`` (AWS-owned ARNs, with no account, stay so);
+* the manifest statements name the bucket;
+* one Deny refuses EC2, SSM and KMS calls outside the families' regions (``aws:RequestedRegion``),
+  and EC2 may use KMS keys only through those regions' endpoints (``kms:ViaService``);
+* the source parameters the families resolve are named one by one, in the region that reads
+  each; so are pointers outside ``/golden/`` (the default ones share that prefix).
+
+Pure: the template and the families come in, the policy goes out; nothing here calls AWS.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from golden_image.errors import UserError
+from golden_image.spec import FamilySpec, default_pointer
+
+MANAGED_POLICY_MAX_CHARS = 6144
+"""IAM's quota for a customer managed policy document, whitespace not counted."""
+
+REGIONAL_SERVICES = frozenset({"ec2", "ssm", "kms"})
+"""Services whose calls the pipeline makes in a family's region (IAM is global; S3 goes to the
+bucket's own region)."""
+
+FAMILY_POINTERS_SID = "FamilyPointers"
+SOURCE_PARAMETERS_SID = "SourceParameters"
+ONLY_IN_REGIONS_SID = "OnlyInTheFamiliesRegions"
+DEFAULT_POINTER_PREFIX = default_pointer("x").removesuffix("x/latest")  # "/golden/"
+
+ACCOUNT_ID = re.compile(r"\d{12}")
+# S3's rules for a general purpose bucket: 3-63 of a-z 0-9 . -, letter or digit at both ends, no
+# "..", not an IP address, none of the reserved prefixes and suffixes
+BUCKET_NAME = re.compile(r"(?!xn--|sthree-|amzn-s3-demo-)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+IP_ADDRESS = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the policy is narrowed to."""
+
+    account: str
+    bucket: str
+    regions: tuple[str, ...]
+    pointers: tuple[tuple[str, str], ...]
+    """(region, parameter name) the families publish to (and layered families read)."""
+    source_parameters: tuple[tuple[str, str], ...]
+    """(region, parameter name) of the families' ``source.aws.ssm_parameter``."""
+
+
+def deployment(families: Iterable[FamilySpec], *, account: str, bucket: str) -> Deployment:
+    """The deployment of ``families`` (their aws ones) in ``account`` with ``bucket`` for manifests."""
+    if not ACCOUNT_ID.fullmatch(account):
+        raise UserError(f"--account must be a 12-digit AWS account id (got {account!r})")
+    if (
+        not BUCKET_NAME.fullmatch(bucket)
+        or ".." in bucket
+        or IP_ADDRESS.fullmatch(bucket)
+        or bucket.endswith(BUCKET_RESERVED_SUFFIXES)
+    ):
+        raise UserError(
+            f"--bucket must be an S3 bucket name: 3-63 of a-z, 0-9, '.' and '-', a letter or digit at "
+            f"both ends (got {bucket!r}); it is extra.golden_image.manifest_bucket of the AWS connection"
+        )
+    aws = [spec for spec in families if spec.platform == "aws"]
+    if not aws:
+        raise UserError("no family has platform: aws, so the pipeline needs no AWS policy")
+    regions: set[str] = set()
+    pointers: set[tuple[str, str]] = set()
+    sources: set[tuple[str, str]] = set()
+    for spec in aws:
+        regions.update(spec.distribution.regions)
+        pointers.update((region, spec.pointer) for region in spec.distribution.regions)
+        if spec.source_pointer:  # read where the layer is built
+            pointers.add((spec.primary_region, spec.source_pointer))
+        elif spec.source.aws is not None and spec.source.aws.ssm_parameter:
+            sources.add((spec.primary_region, spec.source.aws.ssm_parameter))
+    return Deployment(
+        account, bucket, tuple(sorted(regions)), tuple(sorted(pointers)), tuple(sorted(sources))
+    )
+
+
+def narrowed(template: dict[str, Any], where: Deployment) -> dict[str, Any]:
+    """``template`` (include/iam's policy) narrowed to ``where``; raises UserError when the result
+    is over IAM's size quota for a managed policy."""
+    statements = []
+    for original in template["Statement"]:
+        statement = copy.deepcopy(original)
+        sid = statement.get("Sid")
+        if sid == FAMILY_POINTERS_SID:
+            statement["Resource"] = _pointer_resources(where)
+        elif sid == SOURCE_PARAMETERS_SID:
+            if not where.source_parameters:
+                continue  # every family starts from a name filter or a family: no parameter to read
+            statement["Resource"] = [_parameter_arn(r, n, where.account) for r, n in where.source_parameters]
+        else:
+            statement["Resource"] = _resources(statement["Resource"], where)
+        for operator in statement.get("Condition", {}).values():
+            if "kms:ViaService" in operator:  # EC2 uses the keys: only the families' regions' EC2
+                operator["kms:ViaService"] = _one_or_list([f"ec2.{r}.amazonaws.com" for r in where.regions])
+        statements.append(statement)
+    statements.append(_only_in_regions(statements, where.regions))
+    policy = {**template, "Statement": statements}
+    size = len(re.sub(r"\s", "", json.dumps(policy)))
+    if size > MANAGED_POLICY_MAX_CHARS:
+        raise UserError(
+            f"the narrowed policy has {size} characters (whitespace not counted), over IAM's "
+            f"{MANAGED_POLICY_MAX_CHARS} for a managed policy: the pointers outside /golden/ and the "
+            "source parameters are named one by one; keep the families' pointers under /golden/ (the "
+            "default /golden/<family>/latest is) or split the families over two roles, each policy "
+            "rendered from its own images directory (GOLDEN_IMAGES_DIR)"
+        )
+    return policy
+
+
+def _pointer_resources(where: Deployment) -> list[str]:
+    """The default pointers' prefix, and each pointer outside it by name (regions: the Deny)."""
+    pointers = {name for _, name in where.pointers if not name.startswith(DEFAULT_POINTER_PREFIX)}
+    return [
+        f"arn:aws:ssm:*:{where.account}:parameter{DEFAULT_POINTER_PREFIX}*",
+        *(_parameter_arn("*", name, where.account) for name in sorted(pointers)),
+    ]
+
+
+def _only_in_regions(statements: list[dict[str, Any]], regions: tuple[str, ...]) -> dict[str, Any]:
+    """One Deny of everything outside ``regions`` but the granted calls of global services (IAM)
+    and of S3 (the bucket's own region): AWS's region guard, shorter than a condition on each
+    statement."""
+    elsewhere = {a for s in statements for a in _actions(s) if a.split(":", 1)[0] not in REGIONAL_SERVICES}
+    return {
+        "Sid": ONLY_IN_REGIONS_SID,
+        "Effect": "Deny",
+        "NotAction": sorted(elsewhere),
+        "Resource": "*",
+        "Condition": {"StringNotEquals": {"aws:RequestedRegion": _one_or_list(list(regions))}},
+    }
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _one_or_list(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values
+
+
+def _parameter_arn(region: str, name: str, account: str) -> str:
+    """The ARN of the parameter GetParameter's ``name`` reads (a name or a shared parameter's ARN,
+    either with an optional :version or :label); AWS's public parameters have no account."""
+    if any(c in name for c in "*?"):  # spec.SSM_PARAMETER refuses them; a wildcard would grant more
+        raise UserError(f"SSM parameter {name!r} has a wildcard: name one parameter")
+    prefix, found, path = name.partition(":parameter/") if name.startswith("arn:") else ("", False, name)
+    path = path.split(":", 1)[0].lstrip("/")
+    if found:
+        return f"{prefix}:parameter/{path}"
+    owner = "" if path.startswith("aws/service/") else account
+    return f"arn:aws:ssm:{region}:{owner}:parameter/{path}"
+
+
+def _resources(resources: str | list[str], where: Deployment) -> str | list[str]:
+    if isinstance(resources, str):
+        return _resource(resources, where)
+    return [_resource(r, where) for r in resources]
+
+
+def _resource(arn: str, where: Deployment) -> str:
+    if arn == "*":
+        return arn
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        raise UserError(f"include/iam's policy has a resource that is not an ARN: {arn!r}")
+    _, partition, service, region, account, rest = parts
+    if service == "s3":  # arn:aws:s3:::<bucket>[/<key>]: no region, no account
+        bucket, _, key = rest.partition("/")
+        rest = where.bucket + (f"/{key}" if key else "") if bucket == "*" else rest
+    elif account == "*":
+        account = where.account
+    return ":".join(("arn", partition, service, region, account, rest))
