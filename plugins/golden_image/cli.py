@@ -13,9 +13,10 @@
     golden janitor [--ttl-hours H] [--platform local|aws|all]   remove what killed runs left
     golden catalog rebuild [--json]     restore the local catalog's rows from the image files
     golden pools [--dry-run] [--json]   create/update the Airflow pools the families' bakes take
-    golden iam-policy --account ID --bucket NAME   include/iam's policy narrowed to this account,
-                                        the manifest bucket and the aws families' regions,
-                                        pointers and source parameters
+    golden iam-policy --account ID --bucket NAME [--aws-conn-id C] [--allow-parameter PREFIX]
+                                        include/iam's policy narrowed to this account, the
+                                        manifest bucket and the aws families' regions, pointers
+                                        and source parameters
 
 Exit status is non-zero on any error.
 """
@@ -34,7 +35,7 @@ from typing import Any
 
 from golden_image import paths, pipeline
 from golden_image.decisions import outdated_reason
-from golden_image.errors import GoldenImageError
+from golden_image.errors import GoldenImageError, UserError
 from golden_image.platforms import PLATFORMS, platform_class
 from golden_image.spec import ApplicationSet, FamilySet, FamilySpec, load_applications, load_families
 
@@ -886,8 +887,17 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    families = [
+        spec
+        for spec in found.families.values()
+        if not args.aws_conn_id or spec.aws_settings.aws_conn_id in args.aws_conn_id
+    ]
+    if args.aws_conn_id and not any(spec.platform == "aws" for spec in families):
+        raise UserError(f"no aws family uses the connection(s) {', '.join(args.aws_conn_id)}")
     template = json.loads((paths.include_dir() / "iam" / "golden-image-pipeline.json").read_text())
-    where = policy.deployment(found.families.values(), account=args.account, bucket=args.bucket)
+    where = policy.deployment(
+        families, account=args.account, bucket=args.bucket, allow_parameters=args.allow_parameter
+    )
     print(json.dumps(policy.narrowed(template, where), indent=2))
     return 0
 
@@ -941,6 +951,20 @@ def build_parser() -> argparse.ArgumentParser:
     iam.add_argument("--account", required=True, help="the 12-digit AWS account the pipeline runs in")
     iam.add_argument(
         "--bucket", required=True, help="the manifest bucket (extra.golden_image.manifest_bucket)"
+    )
+    iam.add_argument(
+        "--aws-conn-id",
+        action="append",
+        default=[],
+        help="only the families on this Airflow connection (repeatable; default: every aws family)",
+    )
+    iam.add_argument(
+        "--allow-parameter",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="grant pointers and source parameters of the account under PREFIX (e.g. /platform/amis/) "
+        "besides /golden/ and /aws/service/ (repeatable)",
     )
     iam.set_defaults(func=cmd_iam_policy)
     catalog = sub.add_parser("catalog", help="the local image store's catalog")

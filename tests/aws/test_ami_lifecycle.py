@@ -277,3 +277,35 @@ def test_a_copys_snapshots_are_tagged_even_when_pending_it_listed_none(
     assert snapshots
     for snapshot in west.conn.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]:
         assert {"Key": FAMILY_TAG, "Value": spec.name} in snapshot.get("Tags", []), snapshot["SnapshotId"]
+
+
+def test_sharing_tags_an_older_images_untagged_snapshots_first(aws_conn: str, base_ami: str) -> None:
+    """include/iam shares only golden:family-tagged snapshots: an image whose snapshots were never
+    tagged (captured by an older release) gets them tagged before its volume permission."""
+    from golden_image.platforms.aws import AwsPlatform
+    from tests.specs import family_spec
+
+    spec = family_spec(
+        "aws-older",
+        platform="aws",
+        source={"aws": {"ssm_parameter": "/x"}},
+        aws={"aws_conn_id": aws_conn, "poll_interval_s": 0.05},
+        distribution={"regions": ["us-east-1"], "accounts": ["111122223333"]},
+    )
+    aws = AwsPlatform.for_family(spec)
+    east = aws.hook("us-east-1")
+    builder = east.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    image_id = east.conn.create_image(
+        InstanceId=builder,
+        Name="golden-aws-older-1",
+        TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": FAMILY_TAG, "Value": spec.name}]}],
+    )["ImageId"]
+    snapshots = snapshot_ids(east.describe_image(image_id))
+    assert snapshots and not east.conn.describe_snapshots(SnapshotIds=snapshots)["Snapshots"][0].get("Tags")
+    aws.grant_launch(image_id, ["111122223333"], region="us-east-1")
+    for snapshot in east.conn.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]:
+        assert {"Key": FAMILY_TAG, "Value": spec.name} in snapshot["Tags"]
+        permission = east.conn.describe_snapshot_attribute(
+            SnapshotId=snapshot["SnapshotId"], Attribute="createVolumePermission"
+        )
+        assert permission["CreateVolumePermissions"] == [{"UserId": "111122223333"}]

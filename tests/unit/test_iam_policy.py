@@ -41,10 +41,12 @@ def test_allow_only_no_wildcard_actions_and_destructive_calls_need_the_family_ta
 
 
 def test_images_and_snapshots_are_shared_only_when_they_are_the_pipelines() -> None:
-    for action in ("ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"):
-        [statement] = granting(action)
-        assert statement["Resource"] == ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"]
-        assert statement["Condition"] == {"Null": {"aws:ResourceTag/golden:family": "false"}}
+    tagged = {"aws:ResourceTag/golden:family": "false"}
+    [images] = granting("ec2:ModifyImageAttribute")
+    assert images["Resource"] == "arn:aws:ec2:*::image/*" and images["Condition"] == {"Null": tagged}
+    [snapshots] = granting("ec2:ModifySnapshotAttribute")  # and never with a group ("all": public)
+    assert snapshots["Resource"] == "arn:aws:ec2:*::snapshot/*"
+    assert snapshots["Condition"] == {"Null": {**tagged, "ec2:Add/group": "true"}}
 
 
 def test_new_instances_and_volumes_must_be_tagged_and_tags_only_go_on_pipeline_resources() -> None:

@@ -4,6 +4,7 @@ definitions) with every accepted finding named here and why."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -40,9 +41,9 @@ def example_families() -> list[FamilySpec]:
     return list(found.families.values())
 
 
-def rendered(families: list[FamilySpec] | None = None) -> dict[str, Any]:
+def rendered(families: list[FamilySpec] | None = None, allow: tuple[str, ...] = ()) -> dict[str, Any]:
     families = example_families() if families is None else families
-    return narrowed(template(), deployment(families, account=ACCOUNT, bucket=BUCKET))
+    return narrowed(template(), deployment(families, account=ACCOUNT, bucket=BUCKET, allow_parameters=allow))
 
 
 def by_sid(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -67,6 +68,7 @@ def aws_family(name: str, **fields: Any) -> FamilySpec:
 
 # -- the narrowed policy --------------------------------------------------------------------------
 def test_every_arn_names_the_account_and_the_bucket_or_is_awss_own() -> None:
+    aws_owned = r"(image|snapshot)/\*|document/AWS-StartPortForwardingSession|parameter/aws/service/.+"
     for statement in rendered()["Statement"]:
         for arn in listed(statement["Resource"]):
             if arn == "*":
@@ -74,10 +76,26 @@ def test_every_arn_names_the_account_and_the_bucket_or_is_awss_own() -> None:
             _, _, service, _, account, rest = arn.split(":", 5)
             if service == "s3":
                 assert rest in (BUCKET, f"{BUCKET}/golden-image/manifests/*"), arn
-            elif account != ACCOUNT:  # AWS-owned: AMIs, snapshots, SSM documents, public parameters
-                assert account == "" and re.match(
-                    r"(image|snapshot)/\*|document/AWS-|parameter/aws/service/", rest
-                ), arn
+            elif rest in ("subnet/*", "security-group/*"):  # a shared VPC's are the network account's
+                assert account == "*", arn
+            elif account != ACCOUNT:
+                assert account == "" and re.fullmatch(aws_owned, rest), arn
+
+
+def test_it_grants_nothing_the_template_does_not_unless_the_operator_allows_it() -> None:
+    """Every resource of every Allow is one the template's same statement already matches; only
+    --allow-parameter adds more, and only under its prefix."""
+    original = by_sid(template())
+    custom = aws_family("custom", publish={"pointer": "/platform/amis/web"})
+    for allow, policy in (((), rendered()), (("/platform/amis/",), rendered([custom], ("/platform/amis/",)))):
+        for statement in policy["Statement"]:
+            if statement["Effect"] == "Deny":
+                continue
+            patterns = listed(original[statement["Sid"]]["Resource"])
+            assert statement["Action"] == original[statement["Sid"]]["Action"]
+            for arn in listed(statement["Resource"]):
+                matched = any(fnmatch.fnmatchcase(arn, p) for p in patterns)
+                assert matched or (allow and arn.endswith(":parameter/platform/amis/web")), arn
 
 
 def test_it_grants_the_templates_actions_no_more_no_fewer() -> None:
@@ -93,7 +111,7 @@ def test_regional_calls_are_denied_outside_the_families_regions() -> None:
     assert deny == {
         "Sid": ONLY_IN_REGIONS_SID,
         "Effect": "Deny",
-        "NotAction": ["iam:PassRole", "s3:GetObject", "s3:ListBucket", "s3:PutObject"],
+        "Action": ["ec2:*", "ssm:*"],  # not the principal's other services
         "Resource": "*",
         "Condition": {"StringNotEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}},
     }
@@ -125,7 +143,9 @@ def test_source_parameters_are_named_one_by_one_in_the_region_that_reads_them() 
         source={"aws": {"ssm_parameter": "arn:aws:ssm:us-east-1:444455556666:parameter/base/debian:prod"}},
     )
     named = aws_family("named", source={"aws": {"owners": ["136693071363"], "name_filter": "debian-12-*"}})
-    assert by_sid(rendered([own, shared, named]))["SourceParameters"]["Resource"] == [
+    assert by_sid(rendered([own, shared, named], ("/platform/sources/",)))["SourceParameters"][
+        "Resource"
+    ] == [
         "arn:aws:ssm:eu-central-1:111122223333:parameter/platform/sources/debian-12",  # no :version
         "arn:aws:ssm:us-east-1:444455556666:parameter/base/debian",  # another account's, shared
     ]
@@ -135,10 +155,56 @@ def test_source_parameters_are_named_one_by_one_in_the_region_that_reads_them() 
 def test_pointers_outside_golden_are_named_and_the_default_ones_share_a_prefix() -> None:
     custom = aws_family("custom", publish={"pointer": "/platform/amis/web"})
     plain = aws_family("plain")
-    assert by_sid(rendered([custom, plain]))["FamilyPointers"]["Resource"] == [
+    assert by_sid(rendered([custom, plain], ("/platform/amis/",)))["FamilyPointers"]["Resource"] == [
         f"arn:aws:ssm:*:{ACCOUNT}:parameter/golden/*",
         f"arn:aws:ssm:*:{ACCOUNT}:parameter/platform/amis/web",
     ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"publish": {"pointer": "/prod/db/password"}}, "publish.pointer /prod/db/password"),
+        ({"publish": {"pointer": "/goldenx/web"}}, "publish.pointer /goldenx/web"),  # a look-alike
+        (
+            {"source": {"aws": {"ssm_parameter": "/prod/db/password"}}},
+            "source.aws.ssm_parameter /prod/db/password",
+        ),
+        (
+            {"source": {"aws": {"ssm_parameter": "prod-db-password"}}},
+            "source.aws.ssm_parameter prod-db-password",
+        ),
+        (
+            {"source": {"aws": {"ssm_parameter": f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter/prod/db"}}},
+            "source.aws.ssm_parameter arn:aws:ssm:us-east-1:111122223333:parameter/prod/db",
+        ),
+        (
+            {"source": {"aws": {"ssm_parameter": "/aws/servicex/y"}}},
+            "source.aws.ssm_parameter /aws/servicex/y",
+        ),
+    ],
+)
+def test_a_family_file_cannot_widen_the_policy_on_its_own(fields: dict[str, Any], said: str) -> None:
+    """A pull request changing one line of a family file must not give the pipeline another
+    parameter of the account to overwrite or read: the operator's --allow-parameter has to."""
+    hostile = aws_family("hostile", **fields)
+    with pytest.raises(UserError, match=f"hostile: {re.escape(said)}.*--allow-parameter"):
+        rendered([hostile, aws_family("plain")])
+    with pytest.raises(UserError, match="hostile"):  # another prefix does not cover it
+        rendered([hostile], ("/platform/",))
+    for prefix in ("platform/", "/platform", "/", "/a/*/"):
+        with pytest.raises(UserError, match="--allow-parameter must be a parameter path"):
+            rendered([aws_family("plain")], (prefix,))
+
+
+def test_snapshots_are_shared_only_with_the_families_accounts_and_never_publicly() -> None:
+    [snapshots] = [s for s in rendered()["Statement"] if s["Action"] == "ec2:ModifySnapshotAttribute"]
+    assert snapshots["Condition"] == {
+        "Null": {"aws:ResourceTag/golden:family": "false", "ec2:Add/group": "true"},
+        "ForAllValues:StringEquals": {"ec2:Add/userId": ["111122223333", "444455556666"]},
+    }
+    unshared = rendered([aws_family("plain")])  # no account to share with: no snapshot statement
+    assert not [s for s in unshared["Statement"] if s["Action"] == "ec2:ModifySnapshotAttribute"]
 
 
 def test_local_families_need_nothing_and_bad_arguments_say_what_is_wanted() -> None:
@@ -169,7 +235,7 @@ def test_a_policy_over_iams_size_quota_is_refused_with_what_to_do() -> None:
         aws_family(f"f{i:03d}", publish={"pointer": f"/platform/amis/team-{i:03d}/latest"}) for i in range(80)
     ]
     with pytest.raises(UserError, match=f"over IAM's {MANAGED_POLICY_MAX_CHARS}.*under /golden/"):
-        rendered(many)
+        rendered(many, ("/platform/amis/",))
 
 
 def test_a_wildcard_source_parameter_is_refused_by_the_spec() -> None:
@@ -185,6 +251,11 @@ def test_the_command_prints_the_narrowed_policy(capsys: pytest.CaptureFixture[st
     assert main(["iam-policy", "--account", "nope", "--bucket", BUCKET]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "12-digit AWS account id" in err
+    assert main(["iam-policy", "--account", ACCOUNT, "--bucket", BUCKET, "--aws-conn-id", "other"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "no aws family uses the connection(s) other" in err
+    assert main(["iam-policy", "--account", ACCOUNT, "--bucket", BUCKET, "--aws-conn-id", "aws_default"]) == 0
+    assert json.loads(capsys.readouterr().out) == rendered()
 
 
 def test_the_command_writes_no_policy_while_a_family_file_is_broken(

@@ -4,12 +4,19 @@
 account, region and bucket, and it reads any source parameter. :func:`narrowed` renders it for one
 account, its manifest bucket and the aws families of ``include/images``:
 
-* every ARN names the account instead of ``*`` (AWS-owned ARNs, with no account, stay so);
+* every ARN names the account instead of ``*`` (AWS-owned ARNs, with no account, stay so; so do
+  subnets and security groups, which a shared VPC's owner account may own);
 * the manifest statements name the bucket;
-* one Deny refuses EC2, SSM and KMS calls outside the families' regions (``aws:RequestedRegion``),
-  and EC2 may use KMS keys only through those regions' endpoints (``kms:ViaService``);
+* one Deny refuses EC2 and SSM calls outside the families' regions (``aws:RequestedRegion``), and
+  EC2 may use KMS keys only through those regions' endpoints (``kms:ViaService``);
+* snapshots are shared only with the families' accounts (``ec2:Add/userId``);
 * the source parameters the families resolve are named one by one, in the region that reads
   each; so are pointers outside ``/golden/`` (the default ones share that prefix).
+
+A family file is data a pull request may change: what it adds beyond the template (a pointer
+outside ``/golden/`` the pipeline may overwrite, a parameter of the account outside AWS's public
+``/aws/service/`` it may read) is granted only under a prefix the operator names
+(``--allow-parameter``); otherwise rendering refuses and names the family.
 
 Pure: the template and the families come in, the policy goes out; nothing here calls AWS.
 """
@@ -19,7 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +36,20 @@ from golden_image.spec import FamilySpec, default_pointer
 MANAGED_POLICY_MAX_CHARS = 6144
 """IAM's quota for a customer managed policy document, whitespace not counted."""
 
-REGIONAL_SERVICES = frozenset({"ec2", "ssm", "kms"})
-"""Services whose calls the pipeline makes in a family's region (IAM is global; S3 goes to the
-bucket's own region)."""
+REGION_GUARDED = ("ec2:*", "ssm:*")
+"""Denied outside the families' regions. Not KMS: EC2 uses the keys only through the regions'
+endpoints (kms:ViaService) and S3 through the bucket's region, which may be another; not IAM or
+S3, whose calls are global or go to the bucket's region."""
 
 FAMILY_POINTERS_SID = "FamilyPointers"
 SOURCE_PARAMETERS_SID = "SourceParameters"
+SHARE_SNAPSHOTS_SID = "ShareOnlyPipelineSnapshotsWithAccounts"
 ONLY_IN_REGIONS_SID = "OnlyInTheFamiliesRegions"
 DEFAULT_POINTER_PREFIX = default_pointer("x").removesuffix("x/latest")  # "/golden/"
+PUBLIC_PARAMETER_PREFIX = "/aws/service/"
+ACCOUNT_AGNOSTIC = ("subnet/", "security-group/")
+"""Resource types whose ARNs keep any account: a shared VPC's subnets (and shared security
+groups) belong to the network account."""
 
 ACCOUNT_ID = re.compile(r"\d{12}")
 # S3's rules for a general purpose bucket: 3-63 of a-z 0-9 . -, letter or digit at both ends, no
@@ -57,10 +70,16 @@ class Deployment:
     """(region, parameter name) the families publish to (and layered families read)."""
     source_parameters: tuple[tuple[str, str], ...]
     """(region, parameter name) of the families' ``source.aws.ssm_parameter``."""
+    share_accounts: tuple[str, ...] = ()
+    """The families' ``distribution.accounts``: the only ones their snapshots are shared with."""
 
 
-def deployment(families: Iterable[FamilySpec], *, account: str, bucket: str) -> Deployment:
-    """The deployment of ``families`` (their aws ones) in ``account`` with ``bucket`` for manifests."""
+def deployment(
+    families: Iterable[FamilySpec], *, account: str, bucket: str, allow_parameters: Sequence[str] = ()
+) -> Deployment:
+    """The deployment of ``families`` (their aws ones) in ``account`` with ``bucket`` for manifests.
+    A pointer outside /golden/ or a source parameter of ``account`` outside /aws/service/ must be
+    under one of ``allow_parameters``."""
     if not ACCOUNT_ID.fullmatch(account):
         raise UserError(f"--account must be a 12-digit AWS account id (got {account!r})")
     if (
@@ -73,21 +92,51 @@ def deployment(families: Iterable[FamilySpec], *, account: str, bucket: str) -> 
             f"--bucket must be an S3 bucket name: 3-63 of a-z, 0-9, '.' and '-', a letter or digit at "
             f"both ends (got {bucket!r}); it is extra.golden_image.manifest_bucket of the AWS connection"
         )
+    for prefix in allow_parameters:
+        if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+/", prefix):
+            raise UserError(
+                f"--allow-parameter must be a parameter path ending in '/', like /platform/amis/ "
+                f"(got {prefix!r})"
+            )
     aws = [spec for spec in families if spec.platform == "aws"]
     if not aws:
         raise UserError("no family has platform: aws, so the pipeline needs no AWS policy")
     regions: set[str] = set()
     pointers: set[tuple[str, str]] = set()
     sources: set[tuple[str, str]] = set()
+    accounts: set[str] = set()
+    beyond: list[str] = []
     for spec in aws:
         regions.update(spec.distribution.regions)
+        accounts.update(spec.distribution.accounts)
         pointers.update((region, spec.pointer) for region in spec.distribution.regions)
+        if not spec.pointer.startswith(DEFAULT_POINTER_PREFIX) and not spec.pointer.startswith(
+            tuple(allow_parameters)
+        ):
+            beyond.append(f"{spec.name}: publish.pointer {spec.pointer} (the pipeline would overwrite it)")
         if spec.source_pointer:  # read where the layer is built
             pointers.add((spec.primary_region, spec.source_pointer))
         elif spec.source.aws is not None and spec.source.aws.ssm_parameter:
-            sources.add((spec.primary_region, spec.source.aws.ssm_parameter))
+            name = spec.source.aws.ssm_parameter
+            sources.add((spec.primary_region, name))
+            path, owner = _parameter_path(name)
+            if owner in (None, account) and not path.startswith((PUBLIC_PARAMETER_PREFIX, *allow_parameters)):
+                beyond.append(f"{spec.name}: source.aws.ssm_parameter {name} (the pipeline would read it)")
+    if beyond:
+        raise UserError(
+            "these families name parameters of the account outside /golden/ (pointers) and /aws/service/ "
+            "(sources), so the policy would grant them: "
+            + "; ".join(beyond)
+            + ". If that is meant, pass --allow-parameter with their prefix (for example /platform/amis/): "
+            "review it as you would the policy itself"
+        )
     return Deployment(
-        account, bucket, tuple(sorted(regions)), tuple(sorted(pointers)), tuple(sorted(sources))
+        account,
+        bucket,
+        tuple(sorted(regions)),
+        tuple(sorted(pointers)),
+        tuple(sorted(sources)),
+        tuple(sorted(accounts)),
     )
 
 
@@ -106,11 +155,17 @@ def narrowed(template: dict[str, Any], where: Deployment) -> dict[str, Any]:
             statement["Resource"] = [_parameter_arn(r, n, where.account) for r, n in where.source_parameters]
         else:
             statement["Resource"] = _resources(statement["Resource"], where)
+        if sid == SHARE_SNAPSHOTS_SID:
+            if not where.share_accounts:
+                continue  # no family shares with an account: no snapshot is ever shared
+            statement.setdefault("Condition", {})["ForAllValues:StringEquals"] = {
+                "ec2:Add/userId": _one_or_list(list(where.share_accounts))
+            }
         for operator in statement.get("Condition", {}).values():
             if "kms:ViaService" in operator:  # EC2 uses the keys: only the families' regions' EC2
                 operator["kms:ViaService"] = _one_or_list([f"ec2.{r}.amazonaws.com" for r in where.regions])
         statements.append(statement)
-    statements.append(_only_in_regions(statements, where.regions))
+    statements.append(_only_in_regions(where.regions))
     policy = {**template, "Statement": statements}
     size = len(re.sub(r"\s", "", json.dumps(policy)))
     if size > MANAGED_POLICY_MAX_CHARS:
@@ -133,27 +188,28 @@ def _pointer_resources(where: Deployment) -> list[str]:
     ]
 
 
-def _only_in_regions(statements: list[dict[str, Any]], regions: tuple[str, ...]) -> dict[str, Any]:
-    """One Deny of everything outside ``regions`` but the granted calls of global services (IAM)
-    and of S3 (the bucket's own region): AWS's region guard, shorter than a condition on each
-    statement."""
-    elsewhere = {a for s in statements for a in _actions(s) if a.split(":", 1)[0] not in REGIONAL_SERVICES}
+def _only_in_regions(regions: tuple[str, ...]) -> dict[str, Any]:
+    """AWS's region guard: one Deny of EC2 and SSM outside ``regions`` (shorter than a condition
+    on each statement). It binds the principal's other policies too, for these two services only."""
     return {
         "Sid": ONLY_IN_REGIONS_SID,
         "Effect": "Deny",
-        "NotAction": sorted(elsewhere),
+        "Action": list(REGION_GUARDED),
         "Resource": "*",
         "Condition": {"StringNotEquals": {"aws:RequestedRegion": _one_or_list(list(regions))}},
     }
 
 
-def _actions(statement: dict[str, Any]) -> list[str]:
-    actions = statement["Action"]
-    return [actions] if isinstance(actions, str) else list(actions)
-
-
 def _one_or_list(values: list[str]) -> str | list[str]:
     return values[0] if len(values) == 1 else values
+
+
+def _parameter_path(name: str) -> tuple[str, str | None]:
+    """(/path without :version or :label, the owner account if ``name`` is an ARN, else None)."""
+    if name.startswith("arn:"):
+        head, _, rest = name.partition(":parameter/")
+        return "/" + rest.split(":", 1)[0], head.split(":")[4]
+    return "/" + name.split(":", 1)[0].lstrip("/"), None
 
 
 def _parameter_arn(region: str, name: str, account: str) -> str:
@@ -161,12 +217,12 @@ def _parameter_arn(region: str, name: str, account: str) -> str:
     either with an optional :version or :label); AWS's public parameters have no account."""
     if any(c in name for c in "*?"):  # spec.SSM_PARAMETER refuses them; a wildcard would grant more
         raise UserError(f"SSM parameter {name!r} has a wildcard: name one parameter")
-    prefix, found, path = name.partition(":parameter/") if name.startswith("arn:") else ("", False, name)
-    path = path.split(":", 1)[0].lstrip("/")
-    if found:
-        return f"{prefix}:parameter/{path}"
-    owner = "" if path.startswith("aws/service/") else account
-    return f"arn:aws:ssm:{region}:{owner}:parameter/{path}"
+    path, owner = _parameter_path(name)
+    if owner is not None:
+        arn_region = name.split(":")[3]
+        return f"arn:aws:ssm:{arn_region}:{owner}:parameter{path}"
+    owner = "" if path.startswith(PUBLIC_PARAMETER_PREFIX) else account
+    return f"arn:aws:ssm:{region}:{owner}:parameter{path}"
 
 
 def _resources(resources: str | list[str], where: Deployment) -> str | list[str]:
@@ -185,6 +241,6 @@ def _resource(arn: str, where: Deployment) -> str:
     if service == "s3":  # arn:aws:s3:::<bucket>[/<key>]: no region, no account
         bucket, _, key = rest.partition("/")
         rest = where.bucket + (f"/{key}" if key else "") if bucket == "*" else rest
-    elif account == "*":
+    elif account == "*" and not rest.startswith(ACCOUNT_AGNOSTIC):
         account = where.account
     return ":".join(("arn", partition, service, region, account, rest))
