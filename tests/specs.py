@@ -51,3 +51,16 @@ def family_in(include: Path, name: str) -> FamilySpec:
     found = load_families(include / "images", include)
     assert not found.errors, found.errors
     return found.families[name]
+
+
+def images_with_change(directory: Path, file: str, old: str, new: str) -> Path:
+    """A copy of the project's family files under ``directory`` with ``old`` replaced by ``new``
+    in ``file`` (point GOLDEN_IMAGES_DIR at it)."""
+    import shutil
+
+    images = directory / "images"
+    shutil.copytree(paths.images_dir(), images)
+    changed = images / file
+    assert old in changed.read_text(), f"{old!r} is not in {file}"
+    changed.write_text(changed.read_text().replace(old, new))
+    return images

@@ -9,8 +9,23 @@ from botocore.exceptions import ClientError
 
 from golden_image.errors import PlatformError
 from golden_image.hooks.ami import FAMILY_TAG, AmiHook, snapshot_ids
+from golden_image.platforms.aws import AwsPlatform
+from golden_image.spec import FamilySpec
+from tests.specs import family_spec
 
 TAGS = {FAMILY_TAG: "web", "golden:run-id": "manual__1", "golden:role": "builder"}
+
+
+def family_platform(name: str, aws_conn: str, **distribution: Any) -> tuple[FamilySpec, AwsPlatform]:
+    """An aws family on the test connection (regions, accounts: ``distribution``) and its platform."""
+    spec = family_spec(
+        name,
+        platform="aws",
+        source={"aws": {"ssm_parameter": "/x"}},
+        aws={"aws_conn_id": aws_conn, "poll_interval_s": 0.05},
+        distribution=distribution,
+    )
+    return spec, AwsPlatform.for_family(spec)
 
 
 def test_builder_is_imdsv2_encrypted_tagged_and_idempotent(hook: AmiHook, base_ami: str) -> None:
@@ -92,9 +107,6 @@ def test_capture_copy_share_publish(hook: AmiHook, base_ami: str, aws_conn: str)
 
 def test_copies_use_the_regions_kms_key_and_grants_reach_organisations(aws_conn: str, base_ami: str) -> None:
     """What moto accepts but does not act on (KmsKeyId, organisation ARNs) is checked on the wire."""
-    from golden_image.platforms.aws import AwsPlatform
-    from tests.specs import family_spec
-
     org = "arn:aws:organizations::123456789012:organization/o-abcdefghij"
     ou = "arn:aws:organizations::123456789012:ou/o-abcdefghij/ou-ab12-cdefgh34"
     spec = family_spec(
@@ -141,8 +153,6 @@ def test_an_ami_without_a_status_tag_is_not_validated(hook: AmiHook, base_ami: s
     import time
 
     from golden_image.hooks.ami import image_status
-    from golden_image.platforms.aws import AwsPlatform
-    from tests.specs import family_spec
 
     builder = hook.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     validated = hook.create_image(builder, "golden-web-1", {FAMILY_TAG: "web", "golden:status": "validated"})
@@ -157,14 +167,7 @@ def test_an_ami_without_a_status_tag_is_not_validated(hook: AmiHook, base_ami: s
     assert [d["image_id"] for d in result["delete"]] == [untagged]  # never "among the newest"
 
     kept = hook.create_image(builder, "golden-web-3", {FAMILY_TAG: "web"})  # untagged, and kept for the rest
-    spec = family_spec(
-        "web",
-        platform="aws",
-        source={"aws": {"ssm_parameter": "/x"}},
-        aws={"aws_conn_id": aws_conn, "poll_interval_s": 0.05},
-        distribution={"regions": ["us-east-1", "us-west-2"]},
-    )
-    aws = AwsPlatform.for_family(spec)
+    spec, aws = family_platform("web", aws_conn, regions=["us-east-1", "us-west-2"])
     for refused in (
         lambda: aws.copy_image(kept, "us-west-2"),
         lambda: aws.copy_image(kept, "us-east-1"),
@@ -190,8 +193,6 @@ def test_an_amis_sbom_follows_its_parent_ami_to_the_public_source(
     from cyclonedx.validation.json import JsonStrictValidator
 
     from golden_image import steps
-    from golden_image.platforms.aws import AwsPlatform
-    from tests.specs import family_spec
 
     spec = family_spec(
         "web",
@@ -242,17 +243,7 @@ def test_a_copys_snapshots_are_tagged_even_when_pending_it_listed_none(
 ) -> None:
     """EC2 may list a pending AMI without its snapshots: they are tagged again once it is
     available, since include/iam lets the pipeline share and delete only tagged snapshots."""
-    from golden_image.platforms.aws import AwsPlatform
-    from tests.specs import family_spec
-
-    spec = family_spec(
-        "aws-pending",
-        platform="aws",
-        source={"aws": {"ssm_parameter": "/x"}},
-        aws={"aws_conn_id": aws_conn, "poll_interval_s": 0.05},
-        distribution={"regions": ["us-east-1", "us-west-2"]},
-    )
-    aws = AwsPlatform.for_family(spec)
+    spec, aws = family_platform("aws-pending", aws_conn, regions=["us-east-1", "us-west-2"])
     east, west = aws.hook("us-east-1"), aws.hook("us-west-2")
     builder = east.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     image_id = east.create_image(
@@ -282,17 +273,7 @@ def test_a_copys_snapshots_are_tagged_even_when_pending_it_listed_none(
 def test_sharing_tags_an_older_images_untagged_snapshots_first(aws_conn: str, base_ami: str) -> None:
     """include/iam shares only golden:family-tagged snapshots: an image whose snapshots were never
     tagged (captured by an older release) gets them tagged before its volume permission."""
-    from golden_image.platforms.aws import AwsPlatform
-    from tests.specs import family_spec
-
-    spec = family_spec(
-        "aws-older",
-        platform="aws",
-        source={"aws": {"ssm_parameter": "/x"}},
-        aws={"aws_conn_id": aws_conn, "poll_interval_s": 0.05},
-        distribution={"regions": ["us-east-1"], "accounts": ["111122223333"]},
-    )
-    aws = AwsPlatform.for_family(spec)
+    spec, aws = family_platform("aws-older", aws_conn, regions=["us-east-1"], accounts=["111122223333"])
     east = aws.hook("us-east-1")
     builder = east.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     image_id = east.conn.create_image(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from golden_image.cli import main
+from tests.specs import images_with_change
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -22,10 +22,7 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
 def test_validate_reports_the_broken_file_and_keeps_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    images = tmp_path / "images"
-    shutil.copytree(PROJECT / "include" / "images", images)
-    web = images / "debian12-web.yaml"
-    web.write_text(web.read_text().replace("schedule:", "shedule:"))
+    images = images_with_change(tmp_path, "debian12-web.yaml", "schedule:", "shedule:")
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     assert main(["validate", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from golden_image.platforms.aws.policy import (
     narrowed,
 )
 from golden_image.spec import FamilySpec, load_families
-from tests.specs import family_spec
+from tests.specs import family_spec, images_with_change
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATE = PROJECT / "include" / "iam" / "golden-image-pipeline.json"
@@ -261,10 +260,7 @@ def test_the_command_prints_the_narrowed_policy(capsys: pytest.CaptureFixture[st
 def test_the_command_writes_no_policy_while_a_family_file_is_broken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    images = tmp_path / "images"
-    shutil.copytree(PROJECT / "include" / "images", images)
-    web = images / "aws-debian12-web.yaml"
-    web.write_text(web.read_text().replace("distribution:", "distributon:"))
+    images = images_with_change(tmp_path, "aws-debian12-web.yaml", "distribution:", "distributon:")
     monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
     assert main(["iam-policy", "--account", ACCOUNT, "--bucket", BUCKET]) == 1
     out, err = capsys.readouterr()
