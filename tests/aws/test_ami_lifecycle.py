@@ -11,6 +11,7 @@ from golden_image.errors import PlatformError
 from golden_image.hooks.ami import FAMILY_TAG, AmiHook, snapshot_ids
 from golden_image.platforms.aws import AwsPlatform
 from golden_image.spec import FamilySpec
+from golden_image.values import Target
 from tests.specs import family_spec
 
 TAGS = {FAMILY_TAG: "web", "golden:run-id": "manual__1", "golden:role": "builder"}
@@ -238,36 +239,38 @@ def test_an_amis_sbom_follows_its_parent_ami_to_the_public_source(
     assert aws.image("ami-0000000000000dead") is None
 
 
-def test_a_copys_snapshots_are_tagged_even_when_pending_it_listed_none(
+def test_snapshots_are_tagged_even_when_a_pending_image_listed_none(
     aws_conn: str, base_ami: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """EC2 may list a pending AMI without its snapshots: they are tagged again once it is
-    available, since include/iam lets the pipeline share and delete only tagged snapshots."""
+    """EC2 may list a pending AMI without its snapshots: a capture's and a copy's are tagged again
+    once the image is available, since include/iam lets the pipeline share and delete only
+    tagged snapshots."""
     spec, aws = family_platform("aws-pending", aws_conn, regions=["us-east-1", "us-west-2"])
     east, west = aws.hook("us-east-1"), aws.hook("us-west-2")
     builder = east.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    image_id = east.create_image(
-        builder, "golden-aws-pending-1", {FAMILY_TAG: spec.name, "golden:status": "validated"}
-    )
     available: set[str] = set()
     describe, wait = AmiHook.describe_image, AwsPlatform.wait
 
-    def as_ec2_lists_a_pending_copy(hook: AmiHook, wanted: str) -> dict[str, Any]:
+    def as_ec2_lists_a_pending_image(hook: AmiHook, wanted: str) -> dict[str, Any]:
         image = describe(hook, wanted)
-        return image if wanted in available or wanted == image_id else {**image, "BlockDeviceMappings": []}
+        return image if wanted in available or wanted == base_ami else {**image, "BlockDeviceMappings": []}
 
     def waited(platform: AwsPlatform, what: str, ids: list[str], *args: Any, **kwargs: Any) -> Any:
         done = wait(platform, what, ids, *args, **kwargs)
         available.update(ids)
         return done
 
-    monkeypatch.setattr(AmiHook, "describe_image", as_ec2_lists_a_pending_copy)
+    monkeypatch.setattr(AmiHook, "describe_image", as_ec2_lists_a_pending_image)
     monkeypatch.setattr(AwsPlatform, "wait", waited)
+    target = Target(builder, "127.0.0.1", 22, "admin", "", "builder")
+    image_id = aws.capture_image(target, spec=spec, run_id="r1", version="1", manifest={}).image_id
+    east.tag([image_id], {FAMILY_TAG: spec.name, "golden:status": "validated"})
     copied = aws.copy_image(image_id, "us-west-2")
-    snapshots = snapshot_ids(describe(west, copied))
-    assert snapshots
-    for snapshot in west.conn.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]:
-        assert {"Key": FAMILY_TAG, "Value": spec.name} in snapshot.get("Tags", []), snapshot["SnapshotId"]
+    for hook, ami in ((east, image_id), (west, copied)):
+        snapshots = snapshot_ids(describe(hook, ami))
+        assert snapshots
+        for snapshot in hook.conn.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]:
+            assert {"Key": FAMILY_TAG, "Value": spec.name} in snapshot.get("Tags", []), (ami, snapshot)
 
 
 def test_sharing_tags_an_older_images_untagged_snapshots_first(aws_conn: str, base_ami: str) -> None:
