@@ -898,7 +898,7 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
     where = policy.deployment(
         families, account=args.account, bucket=args.bucket, allow_parameters=args.allow_parameter
     )
-    print(json.dumps(policy.narrowed(template, where), indent=2))
+    print(json.dumps(policy.narrowed(template, where, inline=args.inline), indent=2))
     return 0
 
 
@@ -965,6 +965,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PREFIX",
         help="grant pointers and source parameters of the account under PREFIX (e.g. /platform/amis/) "
         "besides /golden/ and /aws/service/ (repeatable)",
+    )
+    iam.add_argument(
+        "--inline",
+        action="store_true",
+        help="for a role's inline policy (IAM's quota 10,240 characters, not a managed policy's 6,144)",
     )
     iam.set_defaults(func=cmd_iam_policy)
     catalog = sub.add_parser("catalog", help="the local image store's catalog")

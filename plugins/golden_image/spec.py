@@ -246,11 +246,21 @@ class LocalSource(Strict):
 
 
 SSM_PARAMETER = (
-    r"^(arn:aws[a-z-]{0,16}:ssm:[a-z]{2}(-[a-z]+)+-\d:\d{12}:parameter/|/)?[A-Za-z0-9_.-]{1,255}"
+    r"^(arn:aws:ssm:[a-z]{2}(-[a-z]+)+-[0-9]:[0-9]{12}:parameter/|/)?[A-Za-z0-9_.-]{1,255}"
     r"(/[A-Za-z0-9_.-]{1,255}){0,14}(:[A-Za-z0-9_.-]{1,100})?$"
 )
 """What SSM accepts as GetParameter's Name: a name (letters, digits, _.- and / for up to 15 levels),
-or a shared parameter's ARN, each optionally with :version or :label."""
+or a shared parameter's ARN, each optionally with :version or :label (digits are ASCII ones)."""
+
+
+def _parameter_path_problem(name: str) -> str | None:
+    """Why an SSM parameter name (or pointer) SSM_PARAMETER lets through is still not one."""
+    if name.startswith("arn:") and ":parameter/" not in name:
+        return "an ARN must be arn:aws:ssm:REGION:ACCOUNT:parameter/NAME"
+    path = name.partition(":parameter/")[2] if name.startswith("arn:") else name
+    if any(segment in (".", "..") for segment in path.split(":", 1)[0].split("/")):
+        return "'.' and '..' are not path segments of a parameter name"
+    return None
 
 
 class AwsSource(Strict):
@@ -265,6 +275,13 @@ class AwsSource(Strict):
     owners: list[str] = Field(default_factory=list)
     name_filter: str | None = None
 
+    @field_validator("ssm_parameter")
+    @classmethod
+    def _a_parameter(cls, value: str | None) -> str | None:
+        if value is not None and (problem := _parameter_path_problem(value)):
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _one_way(self) -> AwsSource:
         if bool(self.ssm_parameter) == bool(self.name_filter):
@@ -274,7 +291,7 @@ class AwsSource(Strict):
         return self
 
 
-AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-\d$"
+AWS_REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]$"
 
 
 class AwsSettings(Strict):
@@ -721,8 +738,15 @@ class Distribution(Strict):
 
 
 class Publish(Strict):
-    pointer: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_./-]{1,200}$")
+    pointer: str | None = Field(default=None, pattern=r"^(/[A-Za-z0-9_.-]+){1,15}$", max_length=201)
     """Name of the family's "latest" pointer; defaults to /golden/<family>/latest."""
+
+    @field_validator("pointer")
+    @classmethod
+    def _a_parameter(cls, value: str | None) -> str | None:
+        if value is not None and (problem := _parameter_path_problem(value)):
+            raise ValueError(problem)
+        return value
 
 
 class Retention(Strict):
@@ -825,10 +849,18 @@ class FamilySpec(Strict):
                     ("distribution", "regions"),
                     f"distribution.regions must be AWS regions on platform: aws (got {bad})",
                 )
-            if any(not re.fullmatch(r"\d{12}", a) for a in self.distribution.accounts):
+            if any(not re.fullmatch(r"[0-9]{12}", a) for a in self.distribution.accounts):
                 raise FieldProblem(
                     ("distribution", "accounts"),
                     "distribution.accounts must be 12-digit AWS account ids on platform: aws",
+                )
+            shared = self.source.aws.ssm_parameter if self.source.aws is not None else None
+            if shared and shared.startswith("arn:") and shared.split(":")[3] != self.primary_region:
+                raise FieldProblem(
+                    ("source", "aws", "ssm_parameter"),
+                    f"a shared parameter's ARN must be in the region the family builds in, "
+                    f"{self.primary_region} (SSM reads a shared parameter in its own region only; got "
+                    f"{shared.split(':')[3]})",
                 )
         if self.source.family == self.name:
             raise FieldProblem(("source", "family"), "source.family cannot be the family itself")

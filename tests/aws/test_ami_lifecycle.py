@@ -273,9 +273,10 @@ def test_snapshots_are_tagged_even_when_a_pending_image_listed_none(
             assert {"Key": FAMILY_TAG, "Value": spec.name} in snapshot.get("Tags", []), (ami, snapshot)
 
 
-def test_sharing_tags_an_older_images_untagged_snapshots_first(aws_conn: str, base_ami: str) -> None:
+def test_sharing_tags_an_older_images_untagged_snapshots(aws_conn: str, base_ami: str) -> None:
     """include/iam shares only golden:family-tagged snapshots: an image whose snapshots were never
-    tagged (captured by an older release) gets them tagged before its volume permission."""
+    tagged (captured by an older release) gets them tagged when it is shared. (That it happens
+    before the volume permission is read in the code: moto checks no IAM condition.)"""
     spec, aws = family_platform("aws-older", aws_conn, regions=["us-east-1"], accounts=["111122223333"])
     east = aws.hook("us-east-1")
     builder = east.conn.run_instances(ImageId=base_ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]

@@ -92,6 +92,12 @@ def test_it_grants_nothing_the_template_does_not_unless_the_operator_allows_it()
                 continue
             patterns = listed(original[statement["Sid"]]["Resource"])
             assert statement["Action"] == original[statement["Sid"]]["Action"]
+            condition = original[statement["Sid"]].get("Condition")
+            if statement["Sid"] == "ShareOnlyPipelineSnapshotsWithAccounts":  # narrowed to the accounts
+                assert statement["Condition"]["Null"] == {**condition["Null"], "ec2:Add/userId": "false"}
+                assert set(statement["Condition"]) == {"Null", "ForAllValues:StringEquals"}
+            else:
+                assert statement.get("Condition") == condition, statement["Sid"]
             for arn in listed(statement["Resource"]):
                 matched = any(fnmatch.fnmatchcase(arn, p) for p in patterns)
                 assert matched or (allow and arn.endswith(":parameter/platform/amis/web")), arn
@@ -117,11 +123,10 @@ def test_regional_calls_are_denied_outside_the_families_regions() -> None:
     assert [s for s in statements if s["Effect"] == "Deny"] == [deny]
 
 
-def test_keys_are_used_only_by_the_families_regions_ec2() -> None:
+def test_keys_are_used_only_through_ec2_which_is_denied_outside_the_regions() -> None:
     statements = by_sid(rendered())
-    via = ["ec2.eu-west-1.amazonaws.com", "ec2.us-east-1.amazonaws.com"]
     for sid in ("EncryptCopiesThroughEc2", "GrantKeysOnlyToEc2Resources"):
-        assert statements[sid]["Condition"]["StringLike"] == {"kms:ViaService": via}
+        assert statements[sid]["Condition"]["StringLike"] == {"kms:ViaService": "ec2.*.amazonaws.com"}
     assert statements["GrantKeysOnlyToEc2Resources"]["Condition"]["Bool"] == {
         "kms:GrantIsForAWSResource": "true"
     }
@@ -199,7 +204,11 @@ def test_a_family_file_cannot_widen_the_policy_on_its_own(fields: dict[str, Any]
 def test_snapshots_are_shared_only_with_the_families_accounts_and_never_publicly() -> None:
     [snapshots] = [s for s in rendered()["Statement"] if s["Action"] == "ec2:ModifySnapshotAttribute"]
     assert snapshots["Condition"] == {
-        "Null": {"aws:ResourceTag/golden:family": "false", "ec2:Add/group": "true"},
+        "Null": {
+            "aws:ResourceTag/golden:family": "false",
+            "ec2:Add/group": "true",
+            "ec2:Add/userId": "false",
+        },
         "ForAllValues:StringEquals": {"ec2:Add/userId": ["111122223333", "444455556666"]},
     }
     unshared = rendered([aws_family("plain")])  # no account to share with: no snapshot statement
@@ -231,16 +240,40 @@ def test_local_families_need_nothing_and_bad_arguments_say_what_is_wanted() -> N
 
 def test_a_policy_over_iams_size_quota_is_refused_with_what_to_do() -> None:
     many = [
-        aws_family(f"f{i:03d}", publish={"pointer": f"/platform/amis/team-{i:03d}/latest"}) for i in range(80)
+        aws_family(f"f{i:03d}", publish={"pointer": f"/platform/amis/team-{i:03d}/latest"}) for i in range(60)
     ]
-    with pytest.raises(UserError, match=f"over IAM's {MANAGED_POLICY_MAX_CHARS}.*under /golden/"):
+    with pytest.raises(
+        UserError, match=f"over IAM's {MANAGED_POLICY_MAX_CHARS} .*60 pointers outside.*--inline"
+    ):
         rendered(many, ("/platform/amis/",))
+    where = deployment(many, account=ACCOUNT, bucket=BUCKET, allow_parameters=["/platform/amis/"])
+    assert len(by_sid(narrowed(template(), where, inline=True))["FamilyPointers"]["Resource"]) == 61
+    more = [
+        aws_family(f"g{i:03d}", publish={"pointer": f"/platform/amis/g-{i:03d}/latest"}) for i in range(120)
+    ]
+    where = deployment(more, account=ACCOUNT, bucket=BUCKET, allow_parameters=["/platform/amis/"])
+    with pytest.raises(UserError, match=r"over IAM's 10240 for a role's inline policies.*120 pointers"):
+        narrowed(template(), where, inline=True)
 
 
-def test_a_wildcard_source_parameter_is_refused_by_the_spec() -> None:
-    for name in ("/aws/service/*", "/platform/?", "/a b", "arn:aws:ssm:us-east-1:*:parameter/x"):
-        with pytest.raises(ValueError, match="ssm_parameter"):
+def test_what_is_not_one_parameter_is_refused_by_the_spec() -> None:
+    for name in (
+        "/aws/service/*",
+        "/platform/?",
+        "/a b",
+        "arn:aws:ssm:us-east-1:*:parameter/x",
+        "arn:latest",  # an ARN's look-alike: the name "arn" with a label
+        "arn:aws-cn:ssm:cn-north-1:444455556666:parameter/x",  # rendered for partition aws only
+        "arn:aws:ssm:us-east-1:\u0661\u0661\u0661\u0661\u0662\u0662\u0662\u0662\u0663\u0663\u0663\u0663:parameter/x",
+        "arn:aws:ssm:eu-west-1:444455556666:parameter/x",  # not where the family builds
+        "/golden/../prod/db",
+        "/aws/service/./x",
+    ):
+        with pytest.raises(ValueError, match=r"ssm_parameter|a shared parameter's ARN must be in the region"):
             aws_family("wild", source={"aws": {"ssm_parameter": name}})
+    for pointer in ("/a//b", "/a/../b", "/a/", "/\u0661"):
+        with pytest.raises(ValueError, match="pointer"):
+            aws_family("wild", publish={"pointer": pointer})
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -255,6 +288,22 @@ def test_the_command_prints_the_narrowed_policy(capsys: pytest.CaptureFixture[st
     assert out == "" and "no aws family uses the connection(s) other" in err
     assert main(["iam-policy", "--account", ACCOUNT, "--bucket", BUCKET, "--aws-conn-id", "aws_default"]) == 0
     assert json.loads(capsys.readouterr().out) == rendered()
+
+
+def test_the_command_keeps_the_families_of_the_named_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = images_with_change(tmp_path, "windows2022-core-dotnet.yaml", "aws_default", "aws_other")
+    monkeypatch.setenv("GOLDEN_IMAGES_DIR", str(images))
+    windows = "parameter/aws/service/ami-windows-latest/Windows_Server-2022-English-Core-Base"
+
+    def sources(*argv: str) -> list[str]:
+        assert main(["iam-policy", "--account", ACCOUNT, "--bucket", BUCKET, *argv]) == 0
+        return list(by_sid(json.loads(capsys.readouterr().out))["SourceParameters"]["Resource"])
+
+    assert any(r.endswith(windows) for r in sources())
+    assert not any(r.endswith(windows) for r in sources("--aws-conn-id", "aws_default"))
+    assert all(r.endswith(windows) for r in sources("--aws-conn-id", "aws_other"))
 
 
 def test_the_command_writes_no_policy_while_a_family_file_is_broken(

@@ -7,8 +7,8 @@ account, its manifest bucket and the aws families of ``include/images``:
 * every ARN names the account instead of ``*`` (AWS-owned ARNs, with no account, stay so; so do
   subnets and security groups, which a shared VPC's owner account may own);
 * the manifest statements name the bucket;
-* one Deny refuses EC2 and SSM calls outside the families' regions (``aws:RequestedRegion``), and
-  EC2 may use KMS keys only through those regions' endpoints (``kms:ViaService``);
+* one Deny refuses EC2 and SSM calls outside the families' regions (``aws:RequestedRegion``; EC2,
+  the only user of the keys (``kms:ViaService``), is then not called elsewhere either);
 * snapshots are shared only with the families' accounts (``ec2:Add/userId``);
 * the source parameters the families resolve are named one by one, in the region that reads
   each; so are pointers outside ``/golden/`` (the default ones share that prefix).
@@ -35,6 +35,9 @@ from golden_image.spec import FamilySpec, default_pointer
 
 MANAGED_POLICY_MAX_CHARS = 6144
 """IAM's quota for a customer managed policy document, whitespace not counted."""
+INLINE_POLICY_MAX_CHARS = 10240
+"""IAM's quota for a role's inline policies together, whitespace not counted."""
+MANAGED, INLINE = "a managed policy", "a role's inline policies"
 
 REGION_GUARDED = ("ec2:*", "ssm:*")
 """Denied outside the families' regions. Not KMS: EC2 uses the keys only through the regions'
@@ -51,12 +54,12 @@ ACCOUNT_AGNOSTIC = ("subnet/", "security-group/")
 """Resource types whose ARNs keep any account: a shared VPC's subnets (and shared security
 groups) belong to the network account."""
 
-ACCOUNT_ID = re.compile(r"\d{12}")
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
 # S3's rules for a general purpose bucket: 3-63 of a-z 0-9 . -, letter or digit at both ends, no
 # "..", not an IP address, none of the reserved prefixes and suffixes
 BUCKET_NAME = re.compile(r"(?!xn--|sthree-|amzn-s3-demo-)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
-IP_ADDRESS = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+IP_ADDRESS = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,9 @@ def deployment(
     )
 
 
-def narrowed(template: dict[str, Any], where: Deployment) -> dict[str, Any]:
+def narrowed(template: dict[str, Any], where: Deployment, *, inline: bool = False) -> dict[str, Any]:
     """``template`` (include/iam's policy) narrowed to ``where``; raises UserError when the result
-    is over IAM's size quota for a managed policy."""
+    is over IAM's size quota for a managed policy (for a role's inline policies with ``inline``)."""
     statements = []
     for original in template["Statement"]:
         statement = copy.deepcopy(original)
@@ -158,23 +161,26 @@ def narrowed(template: dict[str, Any], where: Deployment) -> dict[str, Any]:
         if sid == SHARE_SNAPSHOTS_SID:
             if not where.share_accounts:
                 continue  # no family shares with an account: no snapshot is ever shared
-            statement.setdefault("Condition", {})["ForAllValues:StringEquals"] = {
+            condition = statement.setdefault("Condition", {})
+            condition.setdefault("Null", {})["ec2:Add/userId"] = "false"  # ForAllValues holds on none
+            condition["ForAllValues:StringEquals"] = {
                 "ec2:Add/userId": _one_or_list(list(where.share_accounts))
             }
-        for operator in statement.get("Condition", {}).values():
-            if "kms:ViaService" in operator:  # EC2 uses the keys: only the families' regions' EC2
-                operator["kms:ViaService"] = _one_or_list([f"ec2.{r}.amazonaws.com" for r in where.regions])
         statements.append(statement)
     statements.append(_only_in_regions(where.regions))
     policy = {**template, "Statement": statements}
     size = len(re.sub(r"\s", "", json.dumps(policy)))
-    if size > MANAGED_POLICY_MAX_CHARS:
+    quota = INLINE_POLICY_MAX_CHARS if inline else MANAGED_POLICY_MAX_CHARS
+    if size > quota:
+        custom = {n for _, n in where.pointers if not n.startswith(DEFAULT_POINTER_PREFIX)}
         raise UserError(
-            f"the narrowed policy has {size} characters (whitespace not counted), over IAM's "
-            f"{MANAGED_POLICY_MAX_CHARS} for a managed policy: the pointers outside /golden/ and the "
-            "source parameters are named one by one; keep the families' pointers under /golden/ (the "
-            "default /golden/<family>/latest is) or split the families over two roles, each policy "
-            "rendered from its own images directory (GOLDEN_IMAGES_DIR)"
+            f"the narrowed policy has {size} characters (whitespace not counted), over IAM's {quota} "
+            f"for {INLINE if inline else MANAGED}; it names {len(where.regions)} regions, "
+            f"{len(where.share_accounts)} accounts to share snapshots with, "
+            f"{len(where.source_parameters)} source parameters and {len(custom)} pointers outside "
+            f"/golden/. {'' if inline else f'--inline renders it for {INLINE} ({INLINE_POLICY_MAX_CHARS}). '}"
+            "Or split the families over roles: --aws-conn-id per connection, or GOLDEN_IMAGES_DIR per "
+            "images directory"
         )
     return policy
 
@@ -207,8 +213,13 @@ def _one_or_list(values: list[str]) -> str | list[str]:
 def _parameter_path(name: str) -> tuple[str, str | None]:
     """(/path without :version or :label, the owner account if ``name`` is an ARN, else None)."""
     if name.startswith("arn:"):
-        head, _, rest = name.partition(":parameter/")
-        return "/" + rest.split(":", 1)[0], head.split(":")[4]
+        head, found, rest = name.partition(":parameter/")
+        fields = head.split(":")
+        if not found or len(fields) != 5 or fields[:3] != ["arn", "aws", "ssm"]:
+            raise UserError(
+                f"{name!r} is not an SSM parameter's ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)"
+            )
+        return "/" + rest.split(":", 1)[0], fields[4]
     return "/" + name.split(":", 1)[0].lstrip("/"), None
 
 
