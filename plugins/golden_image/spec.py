@@ -253,20 +253,36 @@ SSM_PARAMETER = (
 or a shared parameter's ARN, each optionally with :version or :label (digits are ASCII ones)."""
 
 
-def _parameter_path_problem(name: str) -> str | None:
-    """Why an SSM parameter name (or pointer) SSM_PARAMETER lets through is still not one."""
-    if name.startswith("arn:") and ":parameter/" not in name:
-        return "an ARN must be arn:aws:ssm:REGION:ACCOUNT:parameter/NAME"
-    path = name.partition(":parameter/")[2] if name.startswith("arn:") else name
-    if any(segment in (".", "..") for segment in path.split(":", 1)[0].split("/")):
-        return "'.' and '..' are not path segments of a parameter name"
-    return None
+def split_parameter(name: str) -> tuple[str, str | None, str | None]:
+    """GetParameter's ``name`` as (/path without its :version or :label, the owner account and the
+    region of a shared parameter's ARN, else None and None); ValueError when it is no parameter."""
+    region = account = None
+    path = name
+    if name.startswith("arn:"):
+        head, found, path = name.partition(":parameter/")
+        fields = head.split(":")
+        if not found or len(fields) != 5 or fields[:3] != ["arn", "aws", "ssm"]:
+            raise ValueError("an ARN must be arn:aws:ssm:REGION:ACCOUNT:parameter/NAME")
+        region, account = fields[3], fields[4]
+    path = "/" + path.split(":", 1)[0].lstrip("/")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise ValueError("'.' and '..' are not path segments of a parameter name")
+    return path, account, region
+
+
+def _a_parameter(name: str) -> str:
+    split_parameter(name)
+    return name
+
+
+ParameterName = Annotated[str, AfterValidator(_a_parameter)]
+"""An SSM parameter's name (or shared ARN) that :func:`split_parameter` reads."""
 
 
 class AwsSource(Strict):
     """How to find the base AMI: an SSM public parameter, or owners + name filter."""
 
-    ssm_parameter: str | None = Field(
+    ssm_parameter: ParameterName | None = Field(
         default=None,
         pattern=SSM_PARAMETER,
         description="a parameter name (/aws/service/... for AWS's public ones) or a shared parameter's "
@@ -274,13 +290,6 @@ class AwsSource(Strict):
     )
     owners: list[str] = Field(default_factory=list)
     name_filter: str | None = None
-
-    @field_validator("ssm_parameter")
-    @classmethod
-    def _a_parameter(cls, value: str | None) -> str | None:
-        if value is not None and (problem := _parameter_path_problem(value)):
-            raise ValueError(problem)
-        return value
 
     @model_validator(mode="after")
     def _one_way(self) -> AwsSource:
@@ -738,15 +747,8 @@ class Distribution(Strict):
 
 
 class Publish(Strict):
-    pointer: str | None = Field(default=None, pattern=r"^(/[A-Za-z0-9_.-]+){1,15}$", max_length=201)
+    pointer: ParameterName | None = Field(default=None, pattern=r"^(/[A-Za-z0-9_.-]+){1,15}$", max_length=201)
     """Name of the family's "latest" pointer; defaults to /golden/<family>/latest."""
-
-    @field_validator("pointer")
-    @classmethod
-    def _a_parameter(cls, value: str | None) -> str | None:
-        if value is not None and (problem := _parameter_path_problem(value)):
-            raise ValueError(problem)
-        return value
 
 
 class Retention(Strict):
@@ -854,13 +856,14 @@ class FamilySpec(Strict):
                     ("distribution", "accounts"),
                     "distribution.accounts must be 12-digit AWS account ids on platform: aws",
                 )
-            shared = self.source.aws.ssm_parameter if self.source.aws is not None else None
-            if shared and shared.startswith("arn:") and shared.split(":")[3] != self.primary_region:
+            parameter = self.source.aws.ssm_parameter if self.source.aws is not None else None
+            _, _, shared_in = split_parameter(parameter) if parameter else (None, None, None)
+            if shared_in not in (None, self.primary_region):
                 raise FieldProblem(
                     ("source", "aws", "ssm_parameter"),
                     f"a shared parameter's ARN must be in the region the family builds in, "
                     f"{self.primary_region} (SSM reads a shared parameter in its own region only; got "
-                    f"{shared.split(':')[3]})",
+                    f"{shared_in})",
                 )
         if self.source.family == self.name:
             raise FieldProblem(("source", "family"), "source.family cannot be the family itself")

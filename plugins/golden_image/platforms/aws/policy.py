@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from golden_image.errors import UserError
-from golden_image.spec import FamilySpec, default_pointer
+from golden_image.spec import FamilySpec, default_pointer, split_parameter
 
 MANAGED_POLICY_MAX_CHARS = 6144
 """IAM's quota for a customer managed policy document, whitespace not counted."""
@@ -69,8 +69,8 @@ class Deployment:
     account: str
     bucket: str
     regions: tuple[str, ...]
-    pointers: tuple[tuple[str, str], ...]
-    """(region, parameter name) the families publish to (and layered families read)."""
+    custom_pointers: tuple[str, ...]
+    """The families' pointers outside /golden/ (the default ones and a layer's parent's are in it)."""
     source_parameters: tuple[tuple[str, str], ...]
     """(region, parameter name) of the families' ``source.aws.ssm_parameter``."""
     share_accounts: tuple[str, ...] = ()
@@ -105,24 +105,23 @@ def deployment(
     if not aws:
         raise UserError("no family has platform: aws, so the pipeline needs no AWS policy")
     regions: set[str] = set()
-    pointers: set[tuple[str, str]] = set()
+    custom: set[str] = set()
     sources: set[tuple[str, str]] = set()
     accounts: set[str] = set()
     beyond: list[str] = []
     for spec in aws:
         regions.update(spec.distribution.regions)
         accounts.update(spec.distribution.accounts)
-        pointers.update((region, spec.pointer) for region in spec.distribution.regions)
-        if not spec.pointer.startswith(DEFAULT_POINTER_PREFIX) and not spec.pointer.startswith(
-            tuple(allow_parameters)
-        ):
-            beyond.append(f"{spec.name}: publish.pointer {spec.pointer} (the pipeline would overwrite it)")
-        if spec.source_pointer:  # read where the layer is built
-            pointers.add((spec.primary_region, spec.source_pointer))
-        elif spec.source.aws is not None and spec.source.aws.ssm_parameter:
+        if not spec.pointer.startswith(DEFAULT_POINTER_PREFIX):
+            custom.add(spec.pointer)
+            if not spec.pointer.startswith(tuple(allow_parameters)):
+                beyond.append(
+                    f"{spec.name}: publish.pointer {spec.pointer} (the pipeline would overwrite it)"
+                )
+        if spec.source.aws is not None and spec.source.aws.ssm_parameter:  # a layer reads /golden/
             name = spec.source.aws.ssm_parameter
             sources.add((spec.primary_region, name))
-            path, owner = _parameter_path(name)
+            path, owner, _ = split_parameter(name)
             if owner in (None, account) and not path.startswith((PUBLIC_PARAMETER_PREFIX, *allow_parameters)):
                 beyond.append(f"{spec.name}: source.aws.ssm_parameter {name} (the pipeline would read it)")
     if beyond:
@@ -137,7 +136,7 @@ def deployment(
         account,
         bucket,
         tuple(sorted(regions)),
-        tuple(sorted(pointers)),
+        tuple(sorted(custom)),
         tuple(sorted(sources)),
         tuple(sorted(accounts)),
     )
@@ -172,14 +171,14 @@ def narrowed(template: dict[str, Any], where: Deployment, *, inline: bool = Fals
     size = len(re.sub(r"\s", "", json.dumps(policy)))
     quota = INLINE_POLICY_MAX_CHARS if inline else MANAGED_POLICY_MAX_CHARS
     if size > quota:
-        custom = {n for _, n in where.pointers if not n.startswith(DEFAULT_POINTER_PREFIX)}
         raise UserError(
             f"the narrowed policy has {size} characters (whitespace not counted), over IAM's {quota} "
             f"for {INLINE if inline else MANAGED}; it names {len(where.regions)} regions, "
             f"{len(where.share_accounts)} accounts to share snapshots with, "
-            f"{len(where.source_parameters)} source parameters and {len(custom)} pointers outside "
-            f"/golden/. {'' if inline else f'--inline renders it for {INLINE} ({INLINE_POLICY_MAX_CHARS}). '}"
-            "Or split the families over roles: --aws-conn-id per connection, or GOLDEN_IMAGES_DIR per "
+            f"{len(where.source_parameters)} source parameters and {len(where.custom_pointers)} "
+            f"pointers outside /golden/. "
+            + ("" if inline else f"--inline renders it for {INLINE} ({INLINE_POLICY_MAX_CHARS}). ")
+            + "Or split the families over roles: --aws-conn-id per connection, or GOLDEN_IMAGES_DIR per "
             "images directory"
         )
     return policy
@@ -187,10 +186,9 @@ def narrowed(template: dict[str, Any], where: Deployment, *, inline: bool = Fals
 
 def _pointer_resources(where: Deployment) -> list[str]:
     """The default pointers' prefix, and each pointer outside it by name (regions: the Deny)."""
-    pointers = {name for _, name in where.pointers if not name.startswith(DEFAULT_POINTER_PREFIX)}
     return [
         f"arn:aws:ssm:*:{where.account}:parameter{DEFAULT_POINTER_PREFIX}*",
-        *(_parameter_arn("*", name, where.account) for name in sorted(pointers)),
+        *(_parameter_arn("*", name, where.account) for name in where.custom_pointers),
     ]
 
 
@@ -210,30 +208,15 @@ def _one_or_list(values: list[str]) -> str | list[str]:
     return values[0] if len(values) == 1 else values
 
 
-def _parameter_path(name: str) -> tuple[str, str | None]:
-    """(/path without :version or :label, the owner account if ``name`` is an ARN, else None)."""
-    if name.startswith("arn:"):
-        head, found, rest = name.partition(":parameter/")
-        fields = head.split(":")
-        if not found or len(fields) != 5 or fields[:3] != ["arn", "aws", "ssm"]:
-            raise UserError(
-                f"{name!r} is not an SSM parameter's ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)"
-            )
-        return "/" + rest.split(":", 1)[0], fields[4]
-    return "/" + name.split(":", 1)[0].lstrip("/"), None
-
-
 def _parameter_arn(region: str, name: str, account: str) -> str:
     """The ARN of the parameter GetParameter's ``name`` reads (a name or a shared parameter's ARN,
     either with an optional :version or :label); AWS's public parameters have no account."""
     if any(c in name for c in "*?"):  # spec.SSM_PARAMETER refuses them; a wildcard would grant more
         raise UserError(f"SSM parameter {name!r} has a wildcard: name one parameter")
-    path, owner = _parameter_path(name)
-    if owner is not None:
-        arn_region = name.split(":")[3]
-        return f"arn:aws:ssm:{arn_region}:{owner}:parameter{path}"
-    owner = "" if path.startswith(PUBLIC_PARAMETER_PREFIX) else account
-    return f"arn:aws:ssm:{region}:{owner}:parameter{path}"
+    path, owner, shared_in = split_parameter(name)
+    if owner is None:
+        owner = "" if path.startswith(PUBLIC_PARAMETER_PREFIX) else account
+    return f"arn:aws:ssm:{shared_in or region}:{owner}:parameter{path}"
 
 
 def _resources(resources: str | list[str], where: Deployment) -> str | list[str]:
