@@ -894,7 +894,7 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
     ]
     if args.aws_conn_id and not any(spec.platform == "aws" for spec in families):
         raise UserError(f"no aws family uses the connection(s) {', '.join(args.aws_conn_id)}")
-    template = json.loads((paths.include_dir() / "iam" / "golden-image-pipeline.json").read_text())
+    template = json.loads((paths.include_dir() / policy.TEMPLATE).read_text())
     where = policy.deployment(
         families, account=args.account, bucket=args.bucket, allow_parameters=args.allow_parameter
     )

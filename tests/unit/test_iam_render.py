@@ -22,11 +22,13 @@ from golden_image.platforms.aws.policy import (
     deployment,
     narrowed,
 )
+from golden_image.platforms.aws.policy import (
+    TEMPLATE as TEMPLATE_UNDER_INCLUDE,
+)
 from golden_image.spec import FamilySpec, load_families
 from tests.specs import family_spec, images_with_change
 
-PROJECT = Path(__file__).resolve().parents[2]
-TEMPLATE = PROJECT / "include" / "iam" / "golden-image-pipeline.json"
+TEMPLATE = paths.include_dir() / TEMPLATE_UNDER_INCLUDE
 ACCOUNT, BUCKET = "111122223333", "acme-golden-manifests"
 
 

@@ -577,7 +577,11 @@ class AmiHook(EC2Hook):
         if not permissions:
             return
         self.conn.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": permissions})
-        for snapshot_id in snapshot_ids(self.describe_image(image_id)) if accounts else []:
+        image = self.describe_image(image_id) if accounts else {}
+        snapshots, family = snapshot_ids(image), tag_value(image, FAMILY_TAG)
+        if snapshots and family:  # only tagged snapshots may be shared (include/iam), an older image's too
+            self.tag(snapshots, {FAMILY_TAG: family})
+        for snapshot_id in snapshots:
             self.conn.modify_snapshot_attribute(
                 SnapshotId=snapshot_id,
                 Attribute="createVolumePermission",

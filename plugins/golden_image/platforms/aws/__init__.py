@@ -431,11 +431,7 @@ class AwsPlatform:
 
     def grant_launch(self, image_id: str, accounts: list[str], *, region: str) -> list[str]:
         """Launch (and snapshot) permission in one region; never public."""
-        hook = self.hook(region)
-        family = tag_value(hook.describe_image(image_id), FAMILY_TAG) if accounts else None
-        if family:  # only tagged snapshots may be shared (include/iam), also an older image's
-            hook.tag_snapshots(image_id, {FAMILY_TAG: family})
-        hook.share_image(
+        self.hook(region).share_image(
             image_id,
             accounts=accounts,
             organizations=self.settings.organizations,

@@ -33,6 +33,9 @@ from typing import Any
 from golden_image.errors import UserError
 from golden_image.spec import FamilySpec, default_pointer, split_parameter
 
+TEMPLATE = "iam/golden-image-pipeline.json"
+"""The policy template, under include/."""
+
 MANAGED_POLICY_MAX_CHARS = 6144
 """IAM's quota for a customer managed policy document, whitespace not counted."""
 INLINE_POLICY_MAX_CHARS = 10240
